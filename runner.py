@@ -1,0 +1,53 @@
+"""The one CLI of deeplab-tfx: `deeplab COMMAND ...` (console script) or `python runner.py COMMAND ...`.
+
+Each command's arguments and body live beside the code they drive, in a module exposing
+`add_arguments(command, parser)` and `main(command, args) -> int`. Only the chosen command's module is
+imported, so `deeplab synth` does not pay for importing TFX.
+"""
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+# command -> (module that implements it, one-line help)
+COMMANDS = {
+    "synth": ("data.cli", "write a synthetic VOCdevkit dataset"),
+    "ingest": ("pipeline.cli", "run the data half of the pipeline and write ingest_report.json"),
+    "run": ("pipeline.cli", "run the whole pipeline locally (LocalDagRunner, sqlite MLMD, caching)"),
+    "compile": ("pipeline.cli", "compile the pipeline for Kubeflow (KubeflowV2DagRunner)"),
+    "demo": ("pipeline.cli", "synthetic data -> pipeline -> summary, pictures and a served prediction"),
+    "train": ("models.cli", "train DeepLab V3 outside TFX on ExampleGen TFRecords"),
+    "evaluate": ("components.miou_evaluator.cli", "evaluate an exported model: mIoU report"),
+    "export": ("serving.cli", "re-export a trained model for TF Serving"),
+    "serve": ("serving.cli", "local TF Serving-compatible gRPC/REST endpoint"),
+    "predict": ("serving.cli", "send images to a TF Serving endpoint, write label maps and overlays"),
+}
+
+
+def build_parser(command=None):
+    parser = argparse.ArgumentParser(prog="deeplab", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(name, p)
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(command).parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return module.main(args.command, args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+VOC_SAMPLE = REPO.parent / "shared" / "voc2012-sample"
+SEED_SPLITS = REPO.parent / "shared" / "seed-splits"
+
+
+@pytest.fixture(scope="session")
+def voc_sample_root():
+    """The 19 real VOC 2012 pairs in ../shared (CI has them); tests using it skip where it is absent."""
+    if not (VOC_SAMPLE / "JPEGImages").is_dir():
+        pytest.skip("../shared/voc2012-sample is not present")
+    return VOC_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def custom_train_list():
+    path = SEED_SPLITS / "custom_train.txt"
+    if not path.is_file():
+        pytest.skip("../shared/seed-splits/custom_train.txt is not present")
+    return path

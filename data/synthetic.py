@@ -1,0 +1,222 @@
+"""Synthetic VOC-style datasets that a small network can learn in minutes on a CPU.
+
+Every object class has its own shape, colour and texture, so the class of a pixel is recoverable
+from a small neighbourhood (a 3x3-conv network sees colour and texture long before it sees a
+whole shape). Backgrounds are low-saturation gradients and smooth noise, never the saturated
+object colours. Masks carry 255 bands along object outlines like real VOC annotations.
+
+Output is byte-identical for the same arguments: each image draws from its own generator seeded
+by (seed, index), and PIL's JPEG/PNG encoders are deterministic.
+"""
+import collections
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from data.voc import IGNORE_LABEL, VOC_CLASSES, voc_palette
+
+ObjectStyle = collections.namedtuple("ObjectStyle", ["class_id", "shape", "rgb", "texture"])
+
+# One style per class: distinct hue (far apart, all saturated), distinct texture, distinct shape.
+STYLES = (
+    ObjectStyle(VOC_CLASSES.index("aeroplane"), "triangle", (50, 110, 235), "hstripes"),
+    ObjectStyle(VOC_CLASSES.index("boat"), "half_disc", (245, 135, 20), "vstripes"),
+    ObjectStyle(VOC_CLASSES.index("bottle"), "capsule", (30, 185, 65), "dots"),
+    ObjectStyle(VOC_CLASSES.index("car"), "rectangle", (210, 25, 35), "checker"),
+    ObjectStyle(VOC_CLASSES.index("cat"), "ellipse", (235, 215, 30), "dstripes"),
+    ObjectStyle(VOC_CLASSES.index("person"), "head_body", (190, 55, 205), "speckle"),
+)
+SYNTHETIC_CLASS_IDS = tuple(sorted(style.class_id for style in STYLES))
+
+ID_YEAR = 2099  # ids look like VOC's ('2099_000001') but can never collide with real ones
+BOUNDARY_WIDTH = 3  # px, like the ~3-5 px 'void' bands of VOC masks
+
+
+def _shape_mask(shape, yy, xx, cy, cx, size, angle):
+    """Boolean mask of one object; yy/xx are pixel coordinate grids, size ~ object extent in px."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    # Coordinates in the object's (rotated) frame, in units of half the object size.
+    u = ((xx - cx) * cos + (yy - cy) * sin) / (size / 2)
+    v = (-(xx - cx) * sin + (yy - cy) * cos) / (size / 2)
+    dy, dx = (yy - cy) / (size / 2), (xx - cx) / (size / 2)  # upright frame
+    if shape == "triangle":
+        return (v < 0.6) & (v > -1.0 + 0.0 * u) & (np.abs(u) < (v + 1.0) * 0.6)
+    if shape == "half_disc":
+        return (dx ** 2 + (dy + 0.3) ** 2 < 1.0) & (dy > -0.3)
+    if shape == "capsule":
+        half = 0.45
+        return (np.abs(dx) < half) & (np.abs(dy) < 1.0 - half) | (dx ** 2 + (np.abs(dy) - (1.0 - half)) ** 2 < half ** 2)
+    if shape == "rectangle":
+        return (np.abs(dx) < 1.0) & (np.abs(dy) < 0.5)
+    if shape == "ellipse":
+        return (u / 1.0) ** 2 + (v / 0.6) ** 2 < 1.0
+    if shape == "head_body":
+        head = dx ** 2 + (dy + 0.7) ** 2 < 0.3 ** 2
+        body = (np.abs(dx) < 0.4) & (dy > -0.42) & (dy < 1.0)
+        return head | body
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _texture(name, yy, xx, period, phase, rng):
+    """Pattern in {0, 1} (float) that darkens part of the object."""
+    if name == "hstripes":
+        return ((yy + phase) // (period / 2) % 2).astype(np.float32)
+    if name == "vstripes":
+        return ((xx + phase) // (period / 2) % 2).astype(np.float32)
+    if name == "dstripes":
+        return ((xx + yy + phase) // (period / 2) % 2).astype(np.float32)
+    if name == "checker":
+        return (((xx + phase) // period + (yy + phase) // period) % 2).astype(np.float32)
+    if name == "dots":
+        fy = (yy + phase) % period - period / 2
+        fx = (xx + phase) % period - period / 2
+        return (fy ** 2 + fx ** 2 < (period / 3.2) ** 2).astype(np.float32)
+    if name == "speckle":
+        return (rng.random(yy.shape) < 0.35).astype(np.float32)
+    raise ValueError(f"unknown texture {name!r}")
+
+
+def _smooth_noise(rng, height, width, cells):
+    """Low-frequency noise in [-1, 1]: a few random values bilinearly upsampled."""
+    coarse = rng.uniform(-1, 1, size=(cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(coarse, mode="F").resize((width, height), Image.BILINEAR))
+
+
+def _background(rng, height, width, yy, xx):
+    """Low-saturation gradient + smooth noise (+ sometimes faint grey stripes)."""
+    base = rng.uniform(60, 190) + rng.uniform(-15, 15, size=3)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xx / width + np.sin(angle) * yy / height)[..., None] * rng.uniform(-50, 50)
+    noise = _smooth_noise(rng, height, width, int(rng.integers(3, 8)))[..., None] * rng.uniform(10, 30)
+    image = base + ramp + noise
+    if rng.random() < 0.3:
+        period = rng.uniform(10, 30)
+        image = image + 8.0 * np.sin(2 * np.pi * (xx * np.cos(angle) - yy * np.sin(angle)) / period)[..., None]
+    return image
+
+
+def _boundary_band(label, width=BOUNDARY_WIDTH):
+    """Pixels within ~width px of a place where the label changes (image borders excluded)."""
+    from scipy import ndimage
+
+    size = width + 1  # the window spans `size` pixels; a change shows on `width` of them
+    hi = ndimage.maximum_filter(label, size=size, mode="nearest")
+    lo = ndimage.minimum_filter(label, size=size, mode="nearest")
+    return hi != lo
+
+
+def render_sample(rng, height, width, max_objects=3):
+    """One synthetic image and mask: (uint8 [H,W,3], uint8 [H,W] with 255 boundary bands)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = _background(rng, height, width, yy, xx)
+    label = np.zeros((height, width), dtype=np.uint8)
+    short = min(height, width)
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        style = STYLES[int(rng.integers(len(STYLES)))]
+        size = rng.uniform(0.3, 0.65) * short
+        cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
+        mask = _shape_mask(style.shape, yy, xx, cy, cx, size, rng.uniform(0, 2 * np.pi))
+        if not mask.any():
+            continue
+        colour = np.clip(np.array(style.rgb) * rng.uniform(0.85, 1.1) + rng.uniform(-18, 18, size=3), 0, 255)
+        pattern = _texture(style.texture, yy, xx, rng.uniform(6, 12), rng.uniform(0, 12), rng)
+        shade = 1.0 - rng.uniform(0.3, 0.45) * pattern
+        image[mask] = colour * shade[mask][:, None]
+        label[mask] = style.class_id  # later objects occlude earlier ones, in pixels and labels alike
+    image = image + rng.normal(0, 4, size=image.shape)
+    label[_boundary_band(label)] = IGNORE_LABEL
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), label
+
+
+def encode_palette_png(label):
+    """A VOC-style palette PNG (mode 'P', VOC colour map) of a class-id mask."""
+    mask = Image.frombytes("P", (label.shape[1], label.shape[0]), np.ascontiguousarray(label, np.uint8).tobytes())
+    mask.putpalette(voc_palette().flatten().tolist())
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def encode_jpeg(image, quality=90):
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _render_indexed(seed, index, min_size, max_size):
+    rng = np.random.default_rng([seed, index])
+    height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
+    return render_sample(rng, height, width)
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _progress(iterable, total, desc, enabled):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img")
+
+
+def generate_voc_dataset(output_dir, num_train=200, num_val=50, seed=0, min_size=160, max_size=320,
+                         progress=False):
+    """Writes a synthetic dataset in the exact VOCdevkit layout and returns the VOC2012 folder.
+
+    output_dir/VOC2012/JPEGImages/<id>.jpg, SegmentationClass/<id>.png (palette PNGs with the
+    VOC colour map, 255 bands on outlines), ImageSets/Segmentation/{train,val,trainval}.txt.
+    Ids are '2099_000001'... (train first, then val). Image sides are drawn from
+    [min_size, max_size]. Classes: see STYLES (aeroplane, boat, bottle, car, cat, person).
+    """
+    if not 8 <= min_size <= max_size:
+        raise ValueError(f"need 8 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
+    if num_train < 0 or num_val < 0:
+        raise ValueError("num_train and num_val must be >= 0")
+    root = os.path.join(str(output_dir), "VOC2012")
+    dirs = {name: os.path.join(root, name) for name in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")}
+    for d in dirs.values():
+        os.makedirs(d, exist_ok=True)
+    ids = [f"{ID_YEAR}_{i:06d}" for i in range(1, num_train + num_val + 1)]
+    for index, image_id in _progress(enumerate(ids), len(ids), "synth", progress):
+        image, label = _render_indexed(seed, index, min_size, max_size)
+        _write(os.path.join(dirs["JPEGImages"], f"{image_id}.jpg"), encode_jpeg(image))
+        _write(os.path.join(dirs["SegmentationClass"], f"{image_id}.png"), encode_palette_png(label))
+    splits = {"train": ids[:num_train], "val": ids[num_train:], "trainval": ids}
+    for name, split_ids in splits.items():
+        _write(os.path.join(dirs["ImageSets/Segmentation"], f"{name}.txt"),
+               "".join(f"{i}\n" for i in split_ids).encode())
+    return root
+
+
+def generate_sbd_dataset(output_dir, num_train=20, num_val=10, seed=0, min_size=160, max_size=320,
+                         first_index=1, progress=False):
+    """Writes a synthetic dataset in the SBD layout and returns its `dataset/` folder.
+
+    output_dir/dataset/img/<id>.jpg, cls/<id>.mat (struct GTcls with field Segmentation, uint8
+    class ids; like real SBD there are no 255 bands), train.txt, val.txt. Ids start at
+    `first_index` ('2099_%06d'), so a VOC tree from `generate_voc_dataset` can share ids with it.
+    """
+    import scipy.io
+
+    root = os.path.join(str(output_dir), "dataset")
+    for name in ("img", "cls"):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+    indices = range(first_index, first_index + num_train + num_val)
+    ids = [f"{ID_YEAR}_{i:06d}" for i in indices]
+    for index, image_id in _progress(zip(indices, ids), len(ids), "synth-sbd", progress):
+        # Offset the stream so an SBD image differs from the VOC image with the same id.
+        image, label = _render_indexed(seed + 1_000_003, index - 1, min_size, max_size)
+        label = np.where(label == IGNORE_LABEL, 0, label).astype(np.uint8)
+        _write(os.path.join(root, "img", f"{image_id}.jpg"), encode_jpeg(image))
+        scipy.io.savemat(os.path.join(root, "cls", f"{image_id}.mat"),
+                         {"GTcls": {"Segmentation": label, "Boundaries": np.zeros((0, 1), dtype=object),
+                                    "CategoriesPresent": np.unique(label[label > 0]).astype(np.uint8)}},
+                         do_compression=True)
+    for name, split_ids in (("train", ids[:num_train]), ("val", ids[num_train:])):
+        _write(os.path.join(root, f"{name}.txt"), "".join(f"{i}\n" for i in split_ids).encode())
+    return root

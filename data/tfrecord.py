@@ -1,0 +1,309 @@
+"""TFRecord codec: source files -> validated samples -> tf.train.Example (official DeepLab keys).
+
+Contract (docs/ARCHITECTURE.md): the feature keys of DeepLab's build_voc2012_data.py; RGB JPEG
+bytes are copied from the source file byte for byte (re-encoding would lose quality and change the
+pixels the reference results were measured on); masks are single-channel PNGs of class ids
+(0..num_classes-1, 255 = ignore) so a decoded record equals its source pixel for pixel.
+
+Bad inputs raise `BadSample` with a short `reason` code; the caller (ExampleGen) skips and
+counts them. Images in other colour modes are converted to RGB PNG and recorded in
+`Sample.converted` instead of being dropped.
+
+TensorFlow is imported only by the functions that build or parse `tf.train.Example` protos.
+"""
+import collections
+import io
+
+import numpy as np
+from PIL import Image
+
+from data import fileio
+from data.voc import IGNORE_LABEL, NUM_CLASSES
+
+# Official DeepLab TFRecord keys (research/deeplab/datasets/build_data.py).
+IMAGE_ENCODED = "image/encoded"
+IMAGE_FILENAME = "image/filename"
+IMAGE_FORMAT = "image/format"
+IMAGE_HEIGHT = "image/height"
+IMAGE_WIDTH = "image/width"
+IMAGE_CHANNELS = "image/channels"
+LABEL_ENCODED = "image/segmentation/class/encoded"
+LABEL_FORMAT = "image/segmentation/class/format"
+
+# The reference repo's (sthalles/deeplab_v3) notebook-written records: raw uint8 pixels.
+REF_HEIGHT = "height"
+REF_WIDTH = "width"
+REF_IMAGE_RAW = "image_raw"
+REF_ANNOTATION_RAW = "annotation_raw"
+
+# Reason codes of BadSample (ExampleGen counts skipped samples under these names).
+REASONS = {
+    "missing_image": "the id is listed but its image file does not exist",
+    "missing_mask": "the image has no segmentation mask file",
+    "corrupt_image": "the image cannot be decoded (corrupt or truncated)",
+    "corrupt_mask": "the mask cannot be decoded",
+    "size_mismatch": "image and mask sizes differ",
+    "rgb_mask": "the mask is a colour (RGB) image, not class ids",
+    "label_out_of_range": "the mask holds values that are neither class ids nor 255",
+    "unsupported_mask": "the mask format is not PNG or SBD .mat",
+}
+
+Sample = collections.namedtuple(
+    "Sample", ["image_bytes", "image_format", "mask_png", "height", "width", "filename", "converted"])
+Sample.__doc__ = """One validated image/mask pair, ready for `to_example`.
+
+image_bytes: encoded image (the source JPEG/PNG bytes unchanged, or a PNG when `converted`).
+image_format: 'jpeg' or 'png'.
+mask_png: single-channel ('L') PNG of class ids.
+height, width: pixel size shared by image and mask.
+filename: the sample id (DeepLab stores the file stem, e.g. '2007_000033').
+converted: None, or how the image was changed, e.g. 'grayscale_to_rgb', 'cmyk_to_rgb'.
+"""
+
+
+class BadSample(Exception):
+    """A sample that cannot be written: `reason` is a code from REASONS, `path` the offending file."""
+
+    def __init__(self, reason, path, detail):
+        self.reason = reason
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"{reason}: {self.path}: {detail}")
+
+
+# PIL mode -> name used in Sample.converted ("<name>_to_rgb").
+_MODE_NAMES = {"L": "grayscale", "LA": "grayscale_alpha", "1": "bilevel", "I": "grayscale32", "I;16": "grayscale16",
+               "F": "float", "CMYK": "cmyk", "RGBA": "rgba", "P": "palette", "PA": "palette_alpha",
+               "YCbCr": "ycbcr", "LAB": "lab", "HSV": "hsv"}
+
+
+def _encode_png(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decode_image(data, path):
+    """Fully decodes image bytes (a header-only check misses truncated JPEGs); returns the PIL image."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise BadSample("corrupt_image", path, f"cannot decode the image ({e}); re-download or re-export the file "
+                        "(a truncated JPEG usually means an interrupted copy)") from e
+    return image
+
+
+def _to_rgb(image, path):
+    """RGB array of an image in any PIL mode, plus the conversion name (None when it was RGB)."""
+    if image.mode == "RGB":
+        return np.asarray(image), None
+    name = _MODE_NAMES.get(image.mode, image.mode.lower())
+    try:
+        if image.mode in ("I", "I;16", "F"):
+            # Wide grayscale: scale to 8 bits instead of clipping, as PIL's convert('L') would.
+            values = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode == "I;16" or values.max() > 255 else 255.0
+            gray = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
+            rgb = np.repeat(gray[..., None], 3, axis=2)
+        else:
+            rgb = np.asarray(image.convert("RGB"))
+    except Exception as e:
+        raise BadSample("corrupt_image", path, f"cannot convert {image.mode} image to RGB ({e})") from e
+    return rgb, f"{name}_to_rgb"
+
+
+def _mask_array_from_png(data, path, num_classes):
+    try:
+        mask = Image.open(io.BytesIO(data))
+        mask.load()
+    except Exception as e:
+        raise BadSample("corrupt_mask", path, f"cannot decode the mask PNG ({e}); re-download or re-export it") from e
+    if mask.mode in ("P", "L"):
+        # Palette PNG: the palette indices ARE the class ids (VOC's SegmentationClass);
+        # 'L': the values are (SegmentationClassAug style).
+        return np.asarray(mask, dtype=np.uint8)
+    if mask.mode in ("I", "I;16"):
+        values = np.asarray(mask)
+        _check_labels(values, path, num_classes)
+        return values.astype(np.uint8)
+    if mask.mode in ("RGB", "RGBA"):
+        raise BadSample("rgb_mask", path, f"the mask is a {mask.mode} colour image, not class ids; convert colour "
+                        "masks to palette indices (mode 'P' with the VOC palette) or a single-channel PNG of "
+                        "class ids, e.g. with DeepLab's remove_gt_colormap.py")
+    raise BadSample("rgb_mask" if mask.mode in ("CMYK", "LA", "PA") else "unsupported_mask", path,
+                    f"mask mode {mask.mode} is not class ids; save masks as palette ('P') or grayscale ('L') "
+                    "PNGs whose values are class ids 0..20 and 255")
+
+
+def _check_labels(mask, path, num_classes):
+    values = np.unique(mask)
+    bad = [int(v) for v in values if not (0 <= v < num_classes or v == IGNORE_LABEL)]
+    if bad:
+        shown = bad[:20] + (["..."] if len(bad) > 20 else [])
+        raise BadSample("label_out_of_range", path,
+                        f"mask values {shown} are outside class ids 0..{num_classes - 1} and ignore {IGNORE_LABEL}; "
+                        "colour masks must be saved as palette indices, and other datasets need their ids remapped")
+
+
+def read_mask(path, num_classes=NUM_CLASSES):
+    """Class-id mask (np.uint8 [H, W]) of a VOC palette/grayscale PNG or an SBD .mat; raises BadSample."""
+    try:
+        data = fileio.read_bytes(path)
+    except FileNotFoundError:
+        raise BadSample("missing_mask", path, "mask file not found; every listed id needs a mask "
+                        "(SegmentationClass/<id>.png or cls/<id>.mat), or remove the id from the list") from None
+    if str(path).lower().endswith(".mat"):
+        from data.sbd import read_sbd_mask
+
+        try:
+            mask = read_sbd_mask(data)
+        except ValueError as e:
+            raise BadSample("corrupt_mask", path, str(e).replace("<bytes>", "mask")) from e
+    else:
+        mask = _mask_array_from_png(data, path, num_classes)
+    _check_labels(mask, path, num_classes)
+    return mask
+
+
+def load_sample(ref, num_classes=NUM_CLASSES):
+    """Reads, validates and encodes one `data.splits.SampleRef` into a `Sample`; raises BadSample.
+
+    The image is fully decoded (truncation shows only then), the mask is checked against the
+    image size and the label range, and converted to a single-channel PNG of class ids.
+    """
+    try:
+        image_bytes = fileio.read_bytes(ref.image_path)
+    except FileNotFoundError:
+        raise BadSample("missing_image", ref.image_path, f"id {ref.id!r} is listed but has no image file; "
+                        "check the dataset root or remove the id from the list") from None
+    image = _decode_image(image_bytes, ref.image_path)
+    width, height = image.size
+    converted = None
+    if image.format == "JPEG" and image.mode == "RGB":
+        image_format = "jpeg"
+    elif image.format == "PNG" and image.mode == "RGB":
+        image_format = "png"
+    else:
+        rgb, converted = _to_rgb(image, ref.image_path)
+        if converted is None:  # an RGB image in another container (BMP, GIF...)
+            converted = f"{(image.format or 'unknown').lower()}_to_png"
+        image_bytes, image_format = _encode_png(rgb), "png"
+
+    mask = read_mask(ref.mask_path, num_classes)
+    if mask.shape != (height, width):
+        raise BadSample("size_mismatch", ref.mask_path,
+                        f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {ref.image_path} is "
+                        f"{width}x{height}; the pair does not belong together, fix or drop it")
+    return Sample(image_bytes=image_bytes, image_format=image_format, mask_png=_encode_png(mask),
+                  height=height, width=width, filename=str(ref.id), converted=converted)
+
+
+def _features(values):
+    import tensorflow as tf
+
+    feature = {}
+    for key, value in values.items():
+        if isinstance(value, bytes):
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        else:
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def to_example(sample):
+    """`tf.train.Example` with the official DeepLab keys for a `Sample`."""
+    return _features({
+        IMAGE_ENCODED: sample.image_bytes,
+        IMAGE_FILENAME: sample.filename.encode("utf-8"),
+        IMAGE_FORMAT: sample.image_format.encode("utf-8"),
+        IMAGE_HEIGHT: sample.height,
+        IMAGE_WIDTH: sample.width,
+        IMAGE_CHANNELS: 3,
+        LABEL_ENCODED: sample.mask_png,
+        LABEL_FORMAT: b"png",
+    })
+
+
+def _as_example(serialized):
+    import tensorflow as tf
+
+    if isinstance(serialized, tf.train.Example):
+        return serialized
+    return tf.train.Example.FromString(bytes(serialized))
+
+
+def _get(example, key, kind, name):
+    feature = example.features.feature.get(key)
+    values = getattr(feature, kind).value if feature is not None else []
+    if len(values) != 1:
+        raise ValueError(f"record {name!r}: feature {key!r} is missing or not a single {kind} value; "
+                         "was it written by data.tfrecord.to_example?")
+    return values[0]
+
+
+def parse_example_np(serialized):
+    """Decodes a serialized official-format Example: (image uint8 [H,W,3], label uint8 [H,W], filename).
+
+    Decoding uses PIL (no TF graph), so Python-side consumers (reports, galleries, clients) stay
+    cheap. Accepts the serialized bytes or a tf.train.Example. Raises ValueError for a malformed record.
+    """
+    example = _as_example(serialized)
+    feature = example.features.feature.get(IMAGE_FILENAME)
+    filename = feature.bytes_list.value[0].decode("utf-8") if feature and feature.bytes_list.value else ""
+    image = Image.open(io.BytesIO(_get(example, IMAGE_ENCODED, "bytes_list", filename)))
+    image = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    label = Image.open(io.BytesIO(_get(example, LABEL_ENCODED, "bytes_list", filename)))
+    if label.mode not in ("L", "P"):
+        raise ValueError(f"record {filename!r}: label PNG has mode {label.mode}, expected single-channel class ids")
+    label = np.asarray(label, dtype=np.uint8)
+    height = _get(example, IMAGE_HEIGHT, "int64_list", filename)
+    width = _get(example, IMAGE_WIDTH, "int64_list", filename)
+    if image.shape[:2] != (height, width) or label.shape != (height, width):
+        raise ValueError(f"record {filename!r}: image {image.shape[:2]} / label {label.shape} do not match "
+                         f"image/height,width = ({height}, {width})")
+    return image, label, filename
+
+
+def reference_record_to_example(serialized, filename="", num_classes=NUM_CLASSES):
+    """Converts a reference-repo record (sthalles/deeplab_v3 notebook format) to the official format.
+
+    The reference records hold `height`, `width` (int64) and `image_raw` / `annotation_raw`: raw
+    uint8 pixels (H*W*3 RGB and H*W class ids). Both are encoded losslessly as PNG. Raises
+    BadSample ('size_mismatch', 'label_out_of_range', 'corrupt_image') for inconsistent records.
+    """
+    example = _as_example(serialized)
+    name = filename or "<reference record>"
+    try:
+        height = int(_get(example, REF_HEIGHT, "int64_list", name))
+        width = int(_get(example, REF_WIDTH, "int64_list", name))
+        image_raw = _get(example, REF_IMAGE_RAW, "bytes_list", name)
+        annotation_raw = _get(example, REF_ANNOTATION_RAW, "bytes_list", name)
+    except ValueError as e:
+        raise BadSample("corrupt_image", name, f"{e}; expected the reference keys height, width, image_raw, "
+                        "annotation_raw") from e
+    if height <= 0 or width <= 0:
+        raise BadSample("size_mismatch", name, f"height={height}, width={width} is not a valid image size")
+    if len(image_raw) != height * width * 3:
+        raise BadSample("size_mismatch", name, f"image_raw has {len(image_raw)} bytes but height*width*3 = "
+                        f"{height * width * 3}; the record is truncated or its height/width are wrong")
+    if len(annotation_raw) != height * width:
+        raise BadSample("size_mismatch", name, f"annotation_raw has {len(annotation_raw)} bytes but height*width = "
+                        f"{height * width}; the record is truncated or its height/width are wrong")
+    image = np.frombuffer(image_raw, dtype=np.uint8).reshape(height, width, 3)
+    mask = np.frombuffer(annotation_raw, dtype=np.uint8).reshape(height, width)
+    _check_labels(mask, name, num_classes)
+    sample = Sample(image_bytes=_encode_png(image), image_format="png", mask_png=_encode_png(mask),
+                    height=height, width=width, filename=filename, converted=None)
+    return to_example(sample)
+
+
+def reference_example(image, mask):
+    """A reference-format record (as the sthalles notebook writes it) for an RGB image and a mask.
+
+    Used by tests and by tools that need reference-format inputs.
+    """
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    return _features({REF_HEIGHT: image.shape[0], REF_WIDTH: image.shape[1],
+                      REF_IMAGE_RAW: image.tobytes(), REF_ANNOTATION_RAW: mask.tobytes()})

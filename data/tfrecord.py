@@ -246,7 +246,8 @@ def parse_example_np(serialized):
     """Decodes a serialized official-format Example: (image uint8 [H,W,3], label uint8 [H,W], filename).
 
     Decoding uses PIL (no TF graph), so Python-side consumers (reports, galleries, clients) stay
-    cheap. Accepts the serialized bytes or a tf.train.Example. Raises ValueError for a malformed record.
+    cheap. PIL's JPEG pixels equal `tf.io.decode_jpeg(..., dct_method="INTEGER_ACCURATE")` exactly
+    (TF's default fast DCT differs by a few levels). Accepts the serialized bytes or a tf.train.Example. Raises ValueError for a malformed record.
     """
     example = _as_example(serialized)
     feature = example.features.feature.get(IMAGE_FILENAME)

@@ -1,0 +1,113 @@
+"""Synthetic VOCdevkit generator and `deeplab synth`."""
+import hashlib
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.synthetic import STYLES, SYNTHETIC_CLASS_IDS, generate_voc_dataset, render_sample
+from data.voc import VocDevkit
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for dirpath, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            path = os.path.join(dirpath, name)
+            h.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    return out, generate_voc_dataset(out, num_train=12, num_val=4, seed=7, min_size=48, max_size=96)
+
+
+def test_layout(synth):
+    out, root = synth
+    assert root == os.path.join(str(out), "VOC2012")
+    assert sorted(os.listdir(os.path.join(root, "ImageSets", "Segmentation"))) == ["train.txt", "trainval.txt",
+                                                                                 "val.txt"]
+    voc = VocDevkit(out)
+    train, val = voc.split_ids("train"), voc.split_ids("val")
+    assert train[0] == "2099_000001" and len(train) == 12 and len(val) == 4
+    assert voc.split_ids("trainval") == train + val and not set(train) & set(val)
+    for image_id in train + val:
+        image, mask = Image.open(voc.image_path(image_id)), Image.open(voc.mask_path(image_id))
+        assert image.format == "JPEG" and image.mode == "RGB"
+        assert mask.format == "PNG" and mask.mode == "P" and mask.size == image.size
+    assert len(os.listdir(os.path.join(root, "JPEGImages"))) == 16
+
+
+def test_masks_look_like_voc(synth):
+    voc = VocDevkit(synth[0])
+    sizes, classes = set(), set()
+    for image_id in voc.split_ids("trainval"):
+        mask = Image.open(voc.mask_path(image_id))
+        assert mask.getpalette()[:6] == [0, 0, 0, 128, 0, 0]  # VOC colour map
+        label = np.asarray(mask)
+        values = set(np.unique(label).tolist())
+        assert 0 in values and 255 in values, "background and 255 boundary bands in every mask"
+        assert values - {0, 255} and values - {0, 255} <= set(SYNTHETIC_CLASS_IDS)
+        classes |= values - {0, 255}
+        sizes.add(mask.size)
+        # 255 marks thin outlines, not whole objects.
+        band = label == 255
+        assert band.mean() < 0.35
+    assert len(classes) >= 4, f"several classes expected, got {classes}"
+    assert len(sizes) >= 8, "image sizes vary"
+
+
+def test_boundary_band_width():
+    rng = np.random.default_rng(0)
+    _, label = render_sample(rng, 120, 120, max_objects=1)
+    objects = (label != 0) & (label != 255)
+    band = label == 255
+    # Along a row crossing the object, each outline crossing is a run of ~3 band pixels.
+    rows = np.where(objects.any(axis=1))[0]
+    row = band[rows[len(rows) // 2]]
+    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], row.astype(int), [0]]))))[::2]
+    assert len(runs) >= 2 and all(2 <= r <= 5 for r in runs), runs
+
+
+def test_deterministic_by_seed(tmp_path, synth):
+    again = generate_voc_dataset(tmp_path / "a", num_train=12, num_val=4, seed=7, min_size=48, max_size=96)
+    assert _digest(again) == _digest(synth[1])
+    other = generate_voc_dataset(tmp_path / "b", num_train=12, num_val=4, seed=8, min_size=48, max_size=96)
+    assert _digest(other) != _digest(synth[1])
+
+
+def test_classes_differ_in_local_appearance():
+    """Each class has its own colour: mean object colours are far apart (learnable from a few pixels)."""
+    rgb = np.array([s.rgb for s in STYLES], dtype=float)
+    distances = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(len(STYLES), 1)]
+    assert distances.min() > 80
+    assert len({s.shape for s in STYLES}) == len({s.texture for s in STYLES}) == len(STYLES)
+    rng = np.random.default_rng(1)
+    image, label = render_sample(rng, 96, 96)
+    background = image[label == 0].astype(float)
+    saturation = background.max(axis=1) - background.min(axis=1)
+    assert np.median(saturation) < 60, "backgrounds are low-saturation"
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="min_size"):
+        generate_voc_dataset(tmp_path, num_train=1, num_val=1, min_size=100, max_size=50)
+
+
+def test_cli(tmp_path, capsys):
+    import runner
+
+    assert runner.main(["synth", "--output", str(tmp_path), "--num-train", "3", "--num-val", "2",
+                        "--min-size", "32", "--max-size", "40", "--sbd"]) == 0
+    out = capsys.readouterr().out
+    assert "3 train + 2 val images" in out and os.path.join(str(tmp_path), "VOC2012") in out
+    assert VocDevkit(tmp_path).split_ids("val") == ["2099_000004", "2099_000005"]
+    from data.sbd import SbdDataset
+
+    sbd = SbdDataset(tmp_path / "sbd")
+    assert sbd.split_ids("train") == ["2099_000002", "2099_000003", "2099_000004"]

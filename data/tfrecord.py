@@ -70,6 +70,10 @@ class BadSample(Exception):
         self.detail = detail
         super().__init__(f"{reason}: {self.path}: {detail}")
 
+    def __reduce__(self):
+        # Beam and multiprocessing pickle exceptions; the default would call BadSample(message).
+        return (type(self), (self.reason, self.path, self.detail))
+
 
 # PIL mode -> name used in Sample.converted ("<name>_to_rgb").
 _MODE_NAMES = {"L": "grayscale", "LA": "grayscale_alpha", "1": "bilevel", "I": "grayscale32", "I;16": "grayscale16",
@@ -131,7 +135,7 @@ def _mask_array_from_png(data, path, num_classes):
         raise BadSample("rgb_mask", path, f"the mask is a {mask.mode} colour image, not class ids; convert colour "
                         "masks to palette indices (mode 'P' with the VOC palette) or a single-channel PNG of "
                         "class ids, e.g. with DeepLab's remove_gt_colormap.py")
-    raise BadSample("rgb_mask" if mask.mode in ("CMYK", "LA", "PA") else "unsupported_mask", path,
+    raise BadSample("rgb_mask" if mask.mode == "CMYK" else "unsupported_mask", path,
                     f"mask mode {mask.mode} is not class ids; save masks as palette ('P') or grayscale ('L') "
                     "PNGs whose values are class ids 0..20 and 255")
 
@@ -180,7 +184,7 @@ def load_sample(ref, num_classes=NUM_CLASSES):
     image = _decode_image(image_bytes, ref.image_path)
     width, height = image.size
     converted = None
-    if image.format == "JPEG" and image.mode == "RGB":
+    if image.format in ("JPEG", "MPO") and image.mode == "RGB":  # MPO: a camera JPEG with extra frames
         image_format = "jpeg"
     elif image.format == "PNG" and image.mode == "RGB":
         image_format = "png"

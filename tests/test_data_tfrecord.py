@@ -125,6 +125,21 @@ def _bad(ref, reason, *message_parts):
     return err
 
 
+def test_bad_sample_pickles():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(tfr.BadSample("size_mismatch", "/a/b.png", "mask is 3x4")))
+    assert (err.reason, err.path, err.detail) == ("size_mismatch", "/a/b.png", "mask is 3x4")
+    assert str(err) == "size_mismatch: /a/b.png: mask is 3x4"
+
+
+def test_unsupported_mask_mode(tmp_path):
+    two_channel = Image.fromarray(_mask()).convert("LA")
+    buf = io.BytesIO()
+    two_channel.save(buf, format="PNG")
+    _bad(_pair(tmp_path, _jpeg(), buf.getvalue()), "unsupported_mask", "mode LA", "class ids")
+
+
 def test_missing_image_and_mask(tmp_path):
     err = _bad(_pair(tmp_path, None, encode_palette_png(_mask())), "missing_image", "img.jpg", "remove the id")
     assert err.path.endswith("img.jpg")
@@ -249,3 +264,27 @@ def test_reference_record_errors():
     assert info.value.reason == "label_out_of_range"
     with pytest.raises(tfr.BadSample, match="image_raw"):
         tfr.reference_record_to_example(tf.train.Example().SerializeToString())
+
+
+def test_remote_file_system_paths(voc_root):
+    """Paths with a scheme go through tf.io.gfile (gs:// on Dataflow); TF's in-memory ram:// stands in here."""
+    import os
+
+    import tensorflow as tf
+
+    base = os.path.dirname(voc_root)
+    for dirpath, _, files in os.walk(base):
+        for name in files:
+            src = os.path.join(dirpath, name)
+            dst = "ram://tfr-test/devkit/" + os.path.relpath(src, base)
+            tf.io.gfile.makedirs(os.path.dirname(dst))
+            tf.io.gfile.copy(src, dst, overwrite=True)
+    voc = VocDevkit("ram://tfr-test/devkit")  # the parent of VOC2012 is resolved remotely too
+    assert voc.root == "ram://tfr-test/devkit/VOC2012"
+    refs = resolve_recipe("voc_trainval", voc_root=voc.root)
+    sample = tfr.load_sample(refs[0])
+    with open(os.path.join(voc_root, "JPEGImages", f"{refs[0].id}.jpg"), "rb") as f:
+        assert sample.image_bytes == f.read()
+    missing = refs[0]._replace(image_path="ram://tfr-test/devkit/VOC2012/JPEGImages/none.jpg")
+    with pytest.raises(tfr.BadSample, match="missing_image"):
+        tfr.load_sample(missing)

@@ -42,7 +42,7 @@ def _shape_mask(shape, yy, xx, cy, cx, size, angle):
     v = (-(xx - cx) * sin + (yy - cy) * cos) / (size / 2)
     dy, dx = (yy - cy) / (size / 2), (xx - cx) / (size / 2)  # upright frame
     if shape == "triangle":
-        return (v < 0.6) & (v > -1.0 + 0.0 * u) & (np.abs(u) < (v + 1.0) * 0.6)
+        return (v < 0.6) & (np.abs(u) < (v + 1.0) * 0.6)  # apex at v = -1, base at v = 0.6
     if shape == "half_disc":
         return (dx ** 2 + (dy + 0.3) ** 2 < 1.0) & (dy > -0.3)
     if shape == "capsule":
@@ -85,16 +85,18 @@ def _smooth_noise(rng, height, width, cells):
 
 
 def _background(rng, height, width, yy, xx):
-    """Low-saturation gradient + smooth noise (+ sometimes faint grey stripes)."""
-    base = rng.uniform(60, 190) + rng.uniform(-15, 15, size=3)
+    """Low-saturation gradient + smooth noise (+ sometimes faint grey stripes): float32 [H, W, 3]."""
+    base = (rng.uniform(60, 190) + rng.uniform(-15, 15, size=3)).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(angle) * xx / width + np.sin(angle) * yy / height)[..., None] * rng.uniform(-50, 50)
-    noise = _smooth_noise(rng, height, width, int(rng.integers(3, 8)))[..., None] * rng.uniform(10, 30)
-    image = base + ramp + noise
+    ramp = (np.float32(np.cos(angle) / width) * xx + np.float32(np.sin(angle) / height) * yy)
+    ramp *= np.float32(rng.uniform(-50, 50))
+    noise = _smooth_noise(rng, height, width, int(rng.integers(3, 8))) * np.float32(rng.uniform(10, 30))
+    shade = ramp + noise
     if rng.random() < 0.3:
         period = rng.uniform(10, 30)
-        image = image + 8.0 * np.sin(2 * np.pi * (xx * np.cos(angle) - yy * np.sin(angle)) / period)[..., None]
-    return image
+        shade += 8.0 * np.sin(np.float32(2 * np.pi / period) * (xx * np.float32(np.cos(angle))
+                                                               - yy * np.float32(np.sin(angle))))
+    return base + shade[..., None]
 
 
 def _boundary_band(label, width=BOUNDARY_WIDTH):
@@ -117,15 +119,20 @@ def render_sample(rng, height, width, max_objects=3):
         style = STYLES[int(rng.integers(len(STYLES)))]
         size = rng.uniform(0.3, 0.65) * short
         cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
-        mask = _shape_mask(style.shape, yy, xx, cy, cx, size, rng.uniform(0, 2 * np.pi))
+        angle = rng.uniform(0, 2 * np.pi)
+        colour = np.clip(np.array(style.rgb) * rng.uniform(0.85, 1.1) + rng.uniform(-18, 18, size=3), 0, 255)
+        period, phase, depth = rng.uniform(6, 12), rng.uniform(0, 12), rng.uniform(0.3, 0.45)
+        # Shapes fit in a circle of radius ~size around the centre: draw only inside that box.
+        y0, y1 = max(int(cy - size), 0), min(int(cy + size) + 1, height)
+        x0, x1 = max(int(cx - size), 0), min(int(cx + size) + 1, width)
+        box = (slice(y0, y1), slice(x0, x1))
+        mask = _shape_mask(style.shape, yy[box], xx[box], cy, cx, size, angle)
         if not mask.any():
             continue
-        colour = np.clip(np.array(style.rgb) * rng.uniform(0.85, 1.1) + rng.uniform(-18, 18, size=3), 0, 255)
-        pattern = _texture(style.texture, yy, xx, rng.uniform(6, 12), rng.uniform(0, 12), rng)
-        shade = 1.0 - rng.uniform(0.3, 0.45) * pattern
-        image[mask] = colour * shade[mask][:, None]
-        label[mask] = style.class_id  # later objects occlude earlier ones, in pixels and labels alike
-    image = image + rng.normal(0, 4, size=image.shape)
+        shade = 1.0 - depth * _texture(style.texture, yy[box], xx[box], period, phase, rng)
+        image[box][mask] = colour.astype(np.float32) * shade[mask][:, None]
+        label[box][mask] = style.class_id  # later objects occlude earlier ones, in pixels and labels alike
+    image += rng.standard_normal(size=image.shape, dtype=np.float32) * np.float32(4.0)
     label[_boundary_band(label)] = IGNORE_LABEL
     return np.clip(np.round(image), 0, 255).astype(np.uint8), label
 

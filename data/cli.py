@@ -1,5 +1,13 @@
-"""`deeplab synth`: write a synthetic VOCdevkit dataset (see data/synthetic.py)."""
+"""`deeplab synth`: write a synthetic VOCdevkit dataset (see data/synthetic.py).
+
+Besides the dataset it writes OUTPUT/synth_summary.json (counts, classes, sizes) and
+OUTPUT/synth_preview.png (images, masks and overlays of the first samples).
+"""
+import json
 import os
+
+SUMMARY_FILE = "synth_summary.json"
+PREVIEW_FILE = "synth_preview.png"
 
 
 def add_arguments(command, parser):
@@ -13,6 +21,45 @@ def add_arguments(command, parser):
                         help="also write a synthetic SBD tree (OUTPUT/sbd/dataset) sharing half of the VOC ids")
 
 
+def summarize(voc_root, preview_path=None, preview_count=6):
+    """Per-split counts, class pixel shares and image sizes of a VOC tree; optionally a preview grid PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from data.visualize import overlay, save_grid
+    from data.voc import IGNORE_LABEL, VOC_CLASSES, VocDevkit
+
+    voc = VocDevkit(voc_root)
+    pixels = np.zeros(256, dtype=np.int64)
+    images_with = np.zeros(256, dtype=np.int64)
+    heights, widths, rows = [], [], []
+    splits = {name: voc.split_ids(name) for name in ("train", "val")}
+    for image_id in splits["train"] + splits["val"]:
+        label = np.asarray(Image.open(voc.mask_path(image_id)))
+        counts = np.bincount(label.ravel(), minlength=256)
+        pixels += counts
+        images_with += counts > 0
+        heights.append(label.shape[0])
+        widths.append(label.shape[1])
+        if preview_path and len(rows) < preview_count:
+            image = np.asarray(Image.open(voc.image_path(image_id)).convert("RGB"))
+            rows.append([image, label, overlay(image, label)])
+    labelled = pixels[:IGNORE_LABEL].sum()
+    summary = {
+        "root": voc.root,
+        "splits": {name: len(ids) for name, ids in splits.items()},
+        "classes": {VOC_CLASSES[c]: {"id": c, "images": int(images_with[c]),
+                                     "pixel_share": round(float(pixels[c] / max(labelled, 1)), 4)}
+                    for c in range(len(VOC_CLASSES)) if images_with[c]},
+        "ignore_pixel_share": round(float(pixels[IGNORE_LABEL] / max(pixels.sum(), 1)), 4),
+        "height": [min(heights, default=0), max(heights, default=0)],
+        "width": [min(widths, default=0), max(widths, default=0)],
+    }
+    if rows:
+        save_grid(rows, preview_path, titles=["image", "mask", "overlay"])
+    return summary
+
+
 def main(command, args):
     from data.synthetic import generate_sbd_dataset, generate_voc_dataset
 
@@ -20,12 +67,20 @@ def main(command, args):
                                 min_size=args.min_size, max_size=args.max_size, progress=True)
     print(f"wrote {args.num_train} train + {args.num_val} val images to {root} (VOCdevkit layout; "
           f"use --voc-root {root})")
+    summary = summarize(root, preview_path=os.path.join(args.output, PREVIEW_FILE))
+    summary["seed"] = args.seed
     if args.sbd:
         # SBD ids start halfway through the VOC train ids so that overlap handling is exercised.
         sbd_root = generate_sbd_dataset(os.path.join(args.output, "sbd"), num_train=args.num_train,
                                         num_val=args.num_val, seed=args.seed, min_size=args.min_size,
                                         max_size=args.max_size, first_index=args.num_train // 2 + 1,
                                         progress=True)
+        summary["sbd_root"] = sbd_root
         print(f"wrote {args.num_train} train + {args.num_val} val SBD images to {sbd_root} "
               f"(use --sbd-root {sbd_root})")
+    with open(os.path.join(args.output, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=2)
+    classes = ", ".join(f"{name} ({c['images']} images)" for name, c in summary["classes"].items())
+    print(f"classes: {classes}")
+    print(f"summary: {os.path.join(args.output, SUMMARY_FILE)}; preview: {os.path.join(args.output, PREVIEW_FILE)}")
     return 0

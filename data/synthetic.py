@@ -117,7 +117,7 @@ def render_sample(rng, height, width, max_objects=3):
     short = min(height, width)
     for _ in range(int(rng.integers(1, max_objects + 1))):
         style = STYLES[int(rng.integers(len(STYLES)))]
-        size = rng.uniform(0.3, 0.65) * short
+        size = rng.uniform(0.4, 0.85) * short
         cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
         angle = rng.uniform(0, 2 * np.pi)
         colour = np.clip(np.array(style.rgb) * rng.uniform(0.85, 1.1) + rng.uniform(-18, 18, size=3), 0, 255)

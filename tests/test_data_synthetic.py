@@ -1,5 +1,6 @@
 """Synthetic VOCdevkit generator and `deeplab synth`."""
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -106,6 +107,13 @@ def test_cli(tmp_path, capsys):
                         "--min-size", "32", "--max-size", "40", "--sbd"]) == 0
     out = capsys.readouterr().out
     assert "3 train + 2 val images" in out and os.path.join(str(tmp_path), "VOC2012") in out
+    with open(tmp_path / "synth_summary.json") as f:
+        summary = json.load(f)
+    assert summary["splits"] == {"train": 3, "val": 2} and summary["seed"] == 0
+    assert summary["classes"]["background"]["images"] == 5 and 0 < summary["ignore_pixel_share"] < 0.5
+    assert 32 <= summary["height"][0] <= summary["height"][1] <= 40
+    assert abs(sum(c["pixel_share"] for c in summary["classes"].values()) - 1) < 0.01
+    assert Image.open(tmp_path / "synth_preview.png").size[0] > 3 * 32
     assert VocDevkit(tmp_path).split_ids("val") == ["2099_000004", "2099_000005"]
     from data.sbd import SbdDataset
 

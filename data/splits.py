@@ -6,6 +6,7 @@ counted) there instead of aborting the whole ingest.
 """
 import collections
 import logging
+import posixpath
 
 from data import fileio
 
@@ -23,7 +24,7 @@ RECIPES = {
     "train_aug": "SBD train+val + VOC train - VOC val (10,582 ids); VOC annotation where both exist",
     "sbd_train_minus_voc_val": "the reference repo's custom_train.txt: VOC train ids absent from SBD, then "
                                "SBD train - VOC val (SBD annotation first)",
-    "file:PATH": "ids listed in PATH, one per line; looked up in VOC first, then SBD",
+    "file:PATH": "ids (or image paths) listed in PATH, one per line; looked up in VOC first, then SBD",
 }
 
 
@@ -62,6 +63,12 @@ def _unique(ids, where):
     if len(out) != len(ids):
         log.warning("%s lists %d ids more than once; each is used once", where, len(ids) - len(out))
     return out
+
+
+def _list_id(token):
+    """Id of a list entry: the entry itself, or the file stem when it is an image path."""
+    stem, ext = posixpath.splitext(posixpath.basename(token))
+    return stem if "/" in token or ext.lower() in (".jpg", ".jpeg", ".png") else token
 
 
 def _voc_or_sbd(voc, sbd, ids):
@@ -121,7 +128,9 @@ def resolve_recipe(name, voc_root=None, sbd_root=None):
             raise MissingDatasetError(f"split recipe {name!r} needs a dataset to look its ids up in: pass --voc-root "
                                       "and/or --sbd-root")
         try:
-            ids = fileio.read_id_list(path)
+            # Lines may also be paths, as in DeepLab-ResNet's train_aug.txt
+            # ("/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png"): keep the file stem.
+            ids = [_list_id(token) for token in fileio.read_id_list(path)]
         except FileNotFoundError:
             raise FileNotFoundError(f"id list {path} (from split recipe {name!r}) does not exist") from None
         voc, sbd = _open(voc_root, sbd_root)

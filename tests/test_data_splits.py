@@ -111,6 +111,11 @@ def test_file_recipe_looks_up_voc_then_sbd(roots, tmp_path):
     # Either dataset alone works.
     assert [r.source for r in resolve_recipe(f"file:{id_list}", sbd_root=sbd_root)] == ["sbd"] * 3
     assert [r.source for r in resolve_recipe(f"file:{id_list}", voc_root=voc_root)] == ["voc"] * 3
+    # DeepLab-ResNet style lines ("/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png") give the same ids.
+    path_list = tmp_path / "train_aug.txt"
+    path_list.write_text("/JPEGImages/2008_b.jpg /SegmentationClassAug/2008_b.png\n/JPEGImages/2009_f.jpg x\n")
+    assert [(r.id, r.source) for r in resolve_recipe(f"file:{path_list}", voc_root=voc_root, sbd_root=sbd_root)] \
+        == [("2008_b", "voc"), ("2009_f", "sbd")]
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         resolve_recipe(f"file:{tmp_path / 'nope.txt'}", voc_root=voc_root)
     with pytest.raises(MissingDatasetError, match="--voc-root and/or --sbd-root"):

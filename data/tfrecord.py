@@ -105,7 +105,7 @@ def _to_rgb(image, path):
     name = _MODE_NAMES.get(image.mode, image.mode.lower())
     try:
         if image.mode in ("I", "I;16", "F"):
-            # Wide grayscale: scale to 8 bits instead of clipping, as PIL's convert('L') would.
+            # Wide grayscale: scale to 8 bits (PIL's convert('L') would clip everything above 255 to white).
             values = np.asarray(image, dtype=np.float64)
             top = 65535.0 if image.mode == "I;16" or values.max() > 255 else 255.0
             gray = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
@@ -137,7 +137,7 @@ def _mask_array_from_png(data, path, num_classes):
                         "class ids, e.g. with DeepLab's remove_gt_colormap.py")
     raise BadSample("rgb_mask" if mask.mode == "CMYK" else "unsupported_mask", path,
                     f"mask mode {mask.mode} is not class ids; save masks as palette ('P') or grayscale ('L') "
-                    "PNGs whose values are class ids 0..20 and 255")
+                    f"PNGs whose values are class ids 0..{num_classes - 1} and {IGNORE_LABEL}")
 
 
 def _check_labels(mask, path, num_classes):

@@ -70,6 +70,10 @@ class BadSample(Exception):
         self.detail = detail
         super().__init__(f"{reason}: {self.path}: {detail}")
 
+    def __str__(self):
+        # Built on demand so that a caller that refines `path` (e.g. adds a record index) changes the message too.
+        return f"{self.reason}: {self.path}: {self.detail}"
+
     def __reduce__(self):
         # Beam and multiprocessing pickle exceptions; the default would call BadSample(message).
         return (type(self), (self.reason, self.path, self.detail))

@@ -131,6 +131,8 @@ def test_bad_sample_pickles():
     err = pickle.loads(pickle.dumps(tfr.BadSample("size_mismatch", "/a/b.png", "mask is 3x4")))
     assert (err.reason, err.path, err.detail) == ("size_mismatch", "/a/b.png", "mask is 3x4")
     assert str(err) == "size_mismatch: /a/b.png: mask is 3x4"
+    err.path = "/a/b.png (record 7)"
+    assert str(err) == "size_mismatch: /a/b.png (record 7): mask is 3x4"
 
 
 def test_unsupported_mask_mode(tmp_path):

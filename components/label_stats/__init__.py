@@ -1,0 +1,1 @@
+"""LabelStatsGen: per-split class pixel histogram of segmentation Examples; see component.py."""

@@ -1,0 +1,67 @@
+"""LabelStatsGen: per-split class pixel histogram of segmentation Examples.
+
+StatisticsGen sees the mask only as an opaque PNG string, so it cannot notice a label 37 in a mask or
+a class that never occurs in the training split. This component decodes every mask (Beam) and writes,
+per split, the pixel count of each class id 0..20, of 255 (ignore) and of any other value, as
+`label_stats.json` and `label_stats.png` in a `LabelStatistics` artifact. Labels outside 0..20/255
+(or masks that cannot be decoded) are anomalies: the run fails on them unless `fail_on_anomaly=False`.
+"""
+import json
+from typing import List, Optional
+
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import artifact, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.label_stats import executor
+
+
+class LabelStatistics(artifact.Artifact):
+    """Directory holding label_stats.json and label_stats.png for the splits in `split_names`."""
+
+    # "<namespace>.<Name>": the form Kubeflow Pipelines v2 needs for a custom artifact schema title.
+    # No typed PROPERTIES: Kubeflow v2 compiles custom types to the generic Artifact schema, which has none;
+    # the split names go into the custom property `split_names`.
+    TYPE_NAME = "deeplab.LabelStatistics"
+
+
+class LabelStatsGenSpec(ComponentSpec):
+    PARAMETERS = {
+        standard_component_specs.EXCLUDE_SPLITS_KEY: ExecutionParameter(type=str, optional=True),
+        executor.FAIL_ON_ANOMALY_KEY: ExecutionParameter(type=int, optional=True),
+        executor.NUM_CLASSES_KEY: ExecutionParameter(type=int, optional=True),
+    }
+    INPUTS = {standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
+    OUTPUTS = {executor.LABEL_STATISTICS_KEY: ChannelParameter(type=LabelStatistics)}
+
+
+class LabelStatsGen(base_beam_component.BaseBeamComponent):
+    """Class pixel histogram per split of an `Examples` artifact in the official DeepLab format.
+
+    Example:
+      label_stats = LabelStatsGen(examples=example_gen.outputs["examples"])
+    """
+
+    SPEC_CLASS = LabelStatsGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(self, examples: types.BaseChannel, exclude_splits: Optional[List[str]] = None,
+                 fail_on_anomaly: bool = True, num_classes: Optional[int] = None):
+        """Builds the component.
+
+        Args:
+          examples: an `Examples` channel (VocExampleGen output).
+          exclude_splits: split names to skip.
+          fail_on_anomaly: fail the run when a mask holds labels outside 0..num_classes-1 and 255, or cannot
+            be decoded; with False they are only recorded in label_stats.json.
+          num_classes: number of valid class ids (default data.voc.NUM_CLASSES = 21).
+        """
+        spec = LabelStatsGenSpec(
+            examples=examples,
+            exclude_splits=json.dumps(exclude_splits or []),
+            fail_on_anomaly=int(bool(fail_on_anomaly)),
+            num_classes=num_classes,
+            label_statistics=types.Channel(type=LabelStatistics),
+        )
+        super().__init__(spec=spec)

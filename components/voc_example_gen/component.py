@@ -1,0 +1,158 @@
+"""VocExampleGen: Pascal VOC 2012 / SBD (or the reference repo's TFRecords) -> standard TFX `Examples`.
+
+Each output split is one dataset split, declared in a standard `example_gen_pb2.Input` whose split
+`pattern` is a split recipe of `data.splits` (`voc_train`, `train_aug`, `file:PATH`, ...) or
+`reference:GLOB` for TFRecords written by sthalles/deeplab_v3 (`height`, `width`, `image_raw`,
+`annotation_raw`). The output is what every TFX ExampleGen writes: GZIP TFRecords of tf.train.Example
+under `Split-<name>/`, `split_names`, payload and file format properties, plus span/version/input
+fingerprint from the driver so that TFX caching notices when the dataset's lists or masks change.
+"""
+from typing import Dict, Optional
+
+from tfx import types
+from tfx.components.example_gen import driver as example_gen_driver
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+from tfx.utils import io_utils, proto_utils
+
+from components.voc_example_gen import executor
+
+VOC_ROOT_KEY = "voc_root"
+SBD_ROOT_KEY = "sbd_root"
+MAX_REJECTED_FRACTION_KEY = "max_rejected_fraction"
+NUM_SHARDS_KEY = "num_shards"
+
+REFERENCE_PREFIX = executor.REFERENCE_PREFIX
+DEFAULT_SPLIT_RECIPES = {"train": "voc_train", "val": "voc_val"}
+DEFAULT_MAX_REJECTED_FRACTION = 0.05
+
+
+class VocExampleGenSpec(ComponentSpec):
+    """Parameters of VocExampleGen; the standard ExampleGen keys keep their standard meaning."""
+
+    PARAMETERS = {
+        standard_component_specs.INPUT_CONFIG_KEY: ExecutionParameter(type=example_gen_pb2.Input),
+        standard_component_specs.OUTPUT_CONFIG_KEY: ExecutionParameter(type=example_gen_pb2.Output),
+        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: ExecutionParameter(type=int),
+        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: ExecutionParameter(type=int),
+        VOC_ROOT_KEY: ExecutionParameter(type=str, optional=True),
+        SBD_ROOT_KEY: ExecutionParameter(type=str, optional=True),
+        MAX_REJECTED_FRACTION_KEY: ExecutionParameter(type=float),
+        NUM_SHARDS_KEY: ExecutionParameter(type=int),
+    }
+    INPUTS = {}
+    OUTPUTS = {standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
+
+
+def _fingerprint_patterns(exec_properties):
+    """File patterns whose sizes and mtimes stand for the input data.
+
+    Only the id lists (and reference TFRecords) are stat-ed: stat-ing every image and mask would be
+    10k+ requests on a bucket. Regenerating, re-downloading or editing a list invalidates the cache;
+    a file fixed in place without touching the lists needs a run with caching off.
+    """
+    from data.sbd import SbdDataset  # cheap: no TensorFlow
+    from data.voc import VocDevkit
+
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+    patterns = []
+    for split in input_config.splits:
+        if split.pattern.startswith(REFERENCE_PREFIX):
+            patterns.append((split.name, split.pattern[len(REFERENCE_PREFIX):]))
+        elif split.pattern.startswith("file:"):
+            patterns.append((split.name, split.pattern[len("file:"):]))
+    if exec_properties.get(VOC_ROOT_KEY):
+        root = VocDevkit(exec_properties[VOC_ROOT_KEY]).root
+        patterns.append(("voc_lists", f"{root}/{VocDevkit.LIST_DIR}/*.txt"))
+    if exec_properties.get(SBD_ROOT_KEY):
+        patterns.append(("sbd_lists", f"{SbdDataset(exec_properties[SBD_ROOT_KEY]).root}/*.txt"))
+    return patterns
+
+
+class VocExampleGenDriver(example_gen_driver.Driver):
+    """Sets span 0 and an input fingerprint (the base driver's contract) without globbing `input_base`."""
+
+    def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
+        del pipeline_info, component_info
+        executor.check_inputs(exec_properties)  # a missing root fails here, before any Beam start-up
+        fingerprints = [io_utils.generate_fingerprint(name, pattern)
+                        for name, pattern in _fingerprint_patterns(exec_properties)]
+        exec_properties[example_gen_utils.SPAN_PROPERTY_NAME] = 0
+        exec_properties[example_gen_utils.VERSION_PROPERTY_NAME] = None
+        exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = "\n".join(fingerprints)
+        return exec_properties
+
+
+def make_input_config(split_recipes: Optional[Dict[str, str]] = None,
+                      reference_tfrecords: Optional[Dict[str, str]] = None) -> example_gen_pb2.Input:
+    """One input split per output split: the recipe name, or `reference:GLOB` for reference TFRecords.
+
+    A split named in `reference_tfrecords` is imported from those files instead of its recipe.
+    """
+    reference_tfrecords = dict(reference_tfrecords or {})
+    split_recipes = dict(DEFAULT_SPLIT_RECIPES if split_recipes is None and not reference_tfrecords
+                         else split_recipes or {})
+    for name in reference_tfrecords:
+        split_recipes.pop(name, None)
+    splits = [example_gen_pb2.Input.Split(name=name, pattern=recipe) for name, recipe in split_recipes.items()]
+    splits += [example_gen_pb2.Input.Split(name=name, pattern=REFERENCE_PREFIX + glob)
+               for name, glob in reference_tfrecords.items()]
+    if not splits:
+        raise ValueError("VocExampleGen needs at least one split: give split_recipes or reference_tfrecords")
+    names = [s.name for s in splits]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate split names in {names}")
+    return example_gen_pb2.Input(splits=splits)
+
+
+class VocExampleGen(base_beam_component.BaseBeamComponent):
+    """Custom ExampleGen for Pascal VOC 2012 + SBD segmentation data (a Beam executor).
+
+    Example:
+      example_gen = VocExampleGen(voc_root="gs://bucket/VOCdevkit/VOC2012", sbd_root="gs://bucket/SBD",
+                                  split_recipes={"train": "train_aug", "val": "voc_val"})
+
+    Outputs `examples`: standard `Examples` (official DeepLab keys, see docs/ARCHITECTURE.md), and a
+    report `example_gen_report.json` (examples, rejects with reasons and files, conversions per split) in the artifact directory.
+    """
+
+    SPEC_CLASS = VocExampleGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+    DRIVER_CLASS = VocExampleGenDriver
+
+    def __init__(self,
+                 voc_root: Optional[str] = None,
+                 sbd_root: Optional[str] = None,
+                 split_recipes: Optional[Dict[str, str]] = None,
+                 reference_tfrecords: Optional[Dict[str, str]] = None,
+                 max_rejected_fraction: float = DEFAULT_MAX_REJECTED_FRACTION,
+                 num_shards: int = 0):
+        """Builds the component.
+
+        Args:
+          voc_root: VOCdevkit/VOC2012 (or a folder above it); local or any tf.io.gfile file system.
+          sbd_root: SBD's benchmark_RELEASE (or its dataset/ folder), for the sbd_* and train_aug recipes.
+          split_recipes: output split name -> recipe of data.splits; default {'train': 'voc_train',
+            'val': 'voc_val'} when no reference_tfrecords are given.
+          reference_tfrecords: output split name -> glob of TFRecords in the reference repo's format.
+          max_rejected_fraction: the run fails when a split rejects more than this fraction of its samples.
+          num_shards: output files per split; 0 lets the Beam runner decide.
+        """
+        if not 0.0 <= max_rejected_fraction <= 1.0:
+            raise ValueError(f"max_rejected_fraction must be in [0, 1], got {max_rejected_fraction}")
+        spec = VocExampleGenSpec(
+            input_config=make_input_config(split_recipes, reference_tfrecords),
+            output_config=example_gen_pb2.Output(),
+            output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            voc_root=str(voc_root) if voc_root else None,
+            sbd_root=str(sbd_root) if sbd_root else None,
+            max_rejected_fraction=float(max_rejected_fraction),
+            num_shards=int(num_shards),
+            examples=types.Channel(type=standard_artifacts.Examples),
+        )
+        super().__init__(spec=spec)

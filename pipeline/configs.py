@@ -1,0 +1,46 @@
+"""Defaults of the deeplab-tfx pipeline (TFX template style): one place to read and override them.
+
+Everything here is a plain value; `pipeline/pipeline.py:create_pipeline()` takes each as a keyword
+argument and `pipeline/cli.py` maps flags onto them.
+"""
+import os
+
+PIPELINE_NAME = "deeplab-tfx"
+
+# Local runs keep the pipeline root, the ML Metadata sqlite file and the served models under one folder.
+OUTPUT_DIR = os.path.join("runs", "local")
+PIPELINE_ROOT_DIRNAME = "pipeline_root"
+METADATA_FILENAME = "metadata.sqlite"
+
+# Data (see README "Data"): the pipeline never downloads; point these at unpacked VOC 2012 / SBD.
+VOC_ROOT = None
+SBD_ROOT = None
+# output split name -> recipe of data.splits (voc_train, voc_val, train_aug, sbd_train_minus_voc_val, file:PATH, ...)
+SPLIT_RECIPES = {"train": "voc_train", "val": "voc_val"}
+# Fail the ingest when a split rejects more than this fraction of its samples.
+MAX_REJECTED_FRACTION = 0.05
+# Output TFRecord files per split; 0 lets the Beam runner decide (one per bundle on the DirectRunner).
+NUM_SHARDS = 0
+
+# Beam: two local worker processes by default; pass e.g. --runner=DataflowRunner --project=... to scale out
+# (the same pipeline code runs on Dataflow, Flink and Spark).
+BEAM_PIPELINE_ARGS = [
+    "--direct_running_mode=multi_processing",
+    "--direct_num_workers=2",
+]
+
+# Kubeflow Pipelines (KubeflowV2DagRunner): compiled PipelineJob JSON.
+KUBEFLOW_PIPELINE_ROOT = "gs://YOUR-BUCKET/deeplab-tfx"
+KUBEFLOW_OUTPUT_FILE = "pipeline.json"
+
+# Synthetic demo dataset (deeplab demo).
+DEMO_NUM_TRAIN = 24
+DEMO_NUM_VAL = 8
+DEMO_SEED = 0
+DEMO_MIN_SIZE = 96
+DEMO_MAX_SIZE = 160
+
+
+def local_paths(output_dir=OUTPUT_DIR):
+    """(pipeline_root, metadata sqlite path) of a local run under `output_dir`."""
+    return (os.path.join(output_dir, PIPELINE_ROOT_DIRNAME), os.path.join(output_dir, METADATA_FILENAME))

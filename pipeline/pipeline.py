@@ -1,0 +1,95 @@
+"""The deeplab-tfx pipeline, wired in one function (TFX template style), and its two runners.
+
+    VocExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
+                  -> LabelStatsGen
+
+`create_pipeline()` builds the component list in order; the model half (Trainer, Evaluator, Pusher)
+is appended in the same function. `run_local()` runs it with LocalDagRunner (sqlite ML Metadata,
+caching); `compile_kubeflow()` writes the same pipeline as a Kubeflow Pipelines v2 PipelineJob JSON,
+offline.
+"""
+import os
+from typing import Dict, List, Optional
+
+from tfx import v1 as tfx
+
+from components.label_stats.component import LabelStatsGen
+from components.voc_example_gen.component import VocExampleGen
+from pipeline import configs
+
+
+def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
+                    pipeline_root: str = configs.local_paths()[0],
+                    voc_root: Optional[str] = configs.VOC_ROOT,
+                    sbd_root: Optional[str] = configs.SBD_ROOT,
+                    split_recipes: Optional[Dict[str, str]] = None,
+                    reference_tfrecords: Optional[Dict[str, str]] = None,
+                    max_rejected_fraction: float = configs.MAX_REJECTED_FRACTION,
+                    num_shards: int = configs.NUM_SHARDS,
+                    beam_pipeline_args: Optional[List[str]] = None,
+                    metadata_path: Optional[str] = None,
+                    enable_cache: bool = True) -> tfx.dsl.Pipeline:
+    """Builds the pipeline.
+
+    Args:
+      pipeline_name: name in ML Metadata and on Kubeflow.
+      pipeline_root: where artifacts are written (local folder or gs://...).
+      voc_root, sbd_root: dataset roots (see components/voc_example_gen/component.py).
+      split_recipes: output split -> data.splits recipe; default configs.SPLIT_RECIPES (unless only
+        reference_tfrecords are given).
+      reference_tfrecords: output split -> glob of reference-format TFRecords to import.
+      max_rejected_fraction, num_shards: VocExampleGen settings.
+      beam_pipeline_args: passed to every Beam-based component (default configs.BEAM_PIPELINE_ARGS).
+      metadata_path: sqlite ML Metadata file for local runs; None for orchestrators that bring their own.
+      enable_cache: TFX caching (re-runs reuse unchanged components' outputs).
+    """
+    if split_recipes is None and not reference_tfrecords:
+        split_recipes = dict(configs.SPLIT_RECIPES)
+    components = []
+
+    # Data: ingest, then validate.
+    example_gen = VocExampleGen(voc_root=voc_root, sbd_root=sbd_root, split_recipes=split_recipes,
+                                reference_tfrecords=reference_tfrecords,
+                                max_rejected_fraction=max_rejected_fraction, num_shards=num_shards)
+    components.append(example_gen)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    components.append(statistics_gen)
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                          infer_feature_shape=True)
+    components.append(schema_gen)
+    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
+                                                        schema=schema_gen.outputs["schema"])
+    components.append(example_validator)
+    label_stats = LabelStatsGen(examples=example_gen.outputs["examples"])
+    components.append(label_stats)
+
+    # Model: Trainer -> Evaluator -> Pusher go here, fed by example_gen.outputs["examples"] and
+    # schema_gen.outputs["schema"].
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=str(pipeline_root),
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=(tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path))
+                                    if metadata_path else None),
+        beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args),
+    )
+
+
+def run_local(pipeline: tfx.dsl.Pipeline) -> None:
+    """Runs the pipeline in this process with LocalDagRunner (raises when a component fails)."""
+    if pipeline.metadata_connection_config is None:
+        raise ValueError("a local run needs an ML Metadata store: build the pipeline with metadata_path=...")
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+
+
+def compile_kubeflow(pipeline: tfx.dsl.Pipeline, image: str, output_path: str) -> str:
+    """Compiles the pipeline to a Kubeflow Pipelines v2 PipelineJob JSON (offline) and returns its path."""
+    output_dir, output_filename = os.path.split(os.path.abspath(output_path))
+    os.makedirs(output_dir, exist_ok=True)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=output_dir, output_filename=output_filename)
+    runner.run(pipeline, write_out=True)
+    return os.path.join(output_dir, output_filename)

@@ -1,0 +1,186 @@
+"""DeepLab V3 backbones with atrous convolution: pre-activation ResNet-v2 (50/101) and MobileNetV2.
+
+Layer names and structure follow tf_keras.applications (ResNet50V2, ResNet101V2, MobileNetV2), so
+the ImageNet weights Keras publishes load by name (models/weights.py). What differs is the atrous
+rewrite (paper section 3.1): once the running stride reaches `output_stride`, every later unit that
+would downsample keeps the resolution (stride 1) and all later 3x3 convolutions are dilated by the
+accumulated rate instead. Keras (like slim) puts the stride in the LAST unit of each ResNet stack,
+so the rate only grows after that unit.
+
+Inputs are preprocessed images in [-1, 1] (models.layers.Preprocess); outputs are the final features
+(ResNet: after post_bn/post_relu, 2048 channels; MobileNetV2: the last inverted residual block,
+320*alpha channels, as DeepLab's model-zoo MobileNetV2 which drops the 1280-channel 1x1 conv).
+"""
+import collections
+
+import tf_keras as keras
+
+from models.layers import l2_regularizer
+
+BACKBONES = ("resnet_v2_50", "resnet_v2_101", "mobilenet_v2")
+OUTPUT_STRIDES = (8, 16, 32)
+
+# ResNet-v2: (stack name, bottleneck filters, units, stride of the last unit).
+_RESNET_STACKS = {
+    "resnet_v2_50": (("conv2", 64, 3, 2), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2), ("conv5", 512, 3, 1)),
+    "resnet_v2_101": (("conv2", 64, 3, 2), ("conv3", 128, 4, 2), ("conv4", 256, 23, 2), ("conv5", 512, 3, 1)),
+}
+# MobileNetV2 inverted residual blocks: (filters, stride, expansion); block_id = index.
+_MOBILENET_BLOCKS = ((16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6), (64, 2, 6),
+                     (64, 1, 6), (64, 1, 6), (64, 1, 6), (96, 1, 6), (96, 1, 6), (96, 1, 6), (160, 2, 6),
+                     (160, 1, 6), (160, 1, 6), (320, 1, 6))
+
+UnitSpec = collections.namedtuple("UnitSpec", ["name", "filters", "stride", "rate"])
+UnitSpec.__doc__ = "One residual unit after the atrous rewrite: applied stride (1 or 2) and dilation rate."
+
+
+def _check(output_stride):
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+
+
+def resnet_v2_unit_specs(backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4)):
+    """The units of a ResNet-v2 backbone with the stride and atrous rate each one gets.
+
+    block4 (`conv5`) units use `rate * multi_grid[i]` (paper section 3.2), also at output_stride 32
+    where rate is 1; pass multi_grid=(1, 1, 1) for the plain ImageNet network.
+    """
+    _check(output_stride)
+    if backbone not in _RESNET_STACKS:
+        raise ValueError(f"unknown ResNet-v2 backbone {backbone!r}; expected one of {sorted(_RESNET_STACKS)}")
+    stacks = _RESNET_STACKS[backbone]
+    if len(multi_grid) != stacks[-1][2]:
+        raise ValueError(f"multi_grid must have {stacks[-1][2]} entries (one per block4 unit), got {multi_grid!r}")
+    specs = []
+    current_stride, rate = 4, 1  # conv1 (stride 2) + pool1 (stride 2)
+    for stack_name, filters, units, last_stride in stacks:
+        for i in range(1, units + 1):
+            stride = last_stride if i == units else 1
+            unit_rate = rate * (multi_grid[i - 1] if stack_name == "conv5" else 1)
+            if current_stride == output_stride:
+                specs.append(UnitSpec(f"{stack_name}_block{i}", filters, 1, unit_rate))
+                rate *= stride
+            else:
+                specs.append(UnitSpec(f"{stack_name}_block{i}", filters, stride, unit_rate))
+                current_stride *= stride
+    return specs
+
+
+def mobilenet_v2_block_specs(output_stride=16, alpha=1.0):
+    """The inverted residual blocks of MobileNetV2 (filters after alpha) with applied stride and rate."""
+    _check(output_stride)
+    specs = []
+    current_stride, rate = 2, 1  # Conv1 has stride 2
+    for block_id, (filters, stride, _) in enumerate(_MOBILENET_BLOCKS):
+        name = f"block_{block_id}" if block_id else "expanded_conv"
+        out = make_divisible(filters * alpha, 8)
+        if current_stride == output_stride:
+            specs.append(UnitSpec(name, out, 1, rate))
+            rate *= stride
+        else:
+            specs.append(UnitSpec(name, out, stride, rate))
+            current_stride *= stride
+    return specs
+
+
+def make_divisible(value, divisor=8):
+    """Round channels to a multiple of `divisor` exactly as tf_keras.applications.MobileNetV2 does."""
+    new_value = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+def _bn(name, bn_decay, bn_epsilon):
+    return keras.layers.BatchNormalization(momentum=bn_decay, epsilon=bn_epsilon, name=name)
+
+
+def _resnet_unit(x, spec, conv_shortcut, bn_decay, bn_epsilon, weight_decay):
+    """Pre-activation bottleneck unit (tf_keras.applications.resnet.block2) with a dilated 3x3 conv."""
+    name, reg = spec.name, l2_regularizer(weight_decay)
+    preact = _bn(name + "_preact_bn", bn_decay, bn_epsilon)(x)
+    preact = keras.layers.Activation("relu", name=name + "_preact_relu")(preact)
+    if conv_shortcut:
+        shortcut = keras.layers.Conv2D(4 * spec.filters, 1, strides=spec.stride, kernel_regularizer=reg,
+                                       name=name + "_0_conv")(preact)
+    elif spec.stride > 1:
+        shortcut = keras.layers.MaxPooling2D(1, strides=spec.stride, name=name + "_0_subsample")(x)
+    else:
+        shortcut = x
+    y = keras.layers.Conv2D(spec.filters, 1, use_bias=False, kernel_regularizer=reg, name=name + "_1_conv")(preact)
+    y = _bn(name + "_1_bn", bn_decay, bn_epsilon)(y)
+    y = keras.layers.Activation("relu", name=name + "_1_relu")(y)
+    if spec.stride > 1:
+        # Keras' explicit padding for the strided conv (equals "same" only for odd sizes).
+        y = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name=name + "_2_pad")(y)
+        y = keras.layers.Conv2D(spec.filters, 3, strides=spec.stride, use_bias=False, kernel_regularizer=reg,
+                                name=name + "_2_conv")(y)
+    else:
+        y = keras.layers.Conv2D(spec.filters, 3, padding="same", dilation_rate=spec.rate, use_bias=False,
+                                kernel_regularizer=reg, name=name + "_2_conv")(y)
+    y = _bn(name + "_2_bn", bn_decay, bn_epsilon)(y)
+    y = keras.layers.Activation("relu", name=name + "_2_relu")(y)
+    y = keras.layers.Conv2D(4 * spec.filters, 1, kernel_regularizer=reg, name=name + "_3_conv")(y)
+    return keras.layers.Add(name=name + "_out")([shortcut, y])
+
+
+def build_resnet_v2(backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4), bn_decay=0.9997,
+                    bn_epsilon=1e-5, weight_decay=0.0):
+    """Pre-activation ResNet-v2 feature extractor: [B,H,W,3] in [-1,1] -> [B,h,w,2048] at 1/output_stride."""
+    reg = l2_regularizer(weight_decay)
+    inputs = keras.Input(shape=(None, None, 3), name="preprocessed_images")
+    x = keras.layers.ZeroPadding2D(((3, 3), (3, 3)), name="conv1_pad")(inputs)
+    x = keras.layers.Conv2D(64, 7, strides=2, kernel_regularizer=reg, name="conv1_conv")(x)
+    x = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name="pool1_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    for spec in resnet_v2_unit_specs(backbone, output_stride, multi_grid):
+        x = _resnet_unit(x, spec, spec.name.endswith("_block1"), bn_decay, bn_epsilon, weight_decay)
+    x = _bn("post_bn", bn_decay, bn_epsilon)(x)
+    x = keras.layers.Activation("relu", name="post_relu")(x)
+    return keras.Model(inputs, x, name=backbone)
+
+
+def _inverted_residual(x, spec, expansion, block_id, bn_decay, bn_epsilon, weight_decay):
+    """MobileNetV2 inverted residual (tf_keras.applications.mobilenet_v2._inverted_res_block), dilated."""
+    reg = l2_regularizer(weight_decay)
+    in_channels = x.shape[-1]
+    prefix = f"{spec.name}_"
+    y = x
+    if block_id:
+        y = keras.layers.Conv2D(expansion * in_channels, 1, use_bias=False, kernel_regularizer=reg,
+                                name=prefix + "expand")(y)
+        y = _bn(prefix + "expand_BN", bn_decay, bn_epsilon)(y)
+        y = keras.layers.ReLU(6.0, name=prefix + "expand_relu")(y)
+    # "same" for the strided depthwise too: equals Keras' ZeroPadding((0,1),(0,1)) on even sizes and
+    # keeps ceil(H/2) rows on odd sizes.
+    y = keras.layers.DepthwiseConv2D(3, strides=spec.stride, padding="same", dilation_rate=spec.rate,
+                                     use_bias=False, depthwise_regularizer=reg, name=prefix + "depthwise")(y)
+    y = _bn(prefix + "depthwise_BN", bn_decay, bn_epsilon)(y)
+    y = keras.layers.ReLU(6.0, name=prefix + "depthwise_relu")(y)
+    y = keras.layers.Conv2D(spec.filters, 1, use_bias=False, kernel_regularizer=reg, name=prefix + "project")(y)
+    y = _bn(prefix + "project_BN", bn_decay, bn_epsilon)(y)
+    if in_channels == spec.filters and spec.stride == 1:
+        return keras.layers.Add(name=prefix + "add")([x, y])
+    return y
+
+
+def build_mobilenet_v2(output_stride=16, alpha=1.0, bn_decay=0.9997, bn_epsilon=1e-5, weight_decay=0.0):
+    """MobileNetV2 feature extractor: [B,H,W,3] in [-1,1] -> [B,h,w,make_divisible(320*alpha)]."""
+    inputs = keras.Input(shape=(None, None, 3), name="preprocessed_images")
+    x = keras.layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="same", use_bias=False,
+                            kernel_regularizer=l2_regularizer(weight_decay), name="Conv1")(inputs)
+    x = _bn("bn_Conv1", bn_decay, bn_epsilon)(x)
+    x = keras.layers.ReLU(6.0, name="Conv1_relu")(x)
+    for block_id, spec in enumerate(mobilenet_v2_block_specs(output_stride, alpha)):
+        x = _inverted_residual(x, spec, _MOBILENET_BLOCKS[block_id][2], block_id, bn_decay, bn_epsilon, weight_decay)
+    return keras.Model(inputs, x, name=f"mobilenet_v2_{alpha:g}")
+
+
+def build_backbone(backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4), alpha=1.0, bn_decay=0.9997,
+                   bn_epsilon=1e-5, weight_decay=0.0):
+    """Build a backbone by name (one of BACKBONES). `alpha` is MobileNetV2's width multiplier, `multi_grid` ResNet's."""
+    if backbone.startswith("resnet_v2"):
+        return build_resnet_v2(backbone, output_stride, multi_grid, bn_decay, bn_epsilon, weight_decay)
+    if backbone == "mobilenet_v2":
+        return build_mobilenet_v2(output_stride, alpha, bn_decay, bn_epsilon, weight_decay)
+    raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")

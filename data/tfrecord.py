@@ -278,7 +278,8 @@ def reference_record_to_example(serialized, filename="", num_classes=NUM_CLASSES
     """Converts a reference-repo record (sthalles/deeplab_v3 notebook format) to the official format.
 
     The reference records hold `height`, `width` (int64) and `image_raw` / `annotation_raw`: raw
-    uint8 pixels (H*W*3 RGB and H*W class ids). Both are encoded losslessly as PNG. Raises
+    uint8 pixels (H*W*3 RGB, or H*W for the grayscale images the notebook stored with one channel,
+    which become RGB here; and H*W class ids). Both are encoded losslessly as PNG. Raises
     BadSample ('size_mismatch', 'label_out_of_range', 'corrupt_image') for inconsistent records.
     """
     example = _as_example(serialized)
@@ -293,13 +294,17 @@ def reference_record_to_example(serialized, filename="", num_classes=NUM_CLASSES
                         "annotation_raw") from e
     if height <= 0 or width <= 0:
         raise BadSample("size_mismatch", name, f"height={height}, width={width} is not a valid image size")
-    if len(image_raw) != height * width * 3:
+    if len(image_raw) == height * width:
+        # The notebook wrote imread() output as is: a grayscale JPEG became one channel.
+        image = np.repeat(np.frombuffer(image_raw, dtype=np.uint8).reshape(height, width, 1), 3, axis=2)
+    elif len(image_raw) == height * width * 3:
+        image = np.frombuffer(image_raw, dtype=np.uint8).reshape(height, width, 3)
+    else:
         raise BadSample("size_mismatch", name, f"image_raw has {len(image_raw)} bytes but height*width*3 = "
                         f"{height * width * 3}; the record is truncated or its height/width are wrong")
     if len(annotation_raw) != height * width:
         raise BadSample("size_mismatch", name, f"annotation_raw has {len(annotation_raw)} bytes but height*width = "
                         f"{height * width}; the record is truncated or its height/width are wrong")
-    image = np.frombuffer(image_raw, dtype=np.uint8).reshape(height, width, 3)
     mask = np.frombuffer(annotation_raw, dtype=np.uint8).reshape(height, width)
     _check_labels(mask, name, num_classes)
     sample = Sample(image_bytes=_encode_png(image), image_format="png", mask_png=_encode_png(mask),

@@ -249,6 +249,14 @@ def test_reference_record_conversion():
     assert feature[tfr.IMAGE_CHANNELS].int64_list.value[0] == 3
 
 
+def test_reference_record_grayscale_image():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    record = tfr.reference_example(np.zeros((3, 4, 3), np.uint8), np.zeros((3, 4), np.uint8))
+    record.features.feature[tfr.REF_IMAGE_RAW].bytes_list.value[0] = gray.tobytes()
+    image, _, _ = tfr.parse_example_np(tfr.reference_record_to_example(record.SerializeToString()))
+    assert image.shape == (3, 4, 3) and all(np.array_equal(image[..., c], gray) for c in range(3))
+
+
 def test_reference_record_errors():
     import tensorflow as tf
 

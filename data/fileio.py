@@ -44,11 +44,13 @@ def listdir(path):
 def read_bytes(path):
     """Whole file as bytes. Raises FileNotFoundError (local and remote alike) when it is missing."""
     if is_remote(path):
-        gfile = _gfile()
-        if not gfile.exists(str(path)):
-            raise FileNotFoundError(str(path))
-        with gfile.GFile(str(path), "rb") as f:
-            return f.read()
+        import tensorflow as tf
+
+        try:  # one round trip: no exists() call before the read
+            with tf.io.gfile.GFile(str(path), "rb") as f:
+                return f.read()
+        except tf.errors.NotFoundError:
+            raise FileNotFoundError(str(path)) from None
     with open(path, "rb") as f:
         return f.read()
 

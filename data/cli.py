@@ -17,6 +17,9 @@ def add_arguments(command, parser):
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> byte-identical files")
     parser.add_argument("--min-size", type=int, default=160, help="smallest image side in px (default 160)")
     parser.add_argument("--max-size", type=int, default=320, help="largest image side in px (default 320)")
+    parser.add_argument("--defects", action="store_true",
+                        help="also list deliberately broken samples in train (truncated JPEG, RGB mask, ...) to "
+                             "exercise the ingest's skip-and-count path; see data.synthetic.DEFECTS")
     parser.add_argument("--sbd", action="store_true",
                         help="also write a synthetic SBD tree (OUTPUT/sbd/dataset) sharing half of the VOC ids")
 
@@ -61,7 +64,7 @@ def summarize(voc_root, preview_path=None, preview_count=6):
 
 
 def main(command, args):
-    from data.synthetic import generate_sbd_dataset, generate_voc_dataset
+    from data.synthetic import add_defects, generate_sbd_dataset, generate_voc_dataset
 
     root = generate_voc_dataset(args.output, num_train=args.num_train, num_val=args.num_val, seed=args.seed,
                                 min_size=args.min_size, max_size=args.max_size, progress=True)
@@ -69,6 +72,10 @@ def main(command, args):
           f"use --voc-root {root})")
     summary = summarize(root, preview_path=os.path.join(args.output, PREVIEW_FILE))
     summary["seed"] = args.seed
+    if args.defects:  # after summarize(): the broken files cannot be summarised
+        summary["defects"] = add_defects(root, seed=args.seed)
+        print(f"added {len(summary['defects'])} deliberately broken samples to train: "
+              f"{sorted(set(summary['defects'].values()))}")
     if args.sbd:
         # SBD ids start halfway through the VOC train ids so that overlap handling is exercised.
         sbd_root = generate_sbd_dataset(os.path.join(args.output, "sbd"), num_train=args.num_train,

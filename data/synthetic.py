@@ -227,3 +227,50 @@ def generate_sbd_dataset(output_dir, num_train=20, num_val=10, seed=0, min_size=
     for name, split_ids in (("train", ids[:num_train]), ("val", ids[num_train:])):
         _write(os.path.join(root, f"{name}.txt"), "".join(f"{i}\n" for i in split_ids).encode())
     return root
+
+
+# id -> what data.tfrecord.load_sample must report for it (BadSample reason, or the conversion).
+DEFECTS = {
+    "2099_900001": "corrupt_image",      # JPEG cut in half
+    "2099_900002": "size_mismatch",      # mask one column wider than the image
+    "2099_900003": "rgb_mask",           # colour mask instead of palette indices
+    "2099_900004": "label_out_of_range",  # class id 42
+    "2099_900005": "missing_mask",       # no SegmentationClass/<id>.png
+    "2099_900006": "missing_image",      # listed, but no JPEGImages/<id>.jpg
+    "2099_900007": "grayscale_to_rgb",   # valid: a grayscale JPEG, converted to RGB (not a reject)
+}
+
+
+def add_defects(voc_root, split="train", seed=0, size=48):
+    """Adds one deliberately broken sample per DEFECTS entry to `split` (and trainval) of a synthetic tree.
+
+    For demos and tests of the ingest's skip-and-count path; returns DEFECTS (id -> expected
+    reason or conversion).
+    """
+    rng = np.random.default_rng([seed, 900_000])
+    image, label = render_sample(rng, size, size)
+    images, masks = os.path.join(voc_root, "JPEGImages"), os.path.join(voc_root, "SegmentationClass")
+
+    def write_pair(image_id, image_bytes, mask_bytes):
+        if image_bytes is not None:
+            _write(os.path.join(images, f"{image_id}.jpg"), image_bytes)
+        if mask_bytes is not None:
+            _write(os.path.join(masks, f"{image_id}.png"), mask_bytes)
+
+    good_jpeg, good_mask = encode_jpeg(image), encode_palette_png(label)
+    write_pair("2099_900001", good_jpeg[: len(good_jpeg) // 2], good_mask)
+    write_pair("2099_900002", good_jpeg, encode_palette_png(np.pad(label, ((0, 0), (0, 1)))))
+    buf = io.BytesIO()
+    Image.fromarray(voc_palette()[label]).save(buf, format="PNG")
+    write_pair("2099_900003", good_jpeg, buf.getvalue())
+    write_pair("2099_900004", good_jpeg, encode_palette_png(np.where(label == 0, 42, label).astype(np.uint8)))
+    write_pair("2099_900005", good_jpeg, None)
+    write_pair("2099_900006", None, good_mask)
+    buf = io.BytesIO()
+    Image.fromarray(image).convert("L").save(buf, format="JPEG", quality=90)
+    write_pair("2099_900007", buf.getvalue(), good_mask)
+    lists = os.path.join(voc_root, "ImageSets", "Segmentation")
+    for name in {split, "trainval"}:
+        with open(os.path.join(lists, f"{name}.txt"), "a") as f:
+            f.write("".join(f"{i}\n" for i in DEFECTS))
+    return dict(DEFECTS)

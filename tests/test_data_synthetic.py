@@ -104,7 +104,7 @@ def test_cli(tmp_path, capsys):
     import runner
 
     assert runner.main(["synth", "--output", str(tmp_path), "--num-train", "3", "--num-val", "2",
-                        "--min-size", "32", "--max-size", "40", "--sbd"]) == 0
+                        "--min-size", "32", "--max-size", "40", "--sbd", "--defects"]) == 0
     out = capsys.readouterr().out
     assert "3 train + 2 val images" in out and os.path.join(str(tmp_path), "VOC2012") in out
     with open(tmp_path / "synth_summary.json") as f:
@@ -114,8 +114,29 @@ def test_cli(tmp_path, capsys):
     assert 32 <= summary["height"][0] <= summary["height"][1] <= 40
     assert abs(sum(c["pixel_share"] for c in summary["classes"].values()) - 1) < 0.01
     assert Image.open(tmp_path / "synth_preview.png").size[0] > 3 * 32
+    assert summary["defects"]["2099_900001"] == "corrupt_image"
+    assert len(VocDevkit(tmp_path).split_ids("train")) == 3 + len(summary["defects"])
     assert VocDevkit(tmp_path).split_ids("val") == ["2099_000004", "2099_000005"]
     from data.sbd import SbdDataset
 
     sbd = SbdDataset(tmp_path / "sbd")
     assert sbd.split_ids("train") == ["2099_000002", "2099_000003", "2099_000004"]
+
+
+def test_add_defects_gives_each_reason(tmp_path):
+    from data import tfrecord
+    from data.splits import resolve_recipe
+    from data.synthetic import add_defects
+
+    root = generate_voc_dataset(tmp_path, num_train=2, num_val=1, seed=0, min_size=32, max_size=40)
+    expected = add_defects(root)
+    refs = resolve_recipe("voc_train", voc_root=root)
+    assert [r.id for r in refs] == ["2099_000001", "2099_000002"] + list(expected)
+    got = {}
+    for ref in refs[2:]:
+        try:
+            got[ref.id] = tfrecord.load_sample(ref).converted
+        except tfrecord.BadSample as e:
+            got[ref.id] = e.reason
+    assert got == expected
+    assert len(VocDevkit(root).split_ids("val")) == 1

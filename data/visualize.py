@@ -4,7 +4,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data.voc import IGNORE_LABEL, voc_palette
+from data.voc import IGNORE_LABEL, VOC_CLASSES, voc_palette
 
 
 def colorize(label_map):
@@ -33,6 +33,21 @@ def overlay(image, label_map, alpha=0.5, show_ignore=True):
     out = image.astype(np.float32)
     out[mask] = (1.0 - alpha) * out[mask] + alpha * colours[mask]
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def legend(class_ids, names=VOC_CLASSES, swatch=12, width=150):
+    """A colour key: uint8 [N*(swatch+2), width, 3] with one swatch and name per class id (255 = 'ignore')."""
+    class_ids = [int(c) for c in class_ids]
+    row = swatch + 2
+    canvas = Image.new("RGB", (width, max(row * len(class_ids), 1)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    palette = voc_palette()
+    for k, c in enumerate(class_ids):
+        y = k * row + 1
+        draw.rectangle([1, y, swatch, y + swatch - 1], fill=tuple(int(v) for v in palette[c]), outline=(0, 0, 0))
+        name = "ignore" if c == IGNORE_LABEL else (names[c] if c < len(names) else str(c))
+        draw.text((swatch + 5, y), f"{c} {name}", fill=(0, 0, 0))
+    return np.asarray(canvas)
 
 
 def _as_rgb(image):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.visualize import colorize, overlay, save_grid
+from data.visualize import colorize, legend, overlay, save_grid
 from data.voc import voc_palette
 
 
@@ -45,3 +45,11 @@ def test_save_grid(tmp_path):
     assert Image.open(nested).size == (4 + 20 + 4 + 20 + 4, 12 + 10 + 8)
     with pytest.raises(ValueError):
         save_grid([], tmp_path / "empty.png")
+
+
+def test_legend():
+    key = legend([0, 15, 255])
+    assert key.dtype == np.uint8 and key.shape == (3 * 14, 150, 3)
+    assert key[14 + 6, 6].tolist() == [192, 128, 128]  # person swatch
+    assert key[2 * 14 + 6, 6].tolist() == [224, 224, 192]  # ignore swatch
+    assert (key[:, 20:] < 128).any(), "names are drawn"

@@ -1,0 +1,162 @@
+"""One evaluation, start to finish: Beam run -> metrics -> blessing decision -> report.
+
+`evaluate()` is what both the TFX executor and `deeplab evaluate` call, so a model evaluated
+from the command line gets exactly the numbers (and the report) the pipeline's gate saw.
+"""
+import datetime
+import logging
+
+import numpy as np
+
+from components.miou_evaluator import beam_eval, metrics
+from data.voc import IGNORE_LABEL, NUM_CLASSES, VOC_CLASSES
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def decide_blessing(miou, miou_threshold=None, baseline_miou=None, max_regression=0.0):
+    """The gate: blessed iff mIoU >= miou_threshold (when set) AND, when a baseline was evaluated,
+    mIoU >= baseline mIoU - max_regression. A model without an mIoU (no labelled pixels) is never
+    blessed. Returns {'blessed', 'checks': [...], 'message'}; every check states its numbers."""
+    checks = []
+    if miou is None:
+        checks.append({"name": "has_miou", "passed": False,
+                       "detail": "no labelled pixels were evaluated, so there is no mIoU to gate on"})
+    else:
+        if miou_threshold is not None:
+            checks.append({"name": "miou_threshold", "passed": bool(miou >= miou_threshold),
+                           "detail": f"mIoU {miou:.4f} {'>=' if miou >= miou_threshold else '<'} "
+                                     f"threshold {miou_threshold:.4f}"})
+        if baseline_miou is not None:
+            floor = baseline_miou - (max_regression or 0.0)
+            checks.append({"name": "max_regression", "passed": bool(miou >= floor),
+                           "detail": f"mIoU {miou:.4f} {'>=' if miou >= floor else '<'} baseline mIoU "
+                                     f"{baseline_miou:.4f} - max_regression {max_regression or 0.0:.4f} "
+                                     f"= {floor:.4f} (change {miou - baseline_miou:+.4f})"})
+        else:
+            checks.append({"name": "max_regression", "passed": True,
+                           "detail": "no baseline model (no blessed model yet): regression check skipped"})
+    blessed = all(c["passed"] for c in checks)
+    failed = [c["detail"] for c in checks if not c["passed"]]
+    message = ("BLESSED: " + "; ".join(c["detail"] for c in checks) if blessed
+               else "NOT BLESSED: " + "; ".join(failed))
+    return {"blessed": blessed, "miou_threshold": miou_threshold, "max_regression": max_regression,
+            "baseline_miou": baseline_miou, "checks": checks, "message": message}
+
+
+def _model_section(cm, images, class_names):
+    m = metrics.metrics_from_confusion(cm, class_names)
+    per_image = metrics.per_image_average([s for _, s in images])
+    headline = {k: m[k] for k in ("miou", "pixel_accuracy", "mean_class_accuracy", "frequency_weighted_iou")}
+    headline.update(per_image)
+    return {
+        "metrics": headline,
+        "per_class": m["per_class"],
+        "absent_classes": m["absent_classes"],
+        "num_classes_present": m["num_classes_present"],
+        "num_pixels": m["num_pixels"],
+        "invalid_predictions": m["invalid_predictions"],
+        "confusion_matrix": np.asarray(cm).tolist(),
+    }
+
+
+def summarize(raw, class_names=VOC_CLASSES, tta=None, data_description=None, max_images=None):
+    """The JSON-ready evaluation (everything but the blessing) from `run_beam_evaluation`'s output."""
+    images = raw["images"][beam_eval.CURRENT]
+    skipped_by_reason = {}
+    for reason, _, _ in raw["skipped"]:
+        skipped_by_reason[reason] = skipped_by_reason.get(reason, 0) + 1
+    result = {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"path": raw["model_dirs"][beam_eval.CURRENT]},
+        "baseline_model": ({"path": raw["model_dirs"][beam_eval.BASELINE]}
+                           if beam_eval.BASELINE in raw["model_dirs"] else None),
+        "data": dict(data_description or {}, images_evaluated=len(images),
+                     images_skipped=len(raw["skipped"]), skipped_by_reason=skipped_by_reason,
+                     skipped=[{"reason": r, "record": n, "detail": d}
+                              for r, n, d in raw["skipped"][:beam_eval.MAX_SKIPPED_LISTED]],
+                     sampled_max_images=max_images),
+        "tta": tta.to_json_dict() if tta is not None else None,
+        "tta_description": tta.describe() if tta is not None else None,
+        "class_names": list(class_names),
+        "seconds": raw.get("seconds"),
+        "seconds_per_image": raw["seconds"] / len(images) if images and raw.get("seconds") else None,
+    }
+    result.update(_model_section(raw["cm"][beam_eval.CURRENT], images, class_names))
+    result["best_images"] = [dict(filename=f, **_brief(images, f)) for f, _ in raw["best"]]
+    result["worst_images"] = [dict(filename=f, **_brief(images, f)) for f, _ in raw["worst"]]
+    result["per_image"] = [dict(filename=f, miou=s["miou"], pixel_accuracy=s["pixel_accuracy"],
+                                num_pixels=s["num_pixels"], classes=[class_names[c] for c in s["classes"]])
+                           for f, s in images]
+    if beam_eval.BASELINE in raw["cm"]:
+        base = _model_section(raw["cm"][beam_eval.BASELINE], raw["images"][beam_eval.BASELINE], class_names)
+        result["baseline"] = base
+        result["comparison"] = _compare(result, base)
+        base_by_name = dict(raw["images"][beam_eval.BASELINE])
+        for row in result["per_image"]:
+            row["baseline_miou"] = base_by_name[row["filename"]]["miou"]
+    else:
+        result["baseline"] = None
+        result["comparison"] = None
+    return result
+
+
+def _brief(images, filename):
+    summary = dict(images)[filename]
+    return {"miou": summary["miou"], "pixel_accuracy": summary["pixel_accuracy"]}
+
+
+def _delta(a, b):
+    return None if a is None or b is None else a - b
+
+
+def _compare(current, baseline):
+    return {
+        "metrics": {k: _delta(v, baseline["metrics"][k]) for k, v in current["metrics"].items()
+                    if isinstance(v, float)},
+        "per_class_iou": {c["name"]: _delta(c["iou"], b["iou"])
+                          for c, b in zip(current["per_class"], baseline["per_class"])},
+    }
+
+
+def evaluate(model_dir, output_dir, *, examples_pattern=None, sample_refs=None, baseline_model_dir=None,
+             tta=None, miou_threshold=None, max_regression=0.0, class_names=VOC_CLASSES,
+             ignore_label=IGNORE_LABEL, make_pipeline=None, beam_args=None, num_gallery=4,
+             max_images=None, data_description=None, tensorboard=True):
+    """Evaluates `model_dir` (and `baseline_model_dir` on the same data in the same run), decides
+    the blessing and writes the report into `output_dir`. Returns the evaluation dict (also in
+    `output_dir/evaluation.json`); its 'blessing' entry holds the decision."""
+    from components.miou_evaluator import report
+    from models.inference import TTAConfig
+
+    tta = tta or TTAConfig()
+    model_dirs = {beam_eval.CURRENT: beam_eval.resolve_model_dir(model_dir)}
+    if baseline_model_dir:
+        model_dirs[beam_eval.BASELINE] = beam_eval.resolve_model_dir(baseline_model_dir)
+    log.info("Evaluating %s%s (TTA: %s)", model_dirs[beam_eval.CURRENT],
+             f" against baseline {model_dirs[beam_eval.BASELINE]}" if baseline_model_dir else "", tta.describe())
+    raw = beam_eval.run_beam_evaluation(
+        model_dirs, tta, staging_dir=f"{str(output_dir).rstrip('/')}/.staging",
+        examples_pattern=examples_pattern, sample_refs=sample_refs, make_pipeline=make_pipeline,
+        beam_args=beam_args, num_classes=len(class_names), ignore_label=ignore_label,
+        num_gallery=num_gallery, max_images=max_images)
+    if not raw["images"][beam_eval.CURRENT]:
+        reasons = sorted({r for r, _, _ in raw["skipped"]})
+        raise ValueError(f"no image could be evaluated ({len(raw['skipped'])} records skipped, reasons {reasons}); "
+                         "check the examples path/split and the report of the data stage")
+    result = summarize(raw, class_names, tta, data_description, max_images)
+    baseline_miou = result["baseline"]["metrics"]["miou"] if result["baseline"] else None
+    result["blessing"] = decide_blessing(result["metrics"]["miou"], miou_threshold, baseline_miou, max_regression)
+    if raw["skipped"]:
+        log.warning("%d records were skipped: %s (listed in evaluation.json)", len(raw["skipped"]),
+                    result["data"]["skipped_by_reason"])
+    import tensorflow as tf
+    staging = f"{str(output_dir).rstrip('/')}/.staging"
+    if tf.io.gfile.exists(staging):
+        tf.io.gfile.rmtree(staging)
+    report.write_report(result, output_dir, gallery={"best": raw["best"], "worst": raw["worst"]},
+                        tensorboard=tensorboard)
+    return result

@@ -97,18 +97,24 @@ def train_aug_ids(voc_train, voc_val, sbd_train, sbd_val):
 def reference_custom_train_ids(voc_train, voc_val, sbd_train, sbd_val):
     """Ids of the reference repo's dataset/custom_train.txt (sthalles/deeplab_v3), by rule.
 
-    What the file shows: 8,252 lines, 8,233 distinct ids (19 repeated), in three sorted runs
-    (330 / 2,299 / 5,623 lines). It holds no VOC 2012 val id ("designed to use the Pascal VOC
-    2012 set as a TESTING set"). The first run is 2007_* ids plus a few later ones: VOC 2012
-    segmentation ids that SBD does not contain (SBD was drawn from VOC 2011 trainval, which has no
-    2007 images); the reference notebook looks these up in SBD first and reports them "not found"
-    there. The two other runs cover 2008-2011 ids from SBD (they include VOC 2012 train ids such as
-    2011_000003, so VOC train is not excluded).
+    Rule: (VOC train − SBD train − SBD val), sorted, followed by (SBD train − VOC val) in SBD's
+    file order, each id once.
 
-    Rule: (VOC train − SBD train − SBD val), sorted, followed by (SBD train − VOC val) in SBD file
-    order; repeats dropped. Without the full SBD lists here, the part we could not check is the
-    size of the SBD runs (2,299 + 5,623 lines with 19 repeats would need SBD train's own file to
-    contain those runs); see tests/test_data_splits.py for what is checked against the real file.
+    Evidence (the real file is in ../shared/seed-splits; full SBD lists were not available here):
+    - 8,252 lines, 8,233 distinct ids (19 repeated), in three sorted runs of 330, 2,299 and 5,623
+      lines; no VOC 2012 val id, as its README says ("designed to use the Pascal VOC 2012 set as a
+      TESTING set").
+    - Run 1 is 311 2007_* ids plus 19 later ones: VOC 2012 segmentation ids that SBD lacks (SBD was
+      drawn from VOC 2011 Main trainval, which has no 2007 images). The reference notebook looks
+      every id up in SBD first and printed "not found" for exactly such ids. No 2007_* id occurs
+      after run 1.
+    - Runs 2 and 3 are 2008-2011 ids and include VOC 2012 train ids (e.g. 2011_000003), so VOC train
+      is not subtracted. Run 3 starts like VOC Main/train.txt (2008_000008, 2008_000015, ...), run 2
+      like Main/val.txt: SBD re-split VOC 2011 Main train+val, and a train.txt kept in file order as
+      two sorted runs explains both the run structure and the repeats across runs.
+    - Sizes: 8,233 − 330 = 7,903 distinct SBD-train ids would mean 595 of SBD's 8,498 train ids are in
+      VOC 2012 val, within the 1,449 val ids. Not checkable here without SBD's train.txt.
+    Repeats are dropped (the reference trained 19 images twice per epoch).
     """
     sbd_all, val = set(sbd_train) | set(sbd_val), set(voc_val)
     voc_only = sorted(i for i in set(voc_train) if i not in sbd_all and i not in val)

@@ -75,10 +75,12 @@ def _voc_or_sbd(voc, sbd, ids):
     """Refs for ids looked up in VOC first, then SBD; an id found in neither keeps the first dataset given
     so that loading reports it as a missing image instead of it vanishing here."""
     refs = []
+    in_voc = voc.image_ids() if voc is not None and sbd is not None else set()
+    in_sbd = sbd.image_ids() if voc is not None and sbd is not None else set()
     for i in ids:
-        if voc is not None and (sbd is None or voc.has_image(i)):
+        if voc is not None and (sbd is None or i in in_voc):
             refs.append(SampleRef(i, "voc", voc.image_path(i), voc.mask_path(i)))
-        elif sbd is not None and (voc is None or sbd.has_image(i)):
+        elif sbd is not None and (voc is None or i in in_sbd):
             refs.append(SampleRef(i, "sbd", sbd.image_path(i), sbd.mask_path(i)))
         else:
             refs.append(SampleRef(i, "voc", voc.image_path(i), voc.mask_path(i)))

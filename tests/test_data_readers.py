@@ -44,6 +44,7 @@ def test_voc_root_forms(voc_tree):
     assert voc.image_path("2099_000001") == os.path.join(root, "JPEGImages", "2099_000001.jpg")
     assert voc.mask_path("2099_000001") == os.path.join(root, "SegmentationClass", "2099_000001.png")
     assert voc.has_image("2099_000001") and not voc.has_image("2099_999999")
+    assert voc.image_ids() == {f"2099_00000{i}" for i in range(1, 6)}
 
 
 def test_voc_split_list_formats(tmp_path):
@@ -86,6 +87,7 @@ def test_sbd_reader(sbd_tree):
         assert os.path.samefile(sbd.root, dataset)
     assert sbd.split_ids("train") == ["2099_000001", "2099_000002"]
     assert sbd.split_ids("val") == ["2099_000003"]
+    assert sbd.image_ids() == {"2099_000001", "2099_000002", "2099_000003"}
     assert sbd.image_path("x").endswith(os.path.join("img", "x.jpg"))
     assert sbd.mask_path("x").endswith(os.path.join("cls", "x.mat"))
     with pytest.raises(FileNotFoundError, match=r"test\.txt"):

@@ -1,0 +1,101 @@
+"""MiouEvaluator: a TFX component that evaluates segmentation mIoU and blesses (gates) the model.
+
+Inputs and outputs use the standard artifact types and keys of TFX's own Evaluator
+(`examples`, `model`, `baseline_model` -> `evaluation`, `blessing`), so it drops into a pipeline in
+its place: the standard Pusher gates on `blessing`, and `LatestBlessedModelStrategy` finds the
+models it blessed.
+
+    baseline = Resolver(strategy_class=LatestBlessedModelStrategy, model=Channel(type=Model),
+                        model_blessing=Channel(type=ModelBlessing)).with_id("latest_blessed_model_resolver")
+    evaluator = MiouEvaluator(examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+                              baseline_model=baseline.outputs["model"], miou_threshold=0.70,
+                              max_regression=0.005, tta={"scales": [0.5, 0.75, 1.0], "flip": True})
+    pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"], ...)
+"""
+import json
+from typing import Any, Dict, Optional, Union
+
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.miou_evaluator import executor
+
+EXAMPLES_KEY = "examples"
+MODEL_KEY = "model"
+BASELINE_MODEL_KEY = "baseline_model"
+EVALUATION_KEY = "evaluation"
+BLESSING_KEY = "blessing"
+
+
+class MiouEvaluatorSpec(ComponentSpec):
+    """Spec of MiouEvaluator (parameters are documented on MiouEvaluator.__init__)."""
+
+    PARAMETERS = {
+        "eval_split": ExecutionParameter(type=str),
+        "miou_threshold": ExecutionParameter(type=float),
+        "max_regression": ExecutionParameter(type=float),
+        "tta": ExecutionParameter(type=str),  # JSON of models.inference.TTAConfig
+        "num_gallery": ExecutionParameter(type=int, optional=True),
+        "max_images": ExecutionParameter(type=int, optional=True),
+    }
+    INPUTS = {
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
+    }
+    OUTPUTS = {
+        EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+    }
+
+
+def tta_json(tta):
+    """JSON string of a TTAConfig / dict / None (validated here, at pipeline definition time)."""
+    from models.inference import TTAConfig
+
+    if tta is None:
+        tta = TTAConfig()
+    elif isinstance(tta, dict):
+        tta = TTAConfig.from_json_dict(tta)
+    elif not isinstance(tta, TTAConfig):
+        raise TypeError(f"tta must be a models.inference.TTAConfig or its dict, got {type(tta).__name__}")
+    return json.dumps(tta.to_json_dict(), sort_keys=True)
+
+
+class MiouEvaluator(base_beam_component.BaseBeamComponent):
+    """Dataset-level mIoU of a segmentation model (and of the last blessed model), with a gate."""
+
+    SPEC_CLASS = MiouEvaluatorSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
+                 baseline_model: Optional[types.BaseChannel] = None, eval_split: str = "val",
+                 miou_threshold: float = 0.0, max_regression: float = 0.0,
+                 tta: Union[None, Dict[str, Any], Any] = None, num_gallery: int = 4,
+                 max_images: Optional[int] = None):
+        """Args:
+          examples: Examples (ExampleGen output) holding `eval_split`.
+          model: Model whose `Format-Serving` SavedModel has the `logits` signature (models.export).
+          baseline_model: optional Model to compare with, normally the latest blessed model from a
+            Resolver with LatestBlessedModelStrategy; evaluated on the same data in the same run.
+          eval_split: split of `examples` to evaluate (default 'val').
+          miou_threshold: absolute gate: blessed only if mIoU >= this.
+          max_regression: tolerance vs the baseline: blessed only if mIoU >= baseline mIoU - this.
+          tta: test-time augmentation, a models.inference.TTAConfig or its dict
+            (e.g. {"scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], "flip": True}); default whole image.
+          num_gallery: how many best and worst images the report shows.
+          max_images: evaluate a random sample of this many images (smoke runs only).
+        """
+        if not 0.0 <= float(miou_threshold) <= 1.0:
+            raise ValueError(f"miou_threshold is an mIoU in [0, 1], got {miou_threshold!r}")
+        if float(max_regression) < 0.0:
+            raise ValueError(f"max_regression is a non-negative mIoU tolerance, got {max_regression!r}")
+        spec = MiouEvaluatorSpec(
+            examples=examples, model=model, baseline_model=baseline_model, eval_split=eval_split,
+            miou_threshold=float(miou_threshold), max_regression=float(max_regression), tta=tta_json(tta),
+            num_gallery=int(num_gallery), max_images=max_images,
+            evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing))
+        super().__init__(spec=spec)

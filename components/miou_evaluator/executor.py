@@ -1,0 +1,95 @@
+"""Executor of MiouEvaluator: evaluate, write the report into ModelEvaluation, bless or not.
+
+The ModelBlessing artifact is written exactly like TFX's Evaluator does it
+(tfx/components/evaluator/executor.py): custom properties `blessed` (1/0), `current_model`,
+`current_model_id`, `baseline_model`, `baseline_model_id` (when there is one), `component_id`,
+and an empty BLESSED or NOT_BLESSED file in its directory. That is what the standard Pusher
+(`model_utils.is_model_blessed`) and `LatestBlessedModelStrategy` read.
+"""
+import json
+import logging
+import os
+from typing import Any, Dict, List
+
+from tfx import types
+from tfx.components.evaluator import constants
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils, path_utils
+
+log = logging.getLogger(__name__)
+
+
+def _model_dir(model):
+    # The same path the standard Pusher pushes, so the model evaluated is the model pushed.
+    return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+
+
+def _split_pattern(examples, split):
+    names = artifact_utils.decode_split_names(examples.split_names)
+    if split not in names:
+        raise ValueError(f"Examples artifact {examples.uri} has no split {split!r} (it has {names}); "
+                         "set MiouEvaluator(eval_split=...) to one of them")
+    return os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Runs components.miou_evaluator.evaluate.evaluate with this component's Beam pipeline."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        from components.miou_evaluator import component
+        from components.miou_evaluator.evaluate import evaluate
+        from models.inference import TTAConfig
+
+        self._log_startup(input_dict, output_dict, exec_properties)
+        examples = artifact_utils.get_single_instance(input_dict[component.EXAMPLES_KEY])
+        model = artifact_utils.get_single_instance(input_dict[component.MODEL_KEY])
+        baselines = input_dict.get(component.BASELINE_MODEL_KEY) or []
+        if len(baselines) > 1:
+            raise ValueError(f"there can be only one baseline model, got {len(baselines)}")
+        baseline = baselines[0] if baselines else None
+        evaluation = artifact_utils.get_single_instance(output_dict[component.EVALUATION_KEY])
+        blessing = artifact_utils.get_single_instance(output_dict[component.BLESSING_KEY])
+
+        split = exec_properties.get("eval_split") or "val"
+        tta = TTAConfig.from_json_dict(json.loads(exec_properties.get("tta") or "{}"))
+        result = evaluate(
+            _model_dir(model), evaluation.uri,
+            examples_pattern=_split_pattern(examples, split),
+            baseline_model_dir=_model_dir(baseline) if baseline else None,
+            tta=tta,
+            miou_threshold=float(exec_properties.get("miou_threshold") or 0.0),
+            max_regression=float(exec_properties.get("max_regression") or 0.0),
+            make_pipeline=self._make_beam_pipeline,
+            num_gallery=int(exec_properties.get("num_gallery") or 4),
+            max_images=exec_properties.get("max_images") or None,
+            data_description={"examples": examples.uri, "split": split},
+        )
+        decision = result["blessing"]
+
+        for key in ("miou", "pixel_accuracy", "mean_class_accuracy", "frequency_weighted_iou"):
+            if result["metrics"][key] is not None:
+                evaluation.set_float_custom_property(key, result["metrics"][key])
+        evaluation.set_int_custom_property("images_evaluated", result["data"]["images_evaluated"])
+        evaluation.set_int_custom_property("images_skipped", result["data"]["images_skipped"])
+
+        blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+        blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
+        if baseline:
+            blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, baseline.uri)
+            blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY, baseline.id)
+        if "current_component_id" in exec_properties:
+            blessing.set_string_custom_property("component_id", exec_properties["current_component_id"])
+        blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY, decision["message"])
+        if result["metrics"]["miou"] is not None:
+            blessing.set_float_custom_property("miou", result["metrics"]["miou"])
+        if decision["blessed"]:
+            io_utils.write_string_file(os.path.join(blessing.uri, constants.BLESSED_FILE_NAME), "")
+            blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY, constants.BLESSED_VALUE)
+            log.info("Model %s %s", model.uri, decision["message"])
+        else:
+            io_utils.write_string_file(os.path.join(blessing.uri, constants.NOT_BLESSED_FILE_NAME), "")
+            blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY, constants.NOT_BLESSED_VALUE)
+            log.warning("Model %s %s; the Pusher will not push it", model.uri, decision["message"])
+        log.info("Evaluation report: %s", os.path.join(evaluation.uri, "index.html"))

@@ -1,0 +1,206 @@
+"""Training hyper-parameters: one dataclass, named presets, and conversions from TFX custom_config, CLI
+flags and JSON (the JSON beside a trained model lets it be rebuilt and re-exported).
+
+Presets:
+  paper  (the default) - DeepLab V3 on VOC 2012 trainaug as in the paper (section 4): ResNet-v2-50
+         from ImageNet, output_stride 16, multi_grid (1, 2, 4), ASPP (6, 12, 18) + image pooling,
+         crop 513, batch 16, SGD momentum 0.9, poly lr 0.007 (power 0.9), 30K steps, weight decay
+         1e-4, BN decay 0.9997.
+  demo   - a tiny MobileNetV2 that learns the synthetic dataset (data.synthetic) on a 2-core CPU in
+         minutes (measured by bench/train_synthetic.py).
+  finetune_os8 - the paper's second stage: output_stride 8, frozen BN, lr 0.001, on top of `paper`.
+"""
+import argparse
+import dataclasses
+import json
+import typing
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclasses.dataclass
+class HParams:
+    """All knobs of model building, input pipeline and training (defaults = the paper's VOC setup)."""
+    # model
+    backbone: str = "resnet_v2_50"
+    output_stride: int = 16
+    multi_grid: typing.Tuple[int, ...] = (1, 2, 4)
+    aspp_rates: typing.Optional[typing.Tuple[int, ...]] = None  # None = paper rates for output_stride
+    aspp_filters: int = 256
+    image_pooling: bool = True
+    alpha: float = 1.0  # MobileNetV2 width multiplier
+    num_classes: int = 21
+    bn_decay: float = 0.9997
+    bn_epsilon: float = 1e-5
+    freeze_bn: bool = False
+    weights: typing.Optional[str] = "imagenet"  # None, "imagenet" (local Keras h5) or a path
+    # input pipeline
+    crop_size: int = 513
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    flip: bool = True
+    color_jitter: float = 0.0  # 0 = off; else max brightness delta as a fraction of 255 (and +-contrast/saturation)
+    shuffle_buffer: int = 256
+    cache_decoded: bool = False  # keep decoded images in memory (small datasets only)
+    # optimisation
+    batch_size: int = 16  # global batch, split over replicas
+    train_steps: int = 30000
+    eval_steps: typing.Optional[int] = None  # None = every validation image
+    steps_per_epoch: int = 1000  # validation, TensorBoard images and best-checkpoint interval
+    optimizer: str = "sgd"
+    learning_rate: float = 0.007
+    end_learning_rate: float = 0.0
+    lr_power: float = 0.9
+    warmup_steps: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    # execution
+    precision: str = "float32"
+    xla: bool = False
+    checkpoint_every: int = 500  # steps between BackupAndRestore checkpoints (resume of a killed run)
+    log_images: int = 3  # validation images drawn with predictions each epoch
+    seed: int = 0
+
+    def __post_init__(self):
+        self.multi_grid = tuple(int(v) for v in self.multi_grid)
+        if self.aspp_rates is not None:
+            self.aspp_rates = tuple(int(v) for v in self.aspp_rates)
+        checks = [
+            (self.backbone in ("resnet_v2_50", "resnet_v2_101", "mobilenet_v2"), "backbone",
+             "resnet_v2_50, resnet_v2_101 or mobilenet_v2"),
+            (self.output_stride in (8, 16, 32), "output_stride", "8, 16 or 32"),
+            (self.precision in PRECISIONS, "precision", " or ".join(PRECISIONS)),
+            (self.optimizer in OPTIMIZERS, "optimizer", " or ".join(OPTIMIZERS)),
+            (self.crop_size > 0 and self.batch_size > 0 and self.train_steps > 0, "crop_size/batch_size/train_steps",
+             "positive integers"),
+            (0 < self.min_scale <= self.max_scale, "min_scale/max_scale", "0 < min_scale <= max_scale"),
+        ]
+        for ok, field, expected in checks:
+            if not ok:
+                raise ValueError(f"hyper-parameter {field}: got {getattr(self, field.split('/')[0])!r}, "
+                                 f"expected {expected}")
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def to_json(self, path=None):
+        """JSON text; also written to `path` (local or gfile URI) when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path:
+            import tensorflow as tf
+            with tf.io.gfile.GFile(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from a dict; unknown keys are an error naming the key (typos must not pass silently)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown hyper-parameter(s) {unknown}; known: {sorted(names)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path):
+        import tensorflow as tf
+        with tf.io.gfile.GFile(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def replace(self, **overrides):
+        return dataclasses.replace(self, **overrides)
+
+    def model_kwargs(self):
+        """Arguments of models.deeplab.build_deeplab_v3."""
+        return dict(num_classes=self.num_classes, backbone=self.backbone, output_stride=self.output_stride,
+                    multi_grid=self.multi_grid, aspp_rates=self.aspp_rates, bn_decay=self.bn_decay,
+                    bn_epsilon=self.bn_epsilon, weights=self.weights, alpha=self.alpha,
+                    aspp_filters=self.aspp_filters, image_pooling=self.image_pooling,
+                    weight_decay=self.weight_decay, freeze_bn=self.freeze_bn)
+
+
+PRESETS = {
+    "paper": {},
+    "finetune_os8": {"output_stride": 8, "freeze_bn": True, "learning_rate": 0.001},
+    # Measured by bench/train_synthetic.py (see its docstring for the figures).
+    "demo": {
+        "backbone": "mobilenet_v2", "alpha": 0.35, "output_stride": 16, "aspp_filters": 64, "aspp_rates": (3, 6, 9),
+        "weights": None, "crop_size": 129, "min_scale": 0.5, "max_scale": 1.0, "batch_size": 8,
+        "train_steps": 1500, "steps_per_epoch": 250, "optimizer": "adam", "learning_rate": 0.003,
+        "weight_decay": 1e-5, "bn_decay": 0.99, "precision": "float32", "cache_decoded": True,
+        "checkpoint_every": 250,
+    },
+}
+
+
+def preset(name="paper", **overrides):
+    """HParams of a named preset (PRESETS) with overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return HParams.from_dict({**PRESETS[name], **overrides})
+
+
+def from_custom_config(custom_config, train_steps=None, eval_steps=None):
+    """HParams from a TFX Trainer custom_config: {"preset": name, <field>: value, ...}.
+
+    Values may also come nested under "hparams" (a dict or a JSON string). fn_args.train_steps /
+    eval_steps (the Trainer's TrainArgs/EvalArgs) win over the config when set.
+    """
+    config = dict(custom_config or {})
+    nested = config.pop("hparams", None)
+    if isinstance(nested, str):
+        nested = json.loads(nested)
+    config.update(nested or {})
+    name = config.pop("preset", "paper")
+    if train_steps:
+        config["train_steps"] = int(train_steps)
+    if eval_steps:
+        config["eval_steps"] = int(eval_steps)
+    return preset(name, **config)
+
+
+def _parse_bool(text):
+    if str(text).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(text).lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _parse_optional(kind):
+    def parse(text):
+        return None if str(text).lower() in ("none", "") else kind(text)
+    return parse
+
+
+def _parse_ints(text):
+    text = str(text).strip()
+    if text.lower() == "none":
+        return None
+    return tuple(int(v) for v in text.replace(",", " ").split()) if text else ()
+
+
+def add_flags(parser):
+    """One --flag per HParams field (e.g. --output-stride 8, --multi-grid 1,2,4, --weights none) plus --preset."""
+    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS),
+                        help="starting hyper-parameters (default: paper); flags override single values")
+    for field in dataclasses.fields(HParams):
+        flag = "--" + field.name.replace("_", "-")
+        kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}.get(
+            getattr(field.type, "__name__", ""), None)
+        if kind is None:
+            type_text = str(field.type)
+            kind = (_parse_ints if "Tuple" in type_text else
+                    _parse_optional(int) if "int" in type_text else _parse_optional(str))
+        # SUPPRESS: a flag not given leaves no attribute, so "--weights none" can still override.
+        parser.add_argument(flag, dest=f"hp_{field.name}", type=kind, default=argparse.SUPPRESS,
+                            help=f"(default from the preset; paper: {field.default!r})")
+
+
+def from_flags(args):
+    """HParams from argparse results of add_flags: preset values overridden by the flags given."""
+    overrides = {f.name: getattr(args, f"hp_{f.name}") for f in dataclasses.fields(HParams)
+                 if hasattr(args, f"hp_{f.name}")}
+    return preset(getattr(args, "preset", "paper"), **overrides)

@@ -1,0 +1,155 @@
+"""tf.data input pipeline over ExampleGen TFRecords (GZIP, official DeepLab keys, data/tfrecord.py).
+
+Training: decode -> random scale (min_scale..max_scale; bilinear image, nearest label) -> pad to the
+crop (image with the ImageNet mean pixel, label with IGNORE_LABEL) -> random crop -> random
+left-right flip -> optional colour jitter -> batch. Evaluation: whole images, batch 1 (or padded
+batches). All randomness is stateless and seeded by (seed, element index), so `deterministic=True`
+(ordered reads and maps, no file shuffling) gives the same batches on every run.
+"""
+import tensorflow as tf
+
+from data import tfrecord
+from data.voc import IGNORE_LABEL
+
+# ImageNet mean pixel (RGB, 0..255): padding with it makes padded pixels ~0 after mean removal.
+MEAN_PIXEL = (123.68, 116.78, 103.94)
+
+_FEATURES = {
+    tfrecord.IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string),
+    tfrecord.LABEL_ENCODED: tf.io.FixedLenFeature((), tf.string),
+    tfrecord.IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string, default_value=""),
+}
+
+
+def list_files(patterns):
+    """Sorted files matching one or more glob patterns or directories (a dir means dir/*); error if none."""
+    if isinstance(patterns, (str, bytes)):
+        patterns = [patterns]
+    files = []
+    for pattern in patterns:
+        pattern = str(pattern)
+        if tf.io.gfile.isdir(pattern):
+            pattern = pattern.rstrip("/") + "/*"
+        files.extend(tf.io.gfile.glob(pattern))
+    files = sorted(set(files))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {list(patterns)}; expected an ExampleGen split "
+                                f"directory such as <examples>/Split-train/ holding data_tfrecord-*.gz")
+    return files
+
+
+def _record_dataset(files, deterministic, seed):
+    files_ds = tf.data.Dataset.from_tensor_slices(files)
+    if not deterministic and len(files) > 1:
+        files_ds = files_ds.shuffle(len(files), seed=seed)
+    compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
+    if any(f.endswith(".gz") for f in files) and not compression:
+        raise ValueError(f"mixed GZIP and plain TFRecord files in {files[:5]}...; give one split directory")
+    return files_ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+                               cycle_length=min(4, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=deterministic)
+
+
+def parse_example(serialized):
+    """Serialized tf.train.Example -> (image uint8 [H,W,3], label uint8 [H,W,1])."""
+    features = tf.io.parse_single_example(serialized, _FEATURES)
+    image = tf.io.decode_image(features[tfrecord.IMAGE_ENCODED], channels=3, expand_animations=False)
+    label = tf.io.decode_png(features[tfrecord.LABEL_ENCODED], channels=1)
+    tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(label)[:2],
+                              message="image and segmentation mask sizes differ in a TFRecord example")
+    return image, label
+
+
+def pad_to_size(image, label, height, width):
+    """Pad bottom/right up to at least (height, width): image with MEAN_PIXEL, label with IGNORE_LABEL."""
+    shape = tf.shape(image)
+    pad_h = tf.maximum(height - shape[0], 0)
+    pad_w = tf.maximum(width - shape[1], 0)
+    paddings = [[0, pad_h], [0, pad_w], [0, 0]]
+    mean = tf.constant(MEAN_PIXEL, tf.float32)
+    image = tf.pad(image - mean, paddings) + mean
+    label = tf.pad(tf.cast(label, tf.int32) - IGNORE_LABEL, paddings) + IGNORE_LABEL
+    return image, tf.cast(label, tf.uint8)
+
+
+def augment(image, label, seed, crop_size, min_scale=0.5, max_scale=2.0, flip=True, color_jitter=0.0):
+    """One training sample: float32 [crop,crop,3] RGB 0..255 and uint8 [crop,crop,1]. `seed`: int32 [2]."""
+    seeds = tf.random.experimental.stateless_split(seed, num=6)
+    image = tf.cast(image, tf.float32)
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.random.stateless_uniform((), seeds[0], min_scale, max_scale)
+    new_size = tf.maximum(tf.cast(tf.round(size * scale), tf.int32), 1)
+    image = tf.image.resize(image, new_size, method="bilinear")
+    label = tf.image.resize(label, new_size, method="nearest")
+    image, label = pad_to_size(image, label, crop_size, crop_size)
+    shape = tf.shape(image)
+    top = tf.random.stateless_uniform((), seeds[1], 0, shape[0] - crop_size + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform((), seeds[2], 0, shape[1] - crop_size + 1, dtype=tf.int32)
+    image = image[top:top + crop_size, left:left + crop_size]
+    label = label[top:top + crop_size, left:left + crop_size]
+    if flip:
+        do_flip = tf.random.stateless_uniform((), seeds[3]) < 0.5
+        image = tf.cond(do_flip, lambda: tf.reverse(image, [1]), lambda: image)
+        label = tf.cond(do_flip, lambda: tf.reverse(label, [1]), lambda: label)
+    if color_jitter:
+        valid = tf.cast(label != IGNORE_LABEL, tf.float32)  # leave the mean-pixel padding alone
+        jittered = tf.image.stateless_random_brightness(image / 255.0, color_jitter, seeds[4])
+        jittered = tf.image.stateless_random_contrast(jittered, 1 - color_jitter, 1 + color_jitter, seeds[5])
+        jittered = tf.clip_by_value(jittered, 0.0, 1.0) * 255.0
+        image = valid * jittered + (1 - valid) * image
+    image = tf.ensure_shape(image, (crop_size, crop_size, 3))
+    label = tf.ensure_shape(label, (crop_size, crop_size, 1))
+    return image, label
+
+
+def train_dataset(patterns, hparams, batch_size=None, deterministic=False, seed=None):
+    """Infinite batches (image float32 [B,crop,crop,3], label uint8 [B,crop,crop,1]) for Model.fit."""
+    seed = hparams.seed if seed is None else seed
+    batch_size = batch_size or hparams.batch_size
+    files = list_files(patterns)
+    ds = _record_dataset(files, deterministic, seed).map(
+        parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if hparams.cache_decoded:
+        ds = ds.cache()
+    ds = ds.shuffle(hparams.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    # The element index seeds the augmentation: every repeat of an image gets new crops.
+    ds = ds.enumerate().map(
+        lambda i, example: augment(example[0], example[1], tf.stack([tf.cast(seed, tf.int64), i]),
+                                   hparams.crop_size, hparams.min_scale, hparams.max_scale, hparams.flip,
+                                   hparams.color_jitter),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return _with_options(ds, deterministic)
+
+
+def eval_dataset(patterns, batch_size=1, repeat=False):
+    """Whole validation images in file order: float32 [B,H,W,3] and uint8 [B,H,W,1].
+
+    batch_size > 1 pads each batch to its largest image (mean pixel / IGNORE_LABEL), which the
+    ignore mask keeps out of the metric but still changes context near the border; batch 1 is exact.
+    """
+    ds = _record_dataset(list_files(patterns), True, 0).map(
+        lambda s: tuple(_to_float(*parse_example(s))), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if batch_size == 1:
+        ds = ds.batch(1)
+    else:
+        # padded_batch pads with one scalar: pad (image - mean) with 0 so the padding is the mean pixel.
+        mean = tf.constant(MEAN_PIXEL, tf.float32)
+        ds = ds.map(lambda image, label: (image - mean, label))
+        ds = ds.padded_batch(batch_size, padding_values=(0.0, tf.constant(IGNORE_LABEL, tf.uint8)))
+        ds = ds.map(lambda image, label: (image + mean, label))
+    if repeat:
+        ds = ds.repeat()
+    return _with_options(ds.prefetch(tf.data.AUTOTUNE), True)
+
+
+def _to_float(image, label):
+    return tf.cast(image, tf.float32), label
+
+
+def _with_options(ds, deterministic):
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    # ExampleGen often writes one file per split: shard by element, not by file, across workers.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)

@@ -1,0 +1,63 @@
+"""Streaming mean IoU for training and validation (confusion matrix accumulated in TF, 255 ignored)."""
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from data.voc import IGNORE_LABEL
+
+
+def iou_from_confusion(confusion):
+    """Per-class IoU (NaN for classes absent from both labels and predictions) and their mean.
+
+    confusion[i, j] = pixels of true class i predicted as j.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    return iou, float(np.nanmean(iou)) if np.any(union > 0) else 0.0
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
+class StreamingMeanIoU(keras.metrics.Metric):
+    """mIoU over all pixels seen since reset, from logits [B,H,W,C] and labels [B,H,W(,1)].
+
+    Classes that appear neither in labels nor predictions are left out of the mean (as DeepLab's
+    eval). The confusion matrix is float64 so counts stay exact past 2**24 pixels.
+    """
+
+    def __init__(self, num_classes=21, ignore_label=IGNORE_LABEL, name="miou", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.ignore_label = ignore_label
+        self.confusion = self.add_weight("confusion", shape=(num_classes, num_classes), initializer="zeros",
+                                         dtype=tf.float64)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = tf.cast(y_true, tf.int32)
+        if labels.shape.rank == 4:
+            labels = tf.squeeze(labels, axis=-1)
+        predictions = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
+        valid = tf.not_equal(labels, self.ignore_label)
+        confusion = tf.math.confusion_matrix(tf.boolean_mask(labels, valid), tf.boolean_mask(predictions, valid),
+                                             num_classes=self.num_classes, dtype=tf.float64)
+        self.confusion.assign_add(confusion)
+
+    def per_class_iou(self):
+        tp = tf.linalg.diag_part(self.confusion)
+        union = tf.reduce_sum(self.confusion, 0) + tf.reduce_sum(self.confusion, 1) - tp
+        return tp / tf.maximum(union, 1.0), union > 0
+
+    def result(self):
+        iou, present = self.per_class_iou()
+        count = tf.reduce_sum(tf.cast(present, tf.float64))
+        return tf.cast(tf.reduce_sum(tf.where(present, iou, 0.0)) / tf.maximum(count, 1.0), tf.float32)
+
+    def reset_state(self):
+        self.confusion.assign(tf.zeros_like(self.confusion))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, ignore_label=self.ignore_label)
+        return config

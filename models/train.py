@@ -1,0 +1,281 @@
+"""The DeepLab V3 fit loop shared by the TFX Trainer (models/trainer_module.py) and `deeplab train`.
+
+train(hparams, train_files, eval_files, model_run_dir, serving_model_dir) does, in order:
+  strategy (MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy on several GPUs) ->
+  precision policy -> model (models.deeplab) + SGD/Adam with the poly schedule -> Model.fit with
+  BackupAndRestore (a killed run resumes at its last checkpointed step), TensorBoard (loss,
+  learning rate, running mIoU, prediction overlays), best-mIoU checkpoint -> mIoU over every
+  validation image at its own size -> model.keras + hparams.json + train_report.json in
+  model_run_dir -> TF Serving SavedModel (models.export) in serving_model_dir.
+"""
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from models import input_pipeline
+from models.deeplab import build_deeplab_v3, custom_objects
+from models.losses import MaskedSparseCrossEntropy
+from models.metrics import StreamingMeanIoU, iou_from_confusion
+
+log = logging.getLogger(__name__)
+
+MODEL_FILENAME = "model.keras"
+HPARAMS_FILENAME = "hparams.json"
+REPORT_FILENAME = "train_report.json"
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
+class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """The paper's "poly" policy, lr = base * (1 - step / decay_steps) ** power, after a linear warm-up."""
+
+    def __init__(self, base_learning_rate, decay_steps, power=0.9, end_learning_rate=0.0, warmup_steps=0):
+        self.base_learning_rate = base_learning_rate
+        self.decay_steps = decay_steps
+        self.power = power
+        self.end_learning_rate = end_learning_rate
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        progress = tf.minimum(step / float(max(self.decay_steps, 1)), 1.0)
+        lr = (self.base_learning_rate - self.end_learning_rate) * (1.0 - progress) ** self.power
+        lr += self.end_learning_rate
+        if self.warmup_steps:
+            lr *= tf.minimum((step + 1.0) / float(self.warmup_steps), 1.0)
+        return lr
+
+    def get_config(self):
+        return dict(base_learning_rate=self.base_learning_rate, decay_steps=self.decay_steps, power=self.power,
+                    end_learning_rate=self.end_learning_rate, warmup_steps=self.warmup_steps)
+
+
+def build_optimizer(hparams, total_steps):
+    """SGD with momentum (paper) or Adam (the reference repo used Adam 1e-5), on the poly schedule."""
+    schedule = PolyDecay(hparams.learning_rate, total_steps, hparams.lr_power, hparams.end_learning_rate,
+                         hparams.warmup_steps)
+    if hparams.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=hparams.momentum)
+    return keras.optimizers.Adam(schedule)
+
+
+def get_strategy(devices=None):
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers, MirroredStrategy over `devices`
+    or several visible GPUs, else the default strategy."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    cluster = tf_config.get("cluster", {})
+    if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if devices:
+        return tf.distribute.MirroredStrategy(devices=list(devices))
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes the final model, export and reports (only one worker does)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+
+
+@contextlib.contextmanager
+def precision_policy(name):
+    """Set the global Keras dtype policy inside the block (mixed_bfloat16 / mixed_float16 / float32)."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def build_model(hparams, weights=True):
+    """The DeepLab V3 of `hparams` under the current dtype policy; weights=False skips ImageNet init."""
+    kwargs = hparams.model_kwargs()
+    if not weights:
+        kwargs["weights"] = None
+    return build_deeplab_v3(**kwargs)
+
+
+def compile_model(model, hparams, total_steps):
+    model.compile(optimizer=build_optimizer(hparams, total_steps), loss=MaskedSparseCrossEntropy(),
+                  metrics=[StreamingMeanIoU(hparams.num_classes, name="miou")], jit_compile=bool(hparams.xla))
+    return model
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Writes the learning rate every `every` steps to TensorBoard (Keras logs it only per epoch)."""
+
+    def __init__(self, log_dir, every=50):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
+        self.every = every
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            lr = self.model.optimizer.learning_rate
+            value = lr(step) if callable(lr) else lr
+            with self.writer.as_default():
+                tf.summary.scalar("learning_rate_step", float(value), step=step)
+
+
+class PredictionImages(keras.callbacks.Callback):
+    """After each epoch: image | ground truth | prediction overlays of a few validation images, to
+    TensorBoard (run_dir/validation_images) and as a PNG in run_dir/predictions/."""
+
+    def __init__(self, samples, run_dir):
+        super().__init__()
+        self.samples = samples  # [(image float32 [H,W,3], label uint8 [H,W])]
+        self.run_dir = run_dir
+        self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "validation_images"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        from data.visualize import overlay, save_grid
+        rows = []
+        for image, label in self.samples:
+            logits = self.model(image[None], training=False)
+            prediction = np.argmax(logits[0].numpy(), axis=-1).astype(np.uint8)
+            pixels = np.clip(image, 0, 255).astype(np.uint8)
+            rows.append([pixels, overlay(pixels, label), overlay(pixels, prediction)])
+        step = int(self.model.optimizer.iterations.numpy())
+        with self.writer.as_default():
+            for i, row in enumerate(rows):
+                tf.summary.image(f"overlay_{i}/image_truth_prediction", np.concatenate(row, axis=1)[None], step=step)
+        os.makedirs(os.path.join(self.run_dir, "predictions"), exist_ok=True)
+        save_grid(rows, os.path.join(self.run_dir, "predictions", f"epoch_{epoch + 1:03d}.png"),
+                  titles=["image", "ground truth", f"prediction @ step {step}"])
+
+
+def _first_samples(eval_files, count):
+    if not count:
+        return []
+    samples = []
+    for image, label in input_pipeline.eval_dataset(eval_files).take(count):
+        samples.append((image[0].numpy(), label[0, ..., 0].numpy()))
+    return samples
+
+
+def evaluate_miou(model, eval_files, num_classes, max_images=None):
+    """Confusion matrix and mIoU of `model` over whole validation images (batch 1, each at its own size)."""
+    metric = StreamingMeanIoU(num_classes)
+
+    @tf.function(reduce_retracing=True)
+    def step(image, label):
+        metric.update_state(label, model(image, training=False))
+
+    count = 0
+    for image, label in input_pipeline.eval_dataset(eval_files):
+        step(image, label)
+        count += 1
+        if max_images and count >= max_images:
+            break
+    confusion = metric.confusion.numpy()
+    per_class, miou = iou_from_confusion(confusion)
+    return {"miou": miou, "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class],
+            "images": count, "pixels": int(confusion.sum())}
+
+
+def _epochs(hparams):
+    """(epochs, steps per epoch) covering train_steps (rounded up to whole epochs)."""
+    epochs = max(1, math.ceil(hparams.train_steps / max(1, hparams.steps_per_epoch)))
+    return epochs, math.ceil(hparams.train_steps / epochs)
+
+
+def float32_copy(model, hparams):
+    """A float32 model with `model`'s weights (for saving/export after mixed-precision training)."""
+    if model.compute_dtype == "float32":
+        return model
+    with precision_policy("float32"):
+        copy = build_model(hparams, weights=False)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=None, strategy=None, callbacks=(),
+          verbose=1, deterministic=False, export=True):
+    """Train DeepLab V3 and write its artifacts; returns the report dict (also train_report.json).
+
+    train_files / eval_files: glob patterns or directories of ExampleGen TFRecords (GZIP).
+    model_run_dir: TensorBoard logs, backup (resume) and best checkpoints, model.keras, hparams.json.
+    serving_model_dir: where models.export writes the TF Serving SavedModel (None: no export).
+    """
+    started = time.time()
+    strategy = strategy or get_strategy()
+    chief = is_chief(strategy)
+    # Non-chief workers must write somewhere private (MultiWorkerMirroredStrategy convention).
+    run_dir = model_run_dir if chief else os.path.join(model_run_dir, "workers", f"worker_{strategy.cluster_resolver.task_id}")
+    tf.io.gfile.makedirs(run_dir)
+    epochs, steps_per_epoch = _epochs(hparams)
+    total_steps = epochs * steps_per_epoch
+    log.info("Training %s (output_stride %d, crop %d, batch %d) for %d steps (%d epochs x %d) on %d replica(s), "
+             "precision %s%s", hparams.backbone, hparams.output_stride, hparams.crop_size, hparams.batch_size,
+             total_steps, epochs, steps_per_epoch, strategy.num_replicas_in_sync, hparams.precision,
+             ", XLA" if hparams.xla else "")
+    if chief:
+        hparams.to_json(os.path.join(run_dir, HPARAMS_FILENAME))
+
+    keras.utils.set_random_seed(hparams.seed)
+    train_ds = input_pipeline.train_dataset(train_files, hparams, deterministic=deterministic)
+    val_ds = input_pipeline.eval_dataset(eval_files)
+    if hparams.eval_steps:
+        val_ds = val_ds.take(hparams.eval_steps)
+    with precision_policy(hparams.precision), strategy.scope():
+        model = compile_model(build_model(hparams), hparams, total_steps)
+
+    fit_callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq=hparams.checkpoint_every,
+                                         delete_checkpoint=False),
+        keras.callbacks.TensorBoard(run_dir, update_freq=max(1, min(50, steps_per_epoch))),
+        LearningRateLogger(run_dir, every=max(1, min(50, steps_per_epoch))),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "best_miou"), monitor="val_miou",
+                                        mode="max", save_best_only=True, save_weights_only=True),
+    ]
+    if chief and hparams.log_images:
+        fit_callbacks.append(PredictionImages(_first_samples(eval_files, hparams.log_images), run_dir))
+    fit_callbacks.extend(callbacks)
+    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+                        callbacks=fit_callbacks, verbose=verbose)
+    fit_seconds = time.time() - started
+
+    final = float32_copy(model, hparams)
+    evaluation = evaluate_miou(final, eval_files, hparams.num_classes)
+    report = {
+        "val_miou": evaluation["miou"], "val_per_class_iou": evaluation["per_class_iou"],
+        "val_images": evaluation["images"], "steps": int(model.optimizer.iterations.numpy()),
+        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "train_seconds": round(fit_seconds, 1),
+        "replicas": strategy.num_replicas_in_sync, "history": {k: [float(v) for v in vals]
+                                                             for k, vals in history.history.items()},
+        "hparams": hparams.to_dict(), "model": None, "serving_model_dir": None,
+    }
+    log.info("Validation mIoU over %d whole images: %.4f", evaluation["images"], evaluation["miou"])
+    if chief:
+        model_path = os.path.join(run_dir, MODEL_FILENAME)
+        final.save(model_path)
+        report["model"] = model_path
+        if serving_model_dir and export:
+            from models.export import export_serving_model
+            export_serving_model(final, serving_model_dir, hparams=hparams)
+            report["serving_model_dir"] = serving_model_dir
+        with tf.io.gfile.GFile(os.path.join(run_dir, REPORT_FILENAME), "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+def load_trained_model(model_run_dir):
+    """(model, hparams) saved by train() in model_run_dir."""
+    from models.hparams import HParams
+    model = keras.models.load_model(os.path.join(model_run_dir, MODEL_FILENAME), custom_objects=custom_objects(),
+                                    compile=False)
+    return model, HParams.from_json(os.path.join(model_run_dir, HPARAMS_FILENAME))

@@ -140,3 +140,42 @@ def test_add_defects_gives_each_reason(tmp_path):
             got[ref.id] = e.reason
     assert got == expected
     assert len(VocDevkit(root).split_ids("val")) == 1
+
+
+@pytest.mark.slow
+def test_tiny_cnn_learns_synthetic_data(tmp_path):
+    """Learnability: a 4-layer dilated FCN (~24k parameters) trained from scratch for 15 epochs on 200 crops of
+    96x96 reaches val mIoU >= 0.9 over the classes present (measured: 0.99 after 11 epochs, ~2 min on 1 core)."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    voc = VocDevkit(generate_voc_dataset(tmp_path, num_train=200, num_val=40, seed=0, min_size=96, max_size=128))
+
+    def load(split):
+        pairs = [(np.asarray(Image.open(voc.image_path(i)), np.float32)[:96, :96],
+                  np.asarray(Image.open(voc.mask_path(i)), np.int32)[:96, :96]) for i in voc.split_ids(split)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    (x, y), (xv, yv) = load("train"), load("val")
+    inputs = keras.Input((None, None, 3))
+    h = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    for filters, rate in ((16, 1), (32, 2), (32, 4), (32, 1)):
+        h = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=rate, activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Conv2D(21, 1)(h))
+
+    def loss(labels, logits):
+        labels = tf.cast(tf.reshape(labels, tf.shape(logits)[:3]), tf.int32)
+        keep = tf.cast(labels != 255, tf.float32)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.where(labels == 255, 0, labels), logits)
+        return tf.reduce_sum(ce * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
+
+    model.compile(keras.optimizers.Adam(3e-3), loss)
+    model.fit(x, y, batch_size=16, epochs=15, verbose=0)
+    pred, valid = np.argmax(model.predict(xv, verbose=0), -1), yv != 255
+    ious = []
+    for c in (0,) + SYNTHETIC_CLASS_IDS:
+        union = (((pred == c) | (yv == c)) & valid).sum()
+        if union:
+            ious.append((((pred == c) & (yv == c)) & valid).sum() / union)
+    assert np.mean(ious) >= 0.9, ious

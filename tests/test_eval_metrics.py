@@ -161,3 +161,15 @@ def test_blessing_rule(miou, threshold, base, tol, blessed):
     assert decision["message"].startswith("BLESSED" if blessed else "NOT BLESSED")
     if not blessed and miou is not None:
         assert f"{miou:.4f}" in decision["message"]  # the log says why, with numbers
+
+
+def test_resolve_tta():
+    from components.miou_evaluator.evaluate import resolve_tta
+    from models.inference import TTAConfig
+
+    assert resolve_tta(None) == TTAConfig()
+    assert resolve_tta({"flip": True}).flip is True
+    with pytest.raises(ValueError, match="tta must be"):
+        resolve_tta("sliding")
+    with pytest.raises(ValueError, match="model directory"):
+        resolve_tta("export")

@@ -16,11 +16,12 @@ def test_exported_deeplab_matches_keras_predictions(tmp_path):
     from models.export import export_serving_model
 
     model = build_deeplab_v3(backbone="mobilenet_v2", alpha=0.35, aspp_filters=16, output_stride=16)
-    export_dir = export_serving_model(model, str(tmp_path / "model" / "Format-Serving"), warmup_sizes=())
-    samples = write_examples(str(tmp_path / "examples" / "Split-val"), 3)
     tta = TTAConfig(scales=(0.75, 1.0), flip=True)
+    export_dir = export_serving_model(model, str(tmp_path / "model" / "Format-Serving"), tta=tta, warmup_sizes=())
+    samples = write_examples(str(tmp_path / "examples" / "Split-val"), 3)
 
-    result = evaluate(str(tmp_path / "model"), str(tmp_path / "out"), tta=tta, num_gallery=1,
+    # tta="export": the evaluator reads the TTA baked into the serving signatures.
+    result = evaluate(str(tmp_path / "model"), str(tmp_path / "out"), tta="export", num_gallery=1,
                       examples_pattern=beam_eval.resolve_examples(tmp_path / "examples", "val"))
 
     expected = 0
@@ -33,3 +34,4 @@ def test_exported_deeplab_matches_keras_predictions(tmp_path):
     # Same float32 graph math; allow a handful of argmax near-ties to flip between the two paths.
     assert np.abs(got - expected).sum() <= 0.002 * expected.sum()
     assert result["model"]["path"] == export_dir
+    assert result["tta"] == tta.to_json_dict()

@@ -40,6 +40,9 @@ def add_arguments(command, parser):
     tta.add_argument("--pad-multiple", type=int,
                      help="whole mode: pad each image to k*N + --pad-offset pixels (e.g. 16 with offset 1)")
     tta.add_argument("--pad-offset", type=int, default=0)
+    tta.add_argument("--tta-from-export", action="store_true",
+                     help="use the TTA baked into the model's serving signatures (its deeplab_export.json) "
+                          "instead of the flags above: the numbers TF Serving's answers would get")
     gate = parser.add_argument_group("gate (same rule as the pipeline's MiouEvaluator)")
     gate.add_argument("--miou-threshold", type=float, help="blessed only if mIoU >= this (0..1)")
     gate.add_argument("--max-regression", type=float, default=0.0,
@@ -54,8 +57,11 @@ def add_arguments(command, parser):
 
 
 def _tta(args):
+    from components.miou_evaluator.evaluate import TTA_FROM_EXPORT
     from models.inference import TTAConfig
 
+    if args.tta_from_export:
+        return TTA_FROM_EXPORT
     crop = None
     if args.crop_size:
         if len(args.crop_size) not in (1, 2):

@@ -52,16 +52,12 @@ class MiouEvaluatorSpec(ComponentSpec):
 
 
 def tta_json(tta):
-    """JSON string of a TTAConfig / dict / None (validated here, at pipeline definition time)."""
-    from models.inference import TTAConfig
+    """JSON string of a TTAConfig / dict / None / 'export' (validated here, at pipeline definition time)."""
+    from components.miou_evaluator.evaluate import TTA_FROM_EXPORT, resolve_tta
 
-    if tta is None:
-        tta = TTAConfig()
-    elif isinstance(tta, dict):
-        tta = TTAConfig.from_json_dict(tta)
-    elif not isinstance(tta, TTAConfig):
-        raise TypeError(f"tta must be a models.inference.TTAConfig or its dict, got {type(tta).__name__}")
-    return json.dumps(tta.to_json_dict(), sort_keys=True)
+    if tta == TTA_FROM_EXPORT:
+        return json.dumps(TTA_FROM_EXPORT)
+    return json.dumps(resolve_tta(tta).to_json_dict(), sort_keys=True)
 
 
 class MiouEvaluator(base_beam_component.BaseBeamComponent):
@@ -84,7 +80,9 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
           miou_threshold: absolute gate: blessed only if mIoU >= this.
           max_regression: tolerance vs the baseline: blessed only if mIoU >= baseline mIoU - this.
           tta: test-time augmentation, a models.inference.TTAConfig or its dict
-            (e.g. {"scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], "flip": True}); default whole image.
+            (e.g. {"scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], "flip": True}); default whole image;
+            "export": the TTA baked into the model's serving signatures by models.export, so the
+            gate measures exactly what TF Serving answers.
           num_gallery: how many best and worst images the report shows.
           max_images: evaluate a random sample of this many images (smoke runs only).
         """

@@ -122,18 +122,41 @@ def _compare(current, baseline):
     }
 
 
+TTA_FROM_EXPORT = "export"
+
+
+def resolve_tta(tta, model_dir=None):
+    """TTAConfig from a TTAConfig, its dict, None (whole image, scale 1) or TTA_FROM_EXPORT: the
+    TTA baked into the model's serving signatures (assets.extra/deeplab_export.json), so the gate
+    measures what TF Serving will answer."""
+    from models.inference import TTAConfig
+
+    if tta is None:
+        return TTAConfig()
+    if isinstance(tta, TTAConfig):
+        return tta
+    if isinstance(tta, dict):
+        return TTAConfig.from_json_dict(tta)
+    if tta == TTA_FROM_EXPORT:
+        from models.export import read_export_config
+
+        if model_dir is None:
+            raise ValueError("tta='export' needs the model directory to read its export config from")
+        return TTAConfig.from_json_dict(read_export_config(model_dir)["tta"])
+    raise ValueError(f"tta must be a TTAConfig, its dict, None or {TTA_FROM_EXPORT!r}, got {tta!r}")
+
+
 def evaluate(model_dir, output_dir, *, examples_pattern=None, sample_refs=None, baseline_model_dir=None,
              tta=None, miou_threshold=None, max_regression=0.0, class_names=VOC_CLASSES,
              ignore_label=IGNORE_LABEL, make_pipeline=None, beam_args=None, num_gallery=4,
              max_images=None, data_description=None, tensorboard=True):
     """Evaluates `model_dir` (and `baseline_model_dir` on the same data in the same run), decides
     the blessing and writes the report into `output_dir`. Returns the evaluation dict (also in
-    `output_dir/evaluation.json`); its 'blessing' entry holds the decision."""
+    `output_dir/evaluation.json`); its 'blessing' entry holds the decision. `tta`: see resolve_tta."""
     from components.miou_evaluator import report
-    from models.inference import TTAConfig
 
-    tta = tta or TTAConfig()
     model_dirs = {beam_eval.CURRENT: beam_eval.resolve_model_dir(model_dir)}
+    tta = resolve_tta(tta, model_dirs[beam_eval.CURRENT])
     if baseline_model_dir:
         model_dirs[beam_eval.BASELINE] = beam_eval.resolve_model_dir(baseline_model_dir)
     log.info("Evaluating %s%s (TTA: %s)", model_dirs[beam_eval.CURRENT],

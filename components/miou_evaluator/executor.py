@@ -40,7 +40,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
            exec_properties: Dict[str, Any]) -> None:
         from components.miou_evaluator import component
         from components.miou_evaluator.evaluate import evaluate
-        from models.inference import TTAConfig
 
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict[component.EXAMPLES_KEY])
@@ -53,7 +52,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         blessing = artifact_utils.get_single_instance(output_dict[component.BLESSING_KEY])
 
         split = exec_properties.get("eval_split") or "val"
-        tta = TTAConfig.from_json_dict(json.loads(exec_properties.get("tta") or "{}"))
+        tta = json.loads(exec_properties.get("tta") or "null")  # a TTAConfig dict, null or "export"
         result = evaluate(
             _model_dir(model), evaluation.uri,
             examples_pattern=_split_pattern(examples, split),

@@ -126,6 +126,32 @@ def with_precision(model, precision, hparams=None):
     return rebuilt
 
 
+def randomize_weights(model, seed=0):
+    """Give an untrained model non-degenerate random weights, in place; returns the model.
+
+    A freshly built DeepLab's logits are ~1e-11 everywhere (zero-mean BN statistics on random
+    features), so every pixel is a near-tie and its label map says nothing. For `--init random`
+    exports (deployment smoke tests, load tests) and serving tests, He-normal kernels and BN
+    statistics near 1 give a network whose class maps vary with the image, deterministically.
+    """
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in model.weights:
+        kind, shape = w.name.split("/")[-1].split(":")[0], tuple(w.shape)
+        if kind in ("gamma", "moving_variance"):
+            v = rng.uniform(0.5, 1.5, shape)
+        elif kind == "moving_mean":
+            v = np.zeros(shape)
+        elif kind in ("beta", "bias"):
+            v = rng.normal(0.0, 0.1, shape)
+        else:  # kernels: He normal; a depthwise kernel's fan-in is its window
+            fan_in = int(np.prod(shape[:2] if "depthwise" in kind else shape[:-1])) or 1
+            v = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        values.append(v.astype(w.dtype.as_numpy_dtype if hasattr(w.dtype, "as_numpy_dtype") else np.float32))
+    model.set_weights(values)
+    return model
+
+
 def _assign_weights(model, weights, source):
     """Copy `weights` (list of variables/arrays, model.weights order) into `model`, checking shapes."""
     if len(model.weights) != len(weights):
@@ -154,6 +180,10 @@ class _ServingModule(tf.Module):
         self.model_weights = list(model.weights)
         self._tta = tta
         self._num_classes = int(num_classes)
+        # Traced once; every signature (and every TTA scale/flip) calls this one function instead of
+        # inlining its own copy of the network: export is several times faster and the graph small.
+        self._logits_fn = tf.function(self._logits, autograph=False, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32)])
 
     def _trackable_children(self, save_type="checkpoint", **kwargs):
         children = super()._trackable_children(save_type, **kwargs)
@@ -167,7 +197,7 @@ class _ServingModule(tf.Module):
 
     def _segment(self, images):
         """float32 [B,H,W,3] -> (labels int64 [B,H,W], confidence float32 [B,H,W]) with TTA."""
-        logits = predict_logits(self._logits, images, **self._tta.kwargs())
+        logits = predict_logits(self._logits_fn, images, **self._tta.kwargs())
         probs = tf.nn.softmax(logits, axis=-1)
         return tf.argmax(logits, axis=-1, output_type=tf.int64), tf.reduce_max(probs, axis=-1)
 
@@ -230,17 +260,22 @@ class _ServingModule(tf.Module):
         tf.TensorSpec(None, tf.int32, name="width"),
     ])
     def predict_images(self, images, height, width):
-        # Like the reference graph: the image is reshaped to (1, height, width, 3), so a height/width
-        # that disagrees with the pixels is an INVALID_ARGUMENT, not a silently wrong map.
+        # The reference graph reshaped the pixels to (1, height, width, 3): a height/width that
+        # disagrees with the pixels is an INVALID_ARGUMENT, not a silently wrong map.
         height = tf.reshape(height, [])
         width = tf.reshape(width, [])
-        images = tf.reshape(images, tf.stack([1, height, width, 3]))
+        shape = tf.shape(images)
+        check = tf.debugging.assert_equal(
+            tf.stack([shape[1], shape[2]]), tf.stack([height, width]),
+            message="predict_images: the height and width inputs must equal the size of the [1,H,W,3] image")
+        with tf.control_dependencies([check]):
+            images = tf.identity(images)
         labels, _ = self._segment(images)
         return {"segmentation_map": labels}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     def logits(self, images):
-        return {"logits": self._logits(images)}
+        return {"logits": self._logits_fn(images)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +423,33 @@ def read_export_config(export_dir):
                                 "(re-export needs the hparams; pass a .keras file or checkpoint + --hparams)")
     with tf.io.gfile.GFile(path) as f:
         return json.load(f)
+
+
+def read_signature_defs(export_dir, tag="serve"):
+    """{name: SignatureDef proto} of the MetaGraph tagged `tag` (what TF Serving and
+    `saved_model_cli show --all` read)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        if tag in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ValueError(f"{export_dir}: SavedModel has no MetaGraph tagged {tag!r}")
+
+
+def describe_signatures(export_dir):
+    """One line per signature: 'name: input dtype [shape], ... -> output dtype [shape], ...'."""
+    def tensors(infos):
+        parts = []
+        for alias in sorted(infos):
+            info = infos[alias]
+            shape = ("<unknown rank>" if info.tensor_shape.unknown_rank else
+                     "[" + ",".join("?" if d.size == -1 else str(d.size) for d in info.tensor_shape.dim) + "]")
+            parts.append(f"{alias} {tf.dtypes.as_dtype(info.dtype).name} {shape}")
+        return ", ".join(parts)
+    return [f"{name}: {tensors(sig.inputs)} -> {tensors(sig.outputs)}"
+            for name, sig in sorted(read_signature_defs(export_dir).items()) if not name.startswith("__")]
 
 
 # ---------------------------------------------------------------------------------------------

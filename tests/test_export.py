@@ -1,0 +1,227 @@
+"""models/export.py: TF Serving SavedModel signatures, TTA baked in, warm-up file, re-export."""
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data.synthetic import encode_palette_png, render_sample
+from data.tfrecord import Sample, to_example
+from models import export
+from models.inference import TTAConfig, predict_logits
+
+TINY = {"backbone": "mobilenet_v2", "alpha": 0.35, "aspp_filters": 16, "output_stride": 16}
+TTA = TTAConfig(scales=(1.0, 0.75), flip=True)
+
+
+def _images(seed=0, sizes=((40, 56), (32, 48))):
+    rng = np.random.default_rng(seed)
+    return [render_sample(rng, h, w)[0] for h, w in sizes]
+
+
+def _png(image):
+    return tf.io.encode_png(image).numpy()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from models.deeplab import build_deeplab_v3
+    import tf_keras as keras
+    keras.utils.set_random_seed(0)
+    return export.randomize_weights(build_deeplab_v3(**TINY), seed=0)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("export") / "1")
+    export.export_serving_model(tiny_model, path, hparams={"model": TINY, "crop_size": [48, 64]}, tta=TTA)
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(exported)
+
+
+def _in_process(model, image, tta=TTA):
+    logits = predict_logits(lambda x: model(x, training=False), image[np.newaxis].astype(np.float32), **tta.kwargs())
+    probs = tf.nn.softmax(logits, -1).numpy()[0]
+    return probs.argmax(-1), probs.max(-1), np.sort(probs, -1)
+
+
+def test_signatures_listed_with_dtypes_and_shapes(exported, loaded):
+    from tensorflow.python.tools import saved_model_cli
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        saved_model_cli._show_all(exported)  # what `saved_model_cli show --dir DIR --all` prints
+    text = out.getvalue()
+    for name in export.SIGNATURES:
+        assert f"signature_def['{name}']" in text
+    assert "dtype: DT_STRING" in text and "dtype: DT_INT64" in text
+
+    sig = {name: f.structured_input_signature[1] for name, f in loaded.signatures.items()}
+    outs = {name: f.structured_outputs for name, f in loaded.signatures.items()}
+    assert sig["serving_default"]["images"] == tf.TensorSpec([None], tf.string, "images")
+    assert {k: (v.dtype, v.shape.as_list()) for k, v in outs["serving_default"].items()} == {
+        "segmentation_map": (tf.int64, [None, None, None]), "confidence": (tf.float32, [None, None, None]),
+        "height": (tf.int32, [None]), "width": (tf.int32, [None])}
+    assert sig["predict_images"]["images"] == tf.TensorSpec([1, None, None, 3], tf.float32, "images")
+    assert sig["predict_images"]["height"].dtype == tf.int32
+    assert outs["predict_images"]["segmentation_map"].shape.as_list() == [1, None, None]
+    assert sig["serving_examples"]["examples"].dtype == tf.string
+    assert outs["logits"]["logits"].shape.as_list() == [None, None, None, 21]
+    assert "serving_default: images string [?] -> confidence float32 [?,?,?]" in "\n".join(
+        export.describe_signatures(exported))
+
+
+def test_serving_default_equals_in_process_tta(loaded, tiny_model):
+    image = _images()[0]
+    out = loaded.signatures["serving_default"](images=tf.constant([_png(image)]))
+    labels, confidence, sorted_probs = _in_process(tiny_model, image)
+    served = out["segmentation_map"].numpy()[0]
+    assert out["height"].numpy().tolist() == [40] and out["width"].numpy().tolist() == [56]
+    np.testing.assert_allclose(out["confidence"].numpy()[0], confidence, atol=1e-5)
+    # Identical maps, except where the top two classes tie to float rounding.
+    differ = served != labels
+    assert np.all(sorted_probs[..., -1][differ] - sorted_probs[..., -2][differ] < 1e-5)
+    assert differ.mean() < 0.001
+    # TTA really is baked in: without it the map differs from the served one.
+    plain, _, _ = _in_process(tiny_model, image, TTAConfig())
+    assert not np.array_equal(plain, served)
+
+
+def test_mixed_size_batch_is_padded_with_255(loaded):
+    a, b = _images()
+    out = loaded.signatures["serving_default"](images=tf.constant([_png(a), _png(b)]))
+    maps, conf = out["segmentation_map"].numpy(), out["confidence"].numpy()
+    assert maps.shape == (2, 40, 56) and maps.dtype == np.int64
+    assert out["height"].numpy().tolist() == [40, 32] and out["width"].numpy().tolist() == [56, 48]
+    assert np.all(maps[1, 32:, :] == 255) and np.all(maps[1, :, 48:] == 255)
+    assert np.all(conf[1, 32:, :] == 0)
+    assert maps[:, :32, :48].max() < 21
+    for i, image in enumerate((a, b)):
+        single = loaded.signatures["serving_default"](images=tf.constant([_png(image)]))
+        h, w = image.shape[:2]
+        np.testing.assert_array_equal(single["segmentation_map"].numpy()[0], maps[i, :h, :w])
+    # Same-size batch: the batched path gives the same maps as one by one.
+    same = loaded.signatures["serving_default"](images=tf.constant([_png(a), _png(a)]))["segmentation_map"].numpy()
+    np.testing.assert_array_equal(same[0], maps[0])
+    np.testing.assert_array_equal(same[1], maps[0])
+
+
+def test_predict_images_as_the_reference_client_builds_it(loaded):
+    image = _images()[0]
+    height, width = image.shape[:2]
+    # sthalles/deeplab_v3 serving/deeplab_client.ipynb, verbatim apart from tf.contrib.util:
+    images = tf.make_tensor_proto(image.astype(dtype=np.float32), shape=[1, height, width, 3])
+    h_proto = tf.make_tensor_proto(height, shape=[1])
+    w_proto = tf.make_tensor_proto(width, shape=[1])
+    out = loaded.signatures["predict_images"](images=tf.constant(tf.make_ndarray(images)),
+                                              height=tf.constant(tf.make_ndarray(h_proto)),
+                                              width=tf.constant(tf.make_ndarray(w_proto)))
+    reference = loaded.signatures["serving_default"](images=tf.constant([_png(image)]))["segmentation_map"]
+    assert out["segmentation_map"].shape == (1, height, width)
+    np.testing.assert_array_equal(out["segmentation_map"].numpy(), reference.numpy())
+    # Scalars work too; a height that disagrees with the pixels is refused with a clear message.
+    scalar = loaded.signatures["predict_images"](images=tf.constant(image[None].astype(np.float32)),
+                                                 height=tf.constant(height), width=tf.constant(width))
+    np.testing.assert_array_equal(scalar["segmentation_map"].numpy(), reference.numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="height and width inputs must equal"):
+        loaded.signatures["predict_images"](images=tf.constant(image[None].astype(np.float32)),
+                                            height=tf.constant([height + 1]), width=tf.constant([width]))
+
+
+def test_serving_examples_reads_the_ingestion_format(loaded):
+    a, b = _images()
+    examples = []
+    for i, image in enumerate((a, b)):
+        sample = Sample(image_bytes=_png(image), image_format="png", mask_png=encode_palette_png(
+            np.zeros(image.shape[:2], np.uint8)), height=image.shape[0], width=image.shape[1],
+            filename=f"img{i}", converted=None)
+        examples.append(to_example(sample).SerializeToString())
+    out = loaded.signatures["serving_examples"](examples=tf.constant(examples))
+    ref = loaded.signatures["serving_default"](images=tf.constant([_png(a), _png(b)]))
+    for key in ("segmentation_map", "height", "width"):
+        np.testing.assert_array_equal(out[key].numpy(), ref[key].numpy())
+
+
+def test_logits_signature_has_no_tta(loaded, tiny_model):
+    x = np.stack(_images(sizes=((32, 48), (32, 48)))).astype(np.float32)
+    served = loaded.signatures["logits"](images=tf.constant(x))["logits"].numpy()
+    np.testing.assert_allclose(served, tiny_model(x, training=False).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_warmup_file_is_a_prediction_log_tfrecord_that_replays(exported, loaded):
+    logs = export.read_warmup_file(exported)
+    assert [entry.predict_log.request.model_spec.signature_name for entry in logs] == [
+        "serving_default", "predict_images"]  # one size: the crop_size from hparams
+    for entry in logs:
+        request = entry.predict_log.request
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        out = loaded.signatures[request.model_spec.signature_name](**inputs)
+        assert out["segmentation_map"].shape[1:] == (48, 64)
+
+
+def test_export_config_records_hparams_and_refuses_to_overwrite(exported, tiny_model):
+    config = export.read_export_config(exported)
+    assert config["tta"]["scales"] == [1.0, 0.75] and config["tta"]["flip"] is True
+    assert config["model_kwargs"]["alpha"] == 0.35 and config["precision"] == "float32"
+    assert len(config["weight_names"]) == len(tiny_model.weights)
+    with pytest.raises(FileExistsError, match="already holds a SavedModel"):
+        export.export_serving_model(tiny_model, exported)
+
+
+def test_reexport_from_savedmodel_with_other_tta_and_bfloat16(exported, tiny_model, tmp_path):
+    import runner
+    out = str(tmp_path / "bf16")
+    assert runner.main(["export", "--model", exported, "--output", out, "--scales", "1.0", "--precision",
+                        "bfloat16", "--warmup-size", "32x40"]) == 0
+    config = export.read_export_config(out)
+    assert config["precision"] == "bfloat16" and config["tta"]["scales"] == [1.0]
+    assert config["tta"]["flip"] is True  # not overridden -> kept from the source export
+    assert config["source"] == exported
+    x = np.stack(_images(sizes=((32, 48),))).astype(np.float32)
+    served = tf.saved_model.load(out).signatures["logits"](images=tf.constant(x))["logits"].numpy()
+    f32 = tiny_model(x, training=False).numpy()
+    bf16 = export.with_precision(tiny_model, "bfloat16", {"model": TINY})(x, training=False).numpy()
+    # Same weights, bf16 arithmetic: follows the in-process bf16 model and correlates with float32.
+    assert np.corrcoef(served.ravel(), bf16.ravel())[0, 1] > 0.99
+    assert np.corrcoef(served.ravel(), f32.ravel())[0, 1] > 0.95
+    assert not np.array_equal(served, f32)
+
+
+def test_load_trained_model_from_keras_file_and_checkpoint(tiny_model, tmp_path):
+    x = np.stack(_images(sizes=((32, 48),))).astype(np.float32)
+    want = tiny_model(x, training=False).numpy()
+    keras_path = str(tmp_path / "model.keras")
+    tiny_model.save(keras_path)
+    model, _, _ = export.load_trained_model(keras_path)
+    np.testing.assert_allclose(model(x, training=False).numpy(), want, atol=1e-5)
+
+    ckpt_dir = tmp_path / "run"
+    ckpt_dir.mkdir()
+    (ckpt_dir / "hparams.json").write_text(json.dumps({"model": TINY}))
+    tf.train.Checkpoint(model=tiny_model).write(str(ckpt_dir / "ckpt-1"))
+    model, hparams, _ = export.load_trained_model(str(ckpt_dir / "ckpt-1"))
+    assert hparams["model"]["alpha"] == 0.35
+    np.testing.assert_allclose(model(x, training=False).numpy(), want, atol=1e-5)
+
+
+def test_cli_exports_an_untrained_model_of_any_configuration(tmp_path, capsys):
+    import runner
+    out = str(tmp_path / "random")
+    assert runner.main(["export", "--init", "random", "--backbone", "mobilenet_v2", "--output-stride", "8",
+                        "--model-arg", "alpha=0.35", "--model-arg", "aspp_filters=8", "--output", out,
+                        "--no-warmup"]) == 0
+    printed = capsys.readouterr().out
+    assert "predict_images: height int32 <unknown rank>, images float32 [1,?,?,3]" in printed
+    config = export.read_export_config(out)
+    assert config["model_kwargs"] == {"backbone": "mobilenet_v2", "output_stride": 8, "alpha": 0.35,
+                                      "aspp_filters": 8}
+    assert not os.path.exists(os.path.join(out, export.ASSETS_EXTRA, export.WARMUP_FILENAME))
+    image = _images()[0]
+    served = tf.saved_model.load(out).signatures["serving_default"](images=tf.constant([_png(image)]))
+    assert served["segmentation_map"].shape == (1, 40, 56)

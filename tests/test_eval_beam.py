@@ -133,3 +133,17 @@ def test_voc_root_source(voc_sample_root, setup, tmp_path):
         expected = expected + metrics.confusion_matrix(label, nearest_colour_labels(image, setup["good_table"]))
     assert result["data"]["images_evaluated"] == len(refs) == 16
     np.testing.assert_array_equal(np.array(result["confusion_matrix"]), expected)
+
+
+@pytest.mark.slow
+def test_multi_processing_runner_gives_the_same_integers(setup, evaluated, tmp_path):
+    # Two DirectRunner worker processes, each loading the models in DoFn.setup.
+    _, in_process = evaluated
+    result = evaluate(setup["good"], str(tmp_path),
+                      examples_pattern=beam_eval.resolve_examples(setup["root"] / "examples", "val"),
+                      baseline_model_dir=str(setup["root"] / "bad"), tensorboard=False, num_gallery=2,
+                      beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert result["confusion_matrix"] == in_process["confusion_matrix"]
+    assert result["baseline"]["confusion_matrix"] == in_process["baseline"]["confusion_matrix"]
+    assert result["best_images"] == in_process["best_images"]
+    assert result["data"]["skipped_by_reason"] == {"bad_record": 1}

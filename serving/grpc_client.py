@@ -1,0 +1,127 @@
+"""gRPC client for TF Serving (real tensorflow_model_server or `deeplab serve`).
+
+    client = GrpcClient("localhost:8500", model_name="deeplab", timeout=10)
+    (label_map, confidence), = client.segment([open("cat.jpg", "rb").read()])
+    client.status()                 # ModelService.GetModelStatus
+    client.signatures()             # PredictionService.GetModelMetadata
+
+UNAVAILABLE (server starting, connection dropped) is retried with exponential back-off; every
+other failure raises ServingClientError with the server's status code and message.
+"""
+import logging
+import time
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc)
+
+from serving.rest_client import ServingClientError, crop_batch
+
+log = logging.getLogger(__name__)
+
+
+class GrpcClient:
+    def __init__(self, server, model_name="deeplab", version=None, version_label=None, timeout=30.0,
+                 retries=3, backoff=0.5, max_message_mb=64, root_cert=None):
+        """server: 'host:port'. root_cert: PEM file of the CA to trust -> TLS channel."""
+        self.server, self.model_name = server, model_name
+        self.version, self.version_label = version, version_label
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        size = int(max_message_mb * (1 << 20))
+        options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
+        if root_cert:
+            with open(root_cert, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            self.channel = grpc.secure_channel(server, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(server, options=options)
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _fill_spec(self, spec, signature=None):
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = int(self.version)
+        elif self.version_label:
+            spec.version_label = self.version_label
+        if signature:
+            spec.signature_name = signature
+
+    def _call(self, method, request):
+        name = type(request).__name__.replace("Request", "")
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                    delay = self.backoff * 2 ** attempt
+                    log.warning("%s: %s UNAVAILABLE (%s); retrying in %.1f s", self.server, name, e.details(), delay)
+                    time.sleep(delay)
+                    continue
+                raise ServingClientError(e.code().name, e.details(), f"{self.server} {name}") from None
+
+    def predict(self, inputs, signature="serving_default", output_filter=()):
+        """inputs: {alias: ndarray/list/TensorProto} -> {output alias: ndarray}."""
+        request = predict_pb2.PredictRequest()
+        self._fill_spec(request.model_spec, signature)
+        for alias, value in inputs.items():
+            proto = value if isinstance(value, tensor_pb2.TensorProto) else tf.make_tensor_proto(value)
+            request.inputs[alias].CopyFrom(proto)
+        request.output_filter.extend(output_filter)
+        response = self._call(self.predictions.Predict, request)
+        return {alias: tf.make_ndarray(proto) for alias, proto in response.outputs.items()}
+
+    def segment(self, encoded_images, batch_size=8):
+        """Encoded JPEG/PNG bytes -> [(label_map int64 [h,w], confidence float32 [h,w])] via serving_default."""
+        results = []
+        for start in range(0, len(encoded_images), batch_size):
+            batch = np.array(list(encoded_images[start:start + batch_size]), dtype=object)
+            results.extend(crop_batch(self.predict({"images": batch}, "serving_default")))
+        return results
+
+    def predict_images(self, image):
+        """The reference repo's signature, sent the way its client sends it: float32 [1,H,W,3] image,
+        height and width as int32 [1]. Returns the label map int64 [H,W]."""
+        image = np.asarray(image)
+        h, w = image.shape[:2]
+        out = self.predict({"images": tf.make_tensor_proto(image.astype(np.float32), shape=[1, h, w, 3]),
+                            "height": tf.make_tensor_proto(h, shape=[1]),
+                            "width": tf.make_tensor_proto(w, shape=[1])}, "predict_images")
+        return out["segmentation_map"][0]
+
+    def signatures(self):
+        """GetModelMetadata: {signature name: SignatureDef proto}."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._fill_spec(request.model_spec)
+        response = self._call(self.predictions.GetModelMetadata, request)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sig_map)
+        return dict(sig_map.signature_def)
+
+    def status(self):
+        """GetModelStatus: [(version, state name, error code name, error message)], newest first."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._fill_spec(request.model_spec)
+        response = self._call(self.models.GetModelStatus, request)
+        state = get_model_status_pb2.ModelVersionStatus.State.Name
+        return [(s.version, state(s.state), _code(s.status.error_code).name, s.status.error_message)
+                for s in response.model_version_status]
+
+
+def _code(number):
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code
+    return grpc.StatusCode.UNKNOWN

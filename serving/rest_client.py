@@ -1,0 +1,130 @@
+"""REST client for TF Serving's /v1 API (real tensorflow_model_server or `deeplab serve`).
+
+    client = RestClient("localhost:8501", model_name="deeplab")
+    (label_map, confidence), = client.segment([open("cat.jpg", "rb").read()])
+    client.status()      # GET /v1/models/deeplab
+    client.metadata()    # GET /v1/models/deeplab/metadata
+
+Images travel base64-encoded as {"b64": ...}; requests use the row ("instances") format unless
+`columnar=True` ("inputs"). Errors raise ServingClientError carrying TF Serving's error text.
+"""
+import base64
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# HTTP status -> the gRPC status name TF Serving maps to it (http_server.cc), for uniform errors.
+_CODE_BY_HTTP = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 409: "ABORTED", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+                 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+class ServingClientError(Exception):
+    """A refused or failed request: `code` is the gRPC status name (e.g. 'INVALID_ARGUMENT'),
+    `details` the server's own error text, `http_status` set for REST."""
+
+    def __init__(self, code, details, target="", http_status=None):
+        self.code, self.details, self.target, self.http_status = code, details, target, http_status
+        where = f" ({target})" if target else ""
+        http = f" HTTP {http_status}" if http_status else ""
+        super().__init__(f"{code}{http}{where}: {details}")
+
+
+def crop_batch(outputs):
+    """serving_default outputs (padded to the largest image) -> [(label_map, confidence)] at each
+    image's own size."""
+    maps = np.asarray(outputs["segmentation_map"])
+    conf = np.asarray(outputs["confidence"])
+    heights, widths = np.asarray(outputs["height"]), np.asarray(outputs["width"])
+    return [(maps[i, :h, :w], conf[i, :h, :w]) for i, (h, w) in enumerate(zip(heights, widths))]
+
+
+class RestClient:
+    def __init__(self, server, model_name="deeplab", version=None, version_label=None, timeout=30.0,
+                 retries=3, backoff=0.5):
+        self.base = server if server.startswith(("http://", "https://")) else f"http://{server}"
+        self.base = self.base.rstrip("/")
+        self.model_name, self.version, self.version_label = model_name, version, version_label
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+
+    def _model_url(self):
+        url = f"{self.base}/v1/models/{self.model_name}"
+        if self.version is not None:
+            url += f"/versions/{int(self.version)}"
+        elif self.version_label:
+            url += f"/labels/{self.version_label}"
+        return url
+
+    def _request(self, url, payload=None):
+        data = None if payload is None else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        for attempt in range(self.retries + 1):
+            try:
+                request = urllib.request.Request(url, data=data, headers=headers)
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as e:
+                body = e.read().decode("utf-8", "replace")
+                try:
+                    details = json.loads(body)["error"]
+                except (ValueError, KeyError, TypeError):
+                    details = body.strip() or e.reason
+                code = _CODE_BY_HTTP.get(e.code, "UNKNOWN")
+                if code == "UNAVAILABLE" and attempt < self.retries:
+                    time.sleep(self.backoff * 2 ** attempt)
+                    continue
+                raise ServingClientError(code, details, url, http_status=e.code) from None
+            except (urllib.error.URLError, ConnectionError) as e:
+                reason = getattr(e, "reason", e)
+                if attempt < self.retries:
+                    log.warning("%s unreachable (%s); retrying in %.1f s", url, reason, self.backoff * 2 ** attempt)
+                    time.sleep(self.backoff * 2 ** attempt)
+                    continue
+                raise ServingClientError("UNAVAILABLE", f"cannot reach the server: {reason}", url) from None
+            except TimeoutError:
+                raise ServingClientError("DEADLINE_EXCEEDED", f"no answer within {self.timeout} s", url) from None
+
+    def predict(self, instances=None, inputs=None, signature=None):
+        """POST :predict with row `instances` or columnar `inputs`; returns the response JSON
+        ({"predictions": ...} or {"outputs": ...})."""
+        if (instances is None) == (inputs is None):
+            raise ValueError("pass exactly one of instances= (row format) or inputs= (columnar format)")
+        payload = {"instances": instances} if instances is not None else {"inputs": inputs}
+        if signature:
+            payload["signature_name"] = signature
+        return self._request(self._model_url() + ":predict", payload)
+
+    def segment(self, encoded_images, batch_size=8, columnar=False):
+        """Encoded JPEG/PNG bytes -> [(label_map int64 [h,w], confidence float32 [h,w])] via serving_default."""
+        results = []
+        for start in range(0, len(encoded_images), batch_size):
+            b64 = [{"b64": base64.b64encode(data).decode("ascii")} for data in encoded_images[start:start + batch_size]]
+            if columnar:
+                outputs = self.predict(inputs={"images": b64}, signature="serving_default")["outputs"]
+            else:
+                rows = self.predict(instances=b64, signature="serving_default")["predictions"]
+                outputs = {k: [row[k] for row in rows] for k in rows[0]}
+            results.extend(crop_batch(outputs))
+        return results
+
+    def predict_images(self, image):
+        """The reference repo's signature: RGB image uint8/float [H,W,3] -> label map int64 [H,W]."""
+        image = np.asarray(image, np.float32)
+        h, w = image.shape[:2]
+        out = self.predict(inputs={"images": image[np.newaxis].tolist(), "height": [h], "width": [w]},
+                           signature="predict_images")["outputs"]
+        return np.asarray(out, np.int64)[0]
+
+    def status(self):
+        """GET /v1/models/NAME[/versions/N]: the model_version_status list."""
+        return self._request(self._model_url())["model_version_status"]
+
+    def metadata(self):
+        """GET .../metadata: {signature name: signature_def JSON}."""
+        return self._request(self._model_url() + "/metadata")["metadata"]["signature_def"]["signature_def"]

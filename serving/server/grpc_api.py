@@ -1,0 +1,117 @@
+"""gRPC front end: TF Serving's PredictionService and ModelService on the shared core."""
+import logging
+from concurrent import futures
+
+import grpc
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                     prediction_service_pb2_grpc)
+
+from serving.server.core import ServingError
+
+log = logging.getLogger(__name__)
+
+
+def _version_of(model_spec):
+    version = model_spec.version.value if model_spec.HasField("version") else None
+    label = model_spec.version_label if model_spec.WhichOneof("version_choice") == "version_label" else None
+    return version, label
+
+
+def _abort(context, error):
+    log.info("request refused: %s", error)
+    context.abort(error.code, error.message)
+
+
+def metadata_response(manager, model_spec):
+    """GetModelMetadataResponse with the signature_def map (shared with the REST metadata endpoint)."""
+    version, label = _version_of(model_spec)
+    servable = manager.get(model_spec.name, version, label)
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for name, sig in servable.signature_defs.items():
+        sig_map.signature_def[name].CopyFrom(sig)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.metadata["signature_def"].Pack(sig_map)
+    return response
+
+
+def status_response(manager, model_spec):
+    """GetModelStatusResponse (shared with the REST status endpoint)."""
+    version, label = _version_of(model_spec)
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for v, state, code, message in manager.status(model_spec.name, version, label):
+        entry = response.model_version_status.add()
+        entry.version = v
+        entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+        entry.status.error_code = code.value[0]
+        entry.status.error_message = message
+    return response
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, manager):
+        self.manager = manager
+
+    def Predict(self, request, context):
+        try:
+            version, label = _version_of(request.model_spec)
+            return self.manager.get(request.model_spec.name, version, label).predict_request(request)
+        except ServingError as e:
+            _abort(context, e)
+
+    def GetModelMetadata(self, request, context):
+        try:
+            unsupported = [f for f in request.metadata_field if f != "signature_def"]
+            if unsupported or not request.metadata_field:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"Metadata field {unsupported[0] if unsupported else '(none)'} is not "
+                                   "supported; ask for metadata_field 'signature_def'")
+            return metadata_response(self.manager, request.model_spec)
+        except ServingError as e:
+            _abort(context, e)
+
+    def _unimplemented(self, what, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                      f"{what} is not implemented by this server: DeepLab signatures are Predict signatures")
+
+    def Classify(self, request, context):
+        self._unimplemented("Classify", context)
+
+    def Regress(self, request, context):
+        self._unimplemented("Regress", context)
+
+    def MultiInference(self, request, context):
+        self._unimplemented("MultiInference", context)
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, manager):
+        self.manager = manager
+
+    def GetModelStatus(self, request, context):
+        try:
+            return status_response(self.manager, request.model_spec)
+        except ServingError as e:
+            _abort(context, e)
+
+    def HandleReloadConfigRequest(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                      "HandleReloadConfigRequest is not implemented: this server serves one model from "
+                      "--model-base-path and picks up new versions by polling it")
+
+
+def create_grpc_server(manager, host, port, limits, max_workers=8):
+    """A started grpc.Server; returns (server, bound port)."""
+    options = [("grpc.max_receive_message_length", limits.max_message_bytes),
+               ("grpc.max_send_message_length", limits.max_message_bytes),
+               ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+                         options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        raise OSError(f"cannot bind gRPC port {host}:{port} (in use?)")
+    server.start()
+    return server, bound

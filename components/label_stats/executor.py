@@ -5,7 +5,6 @@ import os
 from typing import Any, Dict, List
 
 import apache_beam as beam
-import numpy as np
 import tensorflow as tf
 from absl import logging
 from tfx.dsl.components.base import base_beam_executor

@@ -118,7 +118,8 @@ def gallery_png(items, path, mious=None):
     from PIL import Image
 
     from data.tfrecord import parse_example_np
-    from data.visualize import overlay, save_grid
+    from data.visualize import legend, overlay, save_grid
+    from data.voc import IGNORE_LABEL
 
     rows, titles = [], []
     for filename, payload in items:
@@ -127,8 +128,14 @@ def gallery_png(items, path, mious=None):
         serialized, pred_png = payload
         image, label, _ = parse_example_np(serialized)
         pred = np.asarray(Image.open(io.BytesIO(pred_png)))
-        rows.append([_fit(image), _fit(overlay(image, label)), _fit(overlay(image, pred))])
-        titles.append([filename, "ground truth", f"prediction, mIoU {_pct((mious or {}).get(filename))}"])
+        # Key: ground-truth classes first, then the most-predicted others; at most 12 rows.
+        in_gt = set(np.unique(label).tolist())
+        counts = np.bincount(pred.ravel().astype(np.int64), minlength=256)
+        shown = sorted((c for c in in_gt | set(np.flatnonzero(counts).tolist()) if c not in (0, IGNORE_LABEL)),
+                       key=lambda c: (c not in in_gt, -counts[c], c))
+        key = legend(shown[:12] + [IGNORE_LABEL])
+        rows.append([_fit(image), _fit(overlay(image, label)), _fit(overlay(image, pred)), key])
+        titles.append([filename, "ground truth", f"prediction, mIoU {_pct((mious or {}).get(filename))}", "classes"])
     if not rows:
         return None
     # save_grid writes local files: render locally, then copy (the output dir may be gs://).

@@ -1,0 +1,34 @@
+"""`deeplab compile --target kubeflow` writes a Kubeflow Pipelines v2 PipelineJob offline."""
+import json
+
+import pytest
+
+import runner
+
+COMPONENTS = ["ExampleValidator", "LabelStatsGen", "SchemaGen", "StatisticsGen", "VocExampleGen"]
+
+
+def test_kubeflow_json_names_every_component(tmp_path):
+    out = tmp_path / "pipeline.json"
+    assert runner.main(["compile", "--target", "kubeflow", "--image", "gcr.io/proj/deeplab-tfx:1", "--output", str(out),
+                        "--voc-root", "gs://bucket/VOCdevkit/VOC2012", "--sbd-root", "gs://bucket/benchmark_RELEASE",
+                        "--train-recipe", "train_aug", "--pipeline-root", "gs://bucket/root",
+                        "--beam-arg=--runner=DataflowRunner"]) == 0
+    job = json.load(open(out))
+    spec = job["pipelineSpec"]
+    assert sorted(spec["root"]["dag"]["tasks"]) == COMPONENTS
+    executors = spec["deploymentSpec"]["executors"]
+    example_gen = executors["VocExampleGen_executor"]["container"]
+    assert example_gen["image"] == "gcr.io/proj/deeplab-tfx:1"
+    assert "components.voc_example_gen.executor.Executor" in example_gen["args"]
+    assert "--runner=DataflowRunner" in example_gen["args"]
+    assert "components.label_stats.executor.Executor" in executors["LabelStatsGen_executor"]["container"]["args"]
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
+    # The split recipes and roots travel as parameters of the ExampleGen task.
+    params = json.dumps(spec["root"]["dag"]["tasks"]["VocExampleGen"]["inputs"])
+    assert "train_aug" in params and "gs://bucket/VOCdevkit/VOC2012" in params
+
+
+def test_compile_needs_a_data_location(tmp_path):
+    with pytest.raises(SystemExit, match="--voc-root"):
+        runner.main(["compile", "--image", "img", "--output", str(tmp_path / "p.json")])

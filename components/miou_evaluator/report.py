@@ -228,6 +228,14 @@ def index_html(result, files):
     def gallery_list(key):
         return ", ".join(f"{e(i['filename'])} ({_pct(i['miou'])})" for i in result[f"{key}_images"])
 
+    described = [f"{k.replace('_', ' ')} <code>{e(str(v))}</code>" for k, v in d.items()
+                 if k not in ("skipped", "skipped_by_reason", "images_evaluated", "images_skipped",
+                              "sampled_max_images") and v is not None]
+    data_line = ", ".join(described + [f"{d['images_evaluated']} images evaluated",
+                                       f"{d['images_skipped']} skipped"
+                                       + (f" {e(json.dumps(d['skipped_by_reason']))}" if d["images_skipped"] else "")])
+    if d.get("sampled_max_images"):
+        data_line += f", <b>a random sample of at most {d['sampled_max_images']} images</b> (not the full split)"
     baseline_line = (f"<p>Baseline: <code>{e(result['baseline_model']['path'])}</code>, mIoU "
                      f"{_pct(base['metrics']['miou'])}</p>" if base else "<p>No baseline model.</p>")
     return f"""<!DOCTYPE html>
@@ -242,7 +250,7 @@ img {{ max-width: 100%; }} code {{ font-size: 90%; }}
 <h1>DeepLab V3 evaluation</h1>
 <p>Model: <code>{e(result['model']['path'])}</code></p>
 {baseline_line}
-<p>Data: {e(json.dumps({k: v for k, v in d.items() if k not in ('skipped',)}))}</p>
+<p>Data: {data_line}</p>
 <p>Test-time augmentation: {e(result['tta_description'] or 'none')}.
 {d['images_evaluated']} images, {result['num_pixels']:,} labelled pixels, {result['num_classes_present']} classes present
 {'(absent, left out of the means: ' + e(', '.join(result['absent_classes'])) + ')' if result['absent_classes'] else ''}.

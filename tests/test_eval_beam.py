@@ -125,13 +125,15 @@ def test_voc_root_source(voc_sample_root, setup, tmp_path):
     from data.splits import resolve_recipe
 
     refs = resolve_recipe("voc_val", voc_root=str(voc_sample_root))
+    assert len(refs) == 16
+    refs = refs[:5]  # real JPEGs and palette masks with 255 borders; a few keep the test quick
     result = evaluate(setup["good"], str(tmp_path), sample_refs=refs, tensorboard=False, num_gallery=1)
     expected = 0
     for ref in refs:
         from data.tfrecord import to_example
         image, label, _ = parse_example_np(to_example(load_sample(ref)).SerializeToString())
         expected = expected + metrics.confusion_matrix(label, nearest_colour_labels(image, setup["good_table"]))
-    assert result["data"]["images_evaluated"] == len(refs) == 16
+    assert result["data"]["images_evaluated"] == len(refs)
     np.testing.assert_array_equal(np.array(result["confusion_matrix"]), expected)
 
 

@@ -470,15 +470,23 @@ def _find_hparams_json(path):
 def load_trained_model(path, hparams=None, precision=None):
     """Rebuild a tf_keras DeepLab V3 with trained weights from what training/export left behind.
 
-    `path` may be: an exported SavedModel directory (rebuilt from its assets.extra config),
-    a `.keras`/`.h5` file, or a TF checkpoint prefix/directory (rebuilt from `hparams`, a dict/
-    object or a JSON file path, by default the `hparams.json` beside it).
+    `path` may be: an exported SavedModel directory (rebuilt from its assets.extra config) or a
+    Trainer Model artifact holding one in Format-Serving/, a `.keras`/`.h5` file or a directory
+    holding `model.keras` (the Trainer's model_run), or a TF checkpoint prefix/directory (rebuilt
+    from `hparams`, a dict/object or a JSON file path, by default the `hparams.json` beside it).
 
     Returns (model, hparams_dict, export_config_or_None).
     """
     if isinstance(hparams, str):
         with tf.io.gfile.GFile(hparams) as f:
             hparams = json.load(f)
+    if tf.io.gfile.isdir(path):
+        # The Trainer's layouts: a Model artifact (SavedModel in Format-Serving/) or its model_run
+        # directory (model.keras + hparams.json beside the checkpoints).
+        for inner in ("Format-Serving", "model.keras"):
+            if tf.io.gfile.exists(os.path.join(path, inner)):
+                path = os.path.join(path, inner)
+                break
     if tf.io.gfile.isdir(path) and tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         config = read_export_config(path)
         hp = hparams if hparams is not None else config["hparams"]
@@ -491,8 +499,8 @@ def load_trained_model(path, hparams=None, precision=None):
         _assign_weights(model, loaded.model_weights, source=path)
         return model, _hparams_dict(hp), config
     if path.endswith((".keras", ".h5")):
-        import models.deeplab  # noqa: F401  registers the custom layers for deserialisation
-        model = keras.models.load_model(path, compile=False)
+        from models.deeplab import custom_objects
+        model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
         hp = hparams
         if hp is None:
             found = _find_hparams_json(path)

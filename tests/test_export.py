@@ -196,14 +196,16 @@ def test_reexport_from_savedmodel_with_other_tta_and_bfloat16(exported, tiny_mod
 def test_load_trained_model_from_keras_file_and_checkpoint(tiny_model, tmp_path):
     x = np.stack(_images(sizes=((32, 48),))).astype(np.float32)
     want = tiny_model(x, training=False).numpy()
-    keras_path = str(tmp_path / "model.keras")
-    tiny_model.save(keras_path)
-    model, _, _ = export.load_trained_model(keras_path)
-    np.testing.assert_allclose(model(x, training=False).numpy(), want, atol=1e-5)
-
-    ckpt_dir = tmp_path / "run"
+    ckpt_dir = tmp_path / "run"  # the Trainer's model_run layout: model.keras + hparams.json
     ckpt_dir.mkdir()
     (ckpt_dir / "hparams.json").write_text(json.dumps({"model": TINY}))
+    tiny_model.save(str(ckpt_dir / "model.keras"))
+    for path in (str(ckpt_dir / "model.keras"), str(ckpt_dir)):
+        model, hparams, _ = export.load_trained_model(path)
+        assert hparams["model"]["alpha"] == 0.35
+        np.testing.assert_allclose(model(x, training=False).numpy(), want, atol=1e-5)
+
+    (ckpt_dir / "model.keras").unlink()
     tf.train.Checkpoint(model=tiny_model).write(str(ckpt_dir / "ckpt-1"))
     model, hparams, _ = export.load_trained_model(str(ckpt_dir / "ckpt-1"))
     assert hparams["model"]["alpha"] == 0.35

@@ -82,6 +82,7 @@ def test_report_files(evaluated):
     assert len((out / report.PER_IMAGE_CSV).read_text().strip().splitlines()) == 8
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out / report.TENSORBOARD_DIR))
     assert not (out / ".staging").exists()
+    assert result["beam_counters"]["images_evaluated"] == 7 and result["beam_counters"]["skipped_bad_record"] == 1
 
 
 def test_tensorboard_scalars(evaluated):

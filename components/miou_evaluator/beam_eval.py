@@ -326,24 +326,46 @@ def run_beam_evaluation(model_dirs, tta, staging_dir, examples_pattern=None, sam
             return beam.Pipeline(options=PipelineOptions(list(beam_args or [])))
 
     started = time.time()
-    with make_pipeline() as p:
-        if examples_pattern is not None:
-            records = p | "ReadExamples" >> beam.io.ReadFromTFRecord(
-                examples_pattern, coder=beam.coders.BytesCoder())
-        else:
-            records = (p | "Refs" >> beam.Create(list(sample_refs))
-                       | "Reshuffle" >> beam.Reshuffle()
-                       | "LoadSamples" >> beam.Map(_sample_to_record, num_classes))
-        if max_images:
-            records = (records | "Limit" >> beam.combiners.Sample.FixedSizeGlobally(int(max_images))
-                       | "Unlist" >> beam.FlatMap(lambda xs: xs))
-        _ = (records
-             | "Evaluate" >> beam.ParDo(EvaluateExampleFn(model_dirs, tta.to_json_dict(), num_classes, ignore_label))
-             | "Combine" >> beam.CombineGlobally(CombineEvaluationFn(names, num_classes, num_gallery))
-             | "Write" >> beam.Map(_write_pickle, result_path))
+    p = make_pipeline()
+    if examples_pattern is not None:
+        records = p | "ReadExamples" >> beam.io.ReadFromTFRecord(
+            examples_pattern, coder=beam.coders.BytesCoder())
+    else:
+        records = (p | "Refs" >> beam.Create(list(sample_refs))
+                   | "Reshuffle" >> beam.Reshuffle()
+                   | "LoadSamples" >> beam.Map(_sample_to_record, num_classes))
+    if max_images:
+        records = (records | "Limit" >> beam.combiners.Sample.FixedSizeGlobally(int(max_images))
+                   | "Unlist" >> beam.FlatMap(lambda xs: xs))
+    _ = (records
+         | "Evaluate" >> beam.ParDo(EvaluateExampleFn(model_dirs, tta.to_json_dict(), num_classes, ignore_label))
+         | "Combine" >> beam.CombineGlobally(CombineEvaluationFn(names, num_classes, num_gallery))
+         | "Write" >> beam.Map(_write_pickle, result_path))
+    pipeline_result = p.run()
+    pipeline_result.wait_until_finish()
     with tf.io.gfile.GFile(result_path, "rb") as f:
         raw = pickle.loads(f.read())
     tf.io.gfile.remove(result_path)
     raw["seconds"] = time.time() - started
     raw["model_dirs"] = dict(model_dirs)
+    raw["counters"] = _counters(pipeline_result)
+    log.info("Beam counters: %s", raw["counters"])
     return raw
+
+
+def _counters(pipeline_result):
+    """{name: value} of this module's Beam counters (empty where the runner does not report them)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        query = pipeline_result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    except (NotImplementedError, AttributeError):
+        return {}
+    out = {}
+    for c in query.get("counters", []):
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(c.committed or c.attempted or 0)
+    for d in query.get("distributions", []):
+        r = d.committed or d.attempted
+        if r is not None and r.count:
+            out[f"{d.key.metric.name}_mean"] = r.sum / r.count
+    return out

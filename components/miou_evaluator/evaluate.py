@@ -83,6 +83,7 @@ def summarize(raw, class_names=VOC_CLASSES, tta=None, data_description=None, max
         "tta_description": tta.describe() if tta is not None else None,
         "class_names": list(class_names),
         "seconds": raw.get("seconds"),
+        "beam_counters": raw.get("counters", {}),
         "seconds_per_image": raw["seconds"] / len(images) if images and raw.get("seconds") else None,
     }
     result.update(_model_section(raw["cm"][beam_eval.CURRENT], images, class_names))

@@ -75,6 +75,8 @@ def add_arguments(command, parser):
         parser.add_argument("--threads", type=int, default=8, help="gRPC worker threads")
         parser.add_argument("--no-warmup", action="store_true", help="do not replay assets.extra warm-up requests")
         parser.add_argument("--version-label", type=_key_value, action="append", default=[], metavar="LABEL=VERSION")
+        parser.add_argument("--ssl-cert", help="PEM certificate chain: serve gRPC over TLS (with --ssl-key)")
+        parser.add_argument("--ssl-key", help="PEM private key of --ssl-cert")
     elif command == "predict":
         parser.add_argument("--server", required=True, help="HOST:PORT of TF Serving (gRPC, or REST with --rest)")
         parser.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
@@ -141,7 +143,8 @@ def _serve(args):
                          poll_seconds=args.poll_seconds, max_message_mb=args.max_message_mb,
                          max_image_pixels=args.max_image_pixels, max_image_side=args.max_image_side,
                          threads=args.threads, warmup=not args.no_warmup,
-                         version_labels={k: int(v) for k, v in args.version_label})
+                         version_labels={k: int(v) for k, v in args.version_label},
+                         ssl_cert=args.ssl_cert, ssl_key=args.ssl_key)
     # Kubernetes and docker stop containers with SIGTERM: shut down cleanly as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     server.start()

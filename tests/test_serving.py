@@ -407,3 +407,31 @@ def test_deeplab_serve_and_deeplab_predict(exported, in_process, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_grpc_over_tls_with_a_root_certificate(exported, in_process, tmp_path):
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    image = _images(1)[0]
+    with ModelServer(exported[0], grpc_port=0, rest_port=None, poll_seconds=0, warmup=False,
+                     ssl_cert=str(cert_pem), ssl_key=str(key_pem)) as server:
+        with GrpcClient(f"localhost:{server.grpc_port}", root_cert=str(cert_pem), timeout=30) as client:
+            np.testing.assert_array_equal(client.segment([_png(image)])[0][0], in_process(image)[0])
+        with GrpcClient(f"localhost:{server.grpc_port}", timeout=5, retries=1, backoff=0.1) as plain:
+            assert _grpc_error(lambda: plain.status()).code == "UNAVAILABLE"

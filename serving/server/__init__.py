@@ -24,17 +24,19 @@ class ModelServer:
     """gRPC + REST endpoints for one model; use as a context manager or start()/stop().
 
     Port 0 picks a free port; the bound ports are `grpc_port` / `rest_port` after start().
-    A port of None disables that front end.
+    A port of None disables that front end. ssl_cert/ssl_key (PEM files) put gRPC behind TLS;
+    REST stays plain HTTP (terminate TLS in front of it, as for TF Serving).
     """
 
     def __init__(self, model_base_path, model_name="deeplab", host="127.0.0.1", grpc_port=8500,
                  rest_port=8501, poll_seconds=1.0, max_message_mb=64, max_image_pixels=4096 * 4096,
-                 max_image_side=8192, threads=8, warmup=True, version_labels=None):
+                 max_image_side=8192, threads=8, warmup=True, version_labels=None, ssl_cert=None, ssl_key=None):
         self.host = host
         self.limits = Limits(int(max_message_mb * (1 << 20)), max_image_pixels, max_image_side)
         self.manager = ModelManager(model_name, model_base_path, self.limits, poll_seconds=poll_seconds,
                                     warmup=warmup, version_labels=version_labels)
         self.grpc_port, self.rest_port, self.threads = grpc_port, rest_port, threads
+        self.ssl_cert, self.ssl_key = ssl_cert, ssl_key
         self._grpc = self._rest = self._rest_thread = None
 
     def start(self):
@@ -42,8 +44,10 @@ class ModelServer:
         try:
             if self.grpc_port is not None:
                 self._grpc, self.grpc_port = create_grpc_server(self.manager, self.host, self.grpc_port,
-                                                                self.limits, max_workers=self.threads)
-                log.info("Running gRPC ModelServer at %s:%d ...", self.host, self.grpc_port)
+                                                                self.limits, max_workers=self.threads,
+                                                                ssl_cert=self.ssl_cert, ssl_key=self.ssl_key)
+                log.info("Running gRPC ModelServer at %s:%d%s ...", self.host, self.grpc_port,
+                         " (TLS)" if self.ssl_cert else "")
             if self.rest_port is not None:
                 self._rest = RestServer((self.host, self.rest_port), self.manager, self.limits)
                 self.rest_port = self._rest.server_address[1]

@@ -101,8 +101,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                       "--model-base-path and picks up new versions by polling it")
 
 
-def create_grpc_server(manager, host, port, limits, max_workers=8):
-    """A started grpc.Server; returns (server, bound port)."""
+def create_grpc_server(manager, host, port, limits, max_workers=8, ssl_cert=None, ssl_key=None):
+    """A started grpc.Server; returns (server, bound port). ssl_cert/ssl_key: PEM files -> TLS."""
     options = [("grpc.max_receive_message_length", limits.max_message_bytes),
                ("grpc.max_send_message_length", limits.max_message_bytes),
                ("grpc.so_reuseport", 0)]
@@ -110,7 +110,14 @@ def create_grpc_server(manager, host, port, limits, max_workers=8):
                          options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if ssl_cert or ssl_key:
+        if not (ssl_cert and ssl_key):
+            raise ValueError("TLS needs both --ssl-cert and --ssl-key (PEM files)")
+        with open(ssl_key, "rb") as f_key, open(ssl_cert, "rb") as f_cert:
+            credentials = grpc.ssl_server_credentials([(f_key.read(), f_cert.read())])
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise OSError(f"cannot bind gRPC port {host}:{port} (in use?)")
     server.start()

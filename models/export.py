@@ -238,7 +238,10 @@ class _ServingModule(tf.Module):
             _, labels, conf = tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), labels, conf))
             return (tf.reshape(labels.stack(), [n, hmax, wmax]), tf.reshape(conf.stack(), [n, hmax, wmax]))
 
-        labels, confidence = tf.cond(same_size, batched, one_by_one)
+        def empty():  # a batch of zero images is a valid (if useless) request
+            return tf.zeros([0, 0, 0], tf.int64), tf.zeros([0, 0, 0], tf.float32)
+
+        labels, confidence = tf.cond(n > 0, lambda: tf.cond(same_size, batched, one_by_one), empty)
         return {"segmentation_map": labels, "confidence": confidence, "height": heights, "width": widths}
 
     # -- signatures --

@@ -106,6 +106,8 @@ def test_mixed_size_batch_is_padded_with_255(loaded):
         single = loaded.signatures["serving_default"](images=tf.constant([_png(image)]))
         h, w = image.shape[:2]
         np.testing.assert_array_equal(single["segmentation_map"].numpy()[0], maps[i, :h, :w])
+    empty = loaded.signatures["serving_default"](images=tf.constant([], tf.string))
+    assert empty["segmentation_map"].shape == (0, 0, 0) and empty["height"].shape == (0,)
     # Same-size batch: the batched path gives the same maps as one by one.
     same = loaded.signatures["serving_default"](images=tf.constant([_png(a), _png(a)]))["segmentation_map"].numpy()
     np.testing.assert_array_equal(same[0], maps[0])

@@ -93,8 +93,8 @@ def _precision_of(model):
     return "bfloat16" if getattr(model, "compute_dtype", "float32") == "bfloat16" else "float32"
 
 
-def _rebuild(kwargs, precision):
-    """Build a fresh DeepLab V3 under the given precision policy (no weights)."""
+def build_model(kwargs, precision="float32"):
+    """A fresh DeepLab V3 (`build_deeplab_v3(**kwargs)`, random init) under the given precision policy."""
     from models.deeplab import build_deeplab_v3
     policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]
     previous = keras.mixed_precision.global_policy()
@@ -121,7 +121,7 @@ def with_precision(model, precision, hparams=None):
     if not kwargs:
         raise ValueError(f"changing precision to {precision} rebuilds the model and needs its hparams "
                          "(backbone, output_stride, ...); pass hparams=")
-    rebuilt = _rebuild(kwargs, precision)
+    rebuilt = build_model(kwargs, precision)
     _assign_weights(rebuilt, model.weights, source="the given model")
     return rebuilt
 
@@ -496,7 +496,7 @@ def load_trained_model(path, hparams=None, precision=None):
         kwargs = model_kwargs(hp) or config.get("model_kwargs") or {}
         if not kwargs:
             raise ValueError(f"{path}: its export config has no model hyper-parameters; pass hparams")
-        model = _rebuild({k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()},
+        model = build_model({k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()},
                          precision or config.get("precision", "float32"))
         loaded = tf.saved_model.load(path)
         _assign_weights(model, loaded.model_weights, source=path)
@@ -524,7 +524,7 @@ def load_trained_model(path, hparams=None, precision=None):
             raise FileNotFoundError(f"no hparams.json beside checkpoint {prefix}: pass --hparams PATH")
         with tf.io.gfile.GFile(found) as f:
             hparams = json.load(f)
-    model = _rebuild(model_kwargs(hparams), precision or "float32")
+    model = build_model(model_kwargs(hparams), precision or "float32")
     _restore_checkpoint(model, prefix)
     return model, _hparams_dict(hparams), None
 

@@ -100,12 +100,33 @@ def main(command, args):
 # ---------------------------------------------------------------------------------------------
 
 def _export(args):
+    try:
+        return _export_or_raise(args)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"deeplab export: {e}", file=sys.stderr)
+        return 2
+
+
+def _tta_from_flags(args, source_config=None):
+    """The source export's TTA with the flags given on the command line applied on top."""
+    from models.inference import TTAConfig
+    tta = dict((source_config or {}).get("tta") or {})
+    for key, value in (("scales", args.scales), ("flip", args.flip), ("mode", args.mode),
+                       ("crop_size", list(args.crop_size) if args.crop_size else None)):
+        if value is not None:
+            tta[key] = value
+    return TTAConfig.from_json_dict(tta)
+
+
+def _export_or_raise(args):
     from models import export
     if bool(args.model) == bool(args.init):
-        print("deeplab export: pass exactly one of --model PATH or --init random", file=sys.stderr)
-        return 2
+        raise ValueError("pass exactly one of --model PATH or --init random")
+    if os.path.exists(os.path.join(args.output, "saved_model.pb")):
+        raise FileExistsError(f"{args.output} already holds a SavedModel; choose a new --output directory")
     source_config = None
     if args.init:
+        _tta_from_flags(args)  # fail on bad TTA flags before spending time on building
         kwargs = dict(args.model_arg)
         if args.hparams:
             with open(args.hparams) as f:
@@ -115,19 +136,15 @@ def _export(args):
             if value is not None:
                 kwargs[key] = value
         log.info("Building an untrained DeepLab V3 with %s", kwargs)
-        model = export.randomize_weights(export._rebuild(kwargs, args.precision or "float32"), seed=args.seed)
-        hparams = {"model": export._jsonable(kwargs), "init": "random", "seed": args.seed}
+        model = export.randomize_weights(export.build_model(kwargs, args.precision or "float32"), seed=args.seed)
+        hparams = {"model": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+                   "init": "random", "seed": args.seed}
     else:
         model, hparams, source_config = export.load_trained_model(args.model, hparams=args.hparams,
                                                                    precision=args.precision)
-    tta = dict((source_config or {}).get("tta") or {})
-    for key, value in (("scales", args.scales), ("flip", args.flip), ("mode", args.mode),
-                       ("crop_size", list(args.crop_size) if args.crop_size else None)):
-        if value is not None:
-            tta[key] = value
     warmup = () if args.no_warmup else args.warmup_size
-    export.export_serving_model(model, args.output, hparams=hparams, tta=tta or None, precision=args.precision,
-                                warmup_sizes=warmup,
+    export.export_serving_model(model, args.output, hparams=hparams, tta=_tta_from_flags(args, source_config),
+                                precision=args.precision, warmup_sizes=warmup,
                                 extra_config={"source": args.model or f"init={args.init}"})
     config = export.read_export_config(args.output)
     print(f"Exported {args.output}: precision {config['precision']}, TTA {json.dumps(config['tta'])}")

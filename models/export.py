@@ -108,15 +108,13 @@ def build_model(kwargs, precision="float32"):
 def with_precision(model, precision, hparams=None):
     """`model` itself if it already computes in `precision`, else a rebuilt copy with its weights.
 
-    Rebuilding needs the build arguments: from `hparams` (models/hparams.py) or, failing that,
-    from the model's own `get_config()`-free attributes is not possible, so hparams are required.
+    The Keras mixed-precision policy is fixed when layers are built, so a change of precision
+    rebuilds the network from its build arguments (`hparams`, required then) and copies the weights.
     """
     if precision is None or _precision_of(model) == precision:
         return model
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if _precision_of(model) == precision:
-        return model
     kwargs = model_kwargs(hparams)
     if not kwargs:
         raise ValueError(f"changing precision to {precision} rebuilds the model and needs its hparams "

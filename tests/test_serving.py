@@ -84,7 +84,7 @@ def in_process(exported):
 @pytest.fixture(scope="module")
 def local_server(exported):
     server = ModelServer(exported[0], "deeplab", grpc_port=0, rest_port=0, poll_seconds=0,
-                         max_message_mb=MAX_MESSAGE_MB, threads=8).start()
+                         max_message_mb=MAX_MESSAGE_MB, threads=8, version_labels={"stable": 1}).start()
     yield server
     server.stop()
 
@@ -221,6 +221,19 @@ def test_status_and_metadata(endpoint):
 def test_warmup_requests_were_replayed_at_load(local_server):
     servable = local_server.manager.get("deeplab")
     assert servable.warmup_replayed == 2  # serving_default + predict_images at 32x40
+
+
+def test_version_labels(local_server, in_process):
+    image = _images(1)[0]
+    want = in_process(image)[0]
+    with GrpcClient(f"127.0.0.1:{local_server.grpc_port}", version_label="stable") as client:
+        np.testing.assert_array_equal(client.segment([_png(image)])[0][0], want)
+    rest = RestClient(f"127.0.0.1:{local_server.rest_port}", version_label="stable")
+    np.testing.assert_array_equal(rest.segment([_png(image)])[0][0], want)
+    assert rest.status()[0]["version"] == "1"
+    with GrpcClient(f"127.0.0.1:{local_server.grpc_port}", version_label="canary", retries=0) as client:
+        error = _grpc_error(lambda: client.segment([_png(image)]))
+    assert (error.code, error.details) == ("INVALID_ARGUMENT", "Unrecognized servable version label: canary")
 
 
 def _grpc_error(call):

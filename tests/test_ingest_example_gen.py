@@ -191,6 +191,26 @@ def test_reference_tfrecords_are_imported(tmp_path):
         np.testing.assert_array_equal(label, source_mask)
 
 
+def test_workers_build_examples_without_tensorflow(voc_sample_root):
+    """The worker-side encoder gives the bytes of data.tfrecord.to_example, and does not load TensorFlow."""
+    import subprocess
+    import sys
+
+    from components.voc_example_gen.transforms import example_bytes
+    from data.splits import resolve_recipe
+
+    for ref in resolve_recipe("voc_train", voc_root=voc_sample_root):
+        sample = tfrecord.load_sample(ref)
+        assert example_bytes(sample) == tfrecord.to_example(sample).SerializeToString(deterministic=True)
+    code = ("import sys; from components.voc_example_gen.transforms import example_bytes; from data import tfrecord; "
+            "from data.splits import resolve_recipe; "
+            f"example_bytes(tfrecord.load_sample(resolve_recipe('voc_val', voc_root={str(voc_sample_root)!r})[0])); "
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
+
+
 def test_input_config_maps_splits_to_recipes_and_references():
     config = component.make_input_config({"train": "train_aug", "val": "voc_val"}, {"val": "gs://b/val-*"})
     assert [(s.name, s.pattern) for s in config.splits] == [("train", "train_aug"), ("val", "reference:gs://b/val-*")]

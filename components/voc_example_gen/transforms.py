@@ -1,21 +1,25 @@
-"""The Beam side of VocExampleGen: what runs on workers, kept free of TFX imports.
+"""The Beam side of VocExampleGen: what runs on workers, kept free of TFX and TensorFlow imports.
 
-Beam workers import the module of every DoFn they run. TFX's executor modules pull in ~6 s of
-imports per worker process on top of TensorFlow; this module imports only Beam (TensorFlow comes
-in with the first tf.train.Example), which shortens the start of every worker on every runner.
+Beam workers import the module of every DoFn they run, and every worker process pays for its imports
+before it does any work: TensorFlow alone is ~12 s of CPU, TFX's executor modules ~6 s more. On a
+2-core machine that start-up was most of the ingest time (bench/ingest.py), so the workers here build
+the Example protos with a wire-identical, protobuf-only copy of tf.train.Example (`example_bytes`)
+and write files through Beam's FileSystems. Only reference-format imports still load TensorFlow.
 
 Per split:
 
-    Create(refs, reshuffled) -> ParDo(load + validate + encode) --examples--> Reshuffle -> WriteToTFRecord
-                                                                --rejects---> summary JSON
-                                                                --conversions-> summary JSON
+    Create(shuffled refs) -> ParDo(load + validate + encode) --examples--> WriteToTFRecord (GZIP)
+                                                             --rejects---> summary JSON
+                                                             --conversions-> summary JSON
 
 or ReadAllFromTFRecord -> ParDo(convert) for TFRecords in the reference repo's format.
 """
+import functools
 import hashlib
 import json
 import logging
 import os
+import random
 
 import apache_beam as beam
 
@@ -23,6 +27,7 @@ REFERENCE_PREFIX = "reference:"
 METRICS_NAMESPACE = "VocExampleGen"
 TFRECORD_FILE_PREFIX = "data_tfrecord"  # tfx.components.example_gen.write_split.DEFAULT_TF_RECORD_FILE_NAME
 EXAMPLES, REJECTS, CONVERSIONS = "examples", "rejects", "conversions"
+SHUFFLE_SEED = 0
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,74 @@ def resolve_refs(recipe, voc_root=None, sbd_root=None):
     from data.splits import resolve_recipe
 
     return resolve_recipe(recipe, voc_root=voc_root or None, sbd_root=sbd_root or None)
+
+
+@functools.lru_cache(maxsize=1)
+def _light_example_class():
+    """tf.train.Example's message, declared from the same field numbers without importing TensorFlow.
+
+    Messages of this class serialize to the same bytes as tensorflow/core/example/{example,feature}.proto
+    (tests/test_ingest_example_gen.py checks it against data.tfrecord.to_example).
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="deeplab_tfx_light_example.proto", package="deeplab_tfx_light",
+                                              syntax="proto3")
+
+    def message(name, fields, nested=()):
+        m = file.message_type.add(name=name)
+        for field_name, number, ftype, label, type_name, oneof in fields:
+            field = m.field.add(name=field_name, number=number, type=ftype, label=label)
+            if type_name:
+                field.type_name = type_name
+            if oneof is not None:
+                field.oneof_index = oneof
+        for nested_message in nested:
+            m.nested_type.add().CopyFrom(nested_message)
+        return m
+
+    message("BytesList", [("value", 1, f.TYPE_BYTES, f.LABEL_REPEATED, None, None)])
+    message("FloatList", [("value", 1, f.TYPE_FLOAT, f.LABEL_REPEATED, None, None)])
+    message("Int64List", [("value", 1, f.TYPE_INT64, f.LABEL_REPEATED, None, None)])
+    feature = message("Feature", [("bytes_list", 1, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.BytesList", 0),
+                                  ("float_list", 2, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.FloatList", 0),
+                                  ("int64_list", 3, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.Int64List", 0)])
+    feature.oneof_decl.add(name="kind")
+    entry = descriptor_pb2.DescriptorProto(name="FeatureEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
+    entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
+                    type_name=".deeplab_tfx_light.Feature")
+    message("Features", [("feature", 1, f.TYPE_MESSAGE, f.LABEL_REPEATED, ".deeplab_tfx_light.Features.FeatureEntry",
+                          None)], nested=[entry])
+    message("Example", [("features", 1, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.Features", None)])
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("deeplab_tfx_light.Example"))
+
+
+def example_bytes(sample):
+    """Serialized tf.train.Example of a data.tfrecord.Sample: to_example(sample).SerializeToString(deterministic=True).
+
+    Deterministic (map entries sorted by key), so the same sample always gives the same record bytes.
+    """
+    from data import tfrecord
+
+    example = _light_example_class()()
+    feature = example.features.feature
+    for key, value in ((tfrecord.IMAGE_ENCODED, sample.image_bytes),
+                       (tfrecord.IMAGE_FILENAME, sample.filename.encode("utf-8")),
+                       (tfrecord.IMAGE_FORMAT, sample.image_format.encode("utf-8")),
+                       (tfrecord.IMAGE_HEIGHT, sample.height),
+                       (tfrecord.IMAGE_WIDTH, sample.width),
+                       (tfrecord.IMAGE_CHANNELS, 3),
+                       (tfrecord.LABEL_ENCODED, sample.mask_png),
+                       (tfrecord.LABEL_FORMAT, b"png")):
+        if isinstance(value, bytes):
+            feature[key].bytes_list.value.append(value)
+        else:
+            feature[key].int64_list.value.append(int(value))
+    return example.SerializeToString(deterministic=True)
 
 
 class _ToExampleFn(beam.DoFn):
@@ -48,7 +121,7 @@ class _ToExampleFn(beam.DoFn):
                                                    "detail": error.detail})
 
     def process(self, ref):
-        from data.tfrecord import BadSample, load_sample, to_example
+        from data.tfrecord import BadSample, load_sample
 
         try:
             sample = load_sample(ref)
@@ -60,7 +133,7 @@ class _ToExampleFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(CONVERSIONS, {"id": ref.id, "conversion": sample.converted,
                                                           "path": ref.image_path})
         self._written.inc()
-        yield to_example(sample).SerializeToString()
+        yield example_bytes(sample)
 
 
 class _ReferenceToExampleFn(_ToExampleFn):
@@ -86,14 +159,13 @@ class _ReferenceToExampleFn(_ToExampleFn):
 
 def write_summary(split_name, path, num_examples, rejects, conversions):
     """Writes what one split produced (counts, rejects, conversions) as JSON; runs on a worker."""
-    import tensorflow as tf
+    from apache_beam.io.filesystems import FileSystems
 
     summary = {"split": split_name, "examples": num_examples,
                "rejects": sorted(rejects, key=lambda r: r["id"]),
                "conversions": sorted(conversions, key=lambda c: c["id"])}
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(summary, f)
+    with FileSystems.create(path) as f:  # local, gs://, s3://... whatever the runner's file systems serve
+        f.write(json.dumps(summary).encode("utf-8"))
 
 
 @beam.ptransform_fn
@@ -111,7 +183,9 @@ def ReadSplit(pipeline, split_pattern, voc_root=None, sbd_root=None, split_name=
     else:
         refs = resolve_refs(split_pattern, voc_root, sbd_root)
         log.info("VocExampleGen[%s]: recipe %r -> %d samples", split_name, split_pattern, len(refs))
-        # Create reshuffles (for > 1 element), which spreads the refs over workers before decoding.
+        # Shuffled here, deterministically, so every output shard mixes ids and classes on any runner
+        # (the runner's reshuffle inside Create spreads work, but does not promise an order).
+        random.Random(SHUFFLE_SEED).shuffle(refs)
         records = pipeline | "Refs" >> beam.Create(refs)
         fn = _ToExampleFn(split_name)
     return records | "ToExample" >> beam.ParDo(fn).with_outputs(REJECTS, CONVERSIONS, main=EXAMPLES)
@@ -119,10 +193,12 @@ def ReadSplit(pipeline, split_pattern, voc_root=None, sbd_root=None, split_name=
 
 @beam.ptransform_fn
 def WriteExamples(examples, output_split_path, num_shards=0):  # pylint: disable=invalid-name
-    """Shuffles and writes serialized Examples as `data_tfrecord-*.gz` (the standard ExampleGen layout)."""
+    """Writes serialized Examples as `data_tfrecord-*.gz` (the standard ExampleGen layout).
+
+    Unlike TFX's WriteSplit there is no Reshuffle before the write: the refs are already shuffled, and
+    a reshuffle would move every encoded image through the runner's shuffle once more (bench/ingest.py).
+    """
     return (examples
-            # Shuffled like TFX's WriteSplit so that shards are not ordered by id/class.
-            | "Shuffle" >> beam.Reshuffle()
             | "Write" >> beam.io.WriteToTFRecord(
                 os.path.join(output_split_path, TFRECORD_FILE_PREFIX),
                 file_name_suffix=".gz", num_shards=num_shards or 0))

@@ -1,4 +1,4 @@
-"""The Beam side of LabelStatsGen (what workers import): no TFX imports, so workers start faster."""
+"""The Beam side of LabelStatsGen (what workers import): no TFX or TensorFlow imports, so workers start fast."""
 import io
 import json
 
@@ -13,13 +13,13 @@ class HistogramFn(beam.CombineFn):
         return np.zeros(256, np.int64), np.zeros(256, np.int64), 0, []
 
     def add_input(self, accumulator, serialized):
-        import tensorflow as tf
         from PIL import Image
 
+        from components.voc_example_gen.transforms import parse_example
         from data.tfrecord import IMAGE_FILENAME, LABEL_ENCODED
 
         pixels, images, count, bad = accumulator
-        example = tf.train.Example.FromString(serialized)
+        example = parse_example(serialized)
         features = example.features.feature
         name = features[IMAGE_FILENAME].bytes_list.value[0].decode() if IMAGE_FILENAME in features else "?"
         try:
@@ -46,7 +46,7 @@ class HistogramFn(beam.CombineFn):
 
 def write_part(histogram, path):
     """Writes one split's histogram as JSON (runs on a worker)."""
-    import tensorflow as tf
+    from apache_beam.io.filesystems import FileSystems
 
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(histogram, f)
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(histogram).encode("utf-8"))

@@ -107,6 +107,11 @@ def example_bytes(sample):
     return example.SerializeToString(deterministic=True)
 
 
+def parse_example(serialized):
+    """A serialized tf.train.Example parsed without TensorFlow (same fields: .features.feature[key])."""
+    return _light_example_class().FromString(serialized)
+
+
 class _ToExampleFn(beam.DoFn):
     """SampleRef -> serialized tf.train.Example; BadSample -> a 'rejects' output, conversions -> 'conversions'."""
 

@@ -9,6 +9,7 @@
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -299,7 +300,13 @@ def _ingest(args):
     except SystemExit:
         raise
     except Exception as e:  # pylint: disable=broad-except  # reported in the JSON and on stderr, exit code 1
-        write_report({"status": "failed", "error": f"{type(e).__name__}: {e}"}, report_path)
+        failed = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        # An ExampleGen failure names its rejects report: carry the per-split rejects into ours.
+        match = re.search(r"rejects report: (\S+?)\)", str(e))
+        if match and os.path.isfile(match.group(1)):
+            with open(match.group(1)) as f:
+                failed["splits"] = json.load(f)["splits"]
+        write_report(failed, report_path)
         print(f"ingest FAILED: {type(e).__name__}: {e}\n(report: {report_path})", file=sys.stderr)
         return 1
     write_report(report, report_path)

@@ -136,10 +136,13 @@ def test_bad_samples_are_skipped_and_counted(tmp_path, dirty_root):
 
 def test_too_many_rejects_fail_after_writing_the_report(tmp_path, dirty_root):
     root, _ = dirty_root
-    with pytest.raises(executor.IngestError, match=r"split 'train' rejected 3 of 6 samples.*max_rejected_fraction"):
-        run_example_gen(tmp_path / "out", voc_root=root, max_rejected_fraction=0.05)
-    # The report is there to read after the failure.
-    assert read_report(tmp_path / "out")["splits"]["train"]["rejects_by_reason"]["missing_mask"] == 1
+    out = tmp_path / "component" / "examples" / "7"
+    with pytest.raises(executor.IngestError, match=r"split 'train' rejected 3 of 6 samples.*max_rejected_fraction"
+                                                   r".*rejects report: .*failed_runs/7/example_gen_report.json"):
+        run_example_gen(out, voc_root=root, max_rejected_fraction=0.05)
+    # The report is kept outside the output folder, which the orchestrator deletes after a failure.
+    kept = tmp_path / "component" / "failed_runs" / "7" / executor.REPORT_FILE
+    assert json.load(open(kept))["splits"]["train"]["rejects_by_reason"]["missing_mask"] == 1
 
 
 def test_empty_split_fails(tmp_path, dirty_root):

@@ -117,8 +117,21 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             logging.info("VocExampleGen[%s]: %d examples written, %d rejected %s, %d converted", name,
                          split_report["examples"], split_report["rejected"], split_report["rejects_by_reason"],
                          len(split_report["conversions"]))
-        check_report(report, float(exec_properties.get("max_rejected_fraction", 0.05)),
-                     os.path.join(artifact.uri, REPORT_FILE))
+        try:
+            check_report(report, float(exec_properties.get("max_rejected_fraction", 0.05)))
+        except IngestError as e:
+            # The orchestrator deletes a failed execution's output folder, so the report is kept beside it.
+            kept = failed_report_path(artifact.uri)
+            tf.io.gfile.makedirs(os.path.dirname(kept))
+            tf.io.gfile.copy(os.path.join(artifact.uri, REPORT_FILE), kept, overwrite=True)
+            raise IngestError(f"{e} (rejects report: {kept})") from None
+
+
+def failed_report_path(artifact_uri):
+    """Where the report of a failed run is kept: <component dir>/failed_runs/<execution>/example_gen_report.json."""
+    execution = os.path.basename(artifact_uri.rstrip("/"))
+    component_dir = os.path.dirname(os.path.dirname(artifact_uri.rstrip("/")))
+    return os.path.join(component_dir, "failed_runs", execution, REPORT_FILE)
 
 
 def _log_counters(result):
@@ -158,7 +171,7 @@ def build_report(summary_dir, splits, exec_properties):
     return report
 
 
-def check_report(report, max_rejected_fraction, report_path=""):
+def check_report(report, max_rejected_fraction):
     """Raises IngestError naming the split when it is empty or rejected more than the allowed fraction."""
     problems = []
     for name, split in report["splits"].items():
@@ -171,5 +184,4 @@ def check_report(report, max_rejected_fraction, report_path=""):
                             f"max_rejected_fraction {max_rejected_fraction:.1%}): {split['rejects_by_reason']}; "
                             "fix the files listed in the report or raise --max-rejected-fraction")
     if problems:
-        raise IngestError("VocExampleGen failed: " + "; ".join(problems)
-                          + (f" (rejects report: {report_path})" if report_path else ""))
+        raise IngestError("VocExampleGen failed: " + "; ".join(problems))

@@ -183,7 +183,9 @@ def ReadSplit(pipeline, split_pattern, voc_root=None, sbd_root=None, split_name=
         glob = split_pattern[len(REFERENCE_PREFIX):]
         records = (pipeline
                    | "Glob" >> beam.Create([glob])
-                   | "ReadReference" >> beam.io.ReadAllFromTFRecord(with_filename=True))
+                   | "ReadReference" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+                   # A TFRecord file is read by one worker; the PNG encoding after it is worth spreading.
+                   | "Spread" >> beam.Reshuffle())
         fn = _ReferenceToExampleFn(split_name)
     else:
         refs = resolve_refs(split_pattern, voc_root, sbd_root)

@@ -127,9 +127,9 @@ PRESETS = {
     # Measured by bench/train_synthetic.py (see its docstring for the figures).
     "demo": {
         "backbone": "mobilenet_v2", "alpha": 0.35, "output_stride": 16, "aspp_filters": 64, "aspp_rates": (3, 6, 9),
-        "weights": None, "crop_size": 129, "min_scale": 0.5, "max_scale": 1.0, "batch_size": 8,
-        "train_steps": 1500, "steps_per_epoch": 250, "optimizer": "adam", "learning_rate": 0.003,
-        "weight_decay": 1e-5, "bn_decay": 0.99, "precision": "float32", "cache_decoded": True,
+        "weights": None, "crop_size": 129, "min_scale": 0.5, "max_scale": 1.5, "batch_size": 16,
+        "train_steps": 750, "steps_per_epoch": 250, "optimizer": "adam", "learning_rate": 0.003,
+        "weight_decay": 1e-5, "bn_decay": 0.99, "precision": "mixed_bfloat16", "cache_decoded": True,
         "checkpoint_every": 250,
     },
 }

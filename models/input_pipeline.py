@@ -122,7 +122,7 @@ def train_dataset(patterns, hparams, batch_size=None, deterministic=False, seed=
     return _with_options(ds, deterministic)
 
 
-def eval_dataset(patterns, batch_size=1, repeat=False):
+def eval_dataset(patterns, batch_size=1, repeat=False, drop_remainder=False):
     """Whole validation images in file order: float32 [B,H,W,3] and uint8 [B,H,W,1].
 
     batch_size > 1 pads each batch to its largest image (mean pixel / IGNORE_LABEL), which the
@@ -136,7 +136,8 @@ def eval_dataset(patterns, batch_size=1, repeat=False):
         # padded_batch pads with one scalar: pad (image - mean) with 0 so the padding is the mean pixel.
         mean = tf.constant(MEAN_PIXEL, tf.float32)
         ds = ds.map(lambda image, label: (image - mean, label))
-        ds = ds.padded_batch(batch_size, padding_values=(0.0, tf.constant(IGNORE_LABEL, tf.uint8)))
+        ds = ds.padded_batch(batch_size, padding_values=(0.0, tf.constant(IGNORE_LABEL, tf.uint8)),
+                             drop_remainder=drop_remainder)
         ds = ds.map(lambda image, label: (image + mean, label))
     if repeat:
         ds = ds.repeat()

@@ -125,10 +125,10 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         if step % self.every == 0:
-            lr = self.model.optimizer.learning_rate
-            value = lr(step) if callable(lr) else lr
+            lr = self.model.optimizer.learning_rate  # a schedule, or the optimizer's current-lr variable
+            value = lr(step) if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) else lr
             with self.writer.as_default():
-                tf.summary.scalar("learning_rate_step", float(value), step=step)
+                tf.summary.scalar("learning_rate_step", float(keras.backend.get_value(value)), step=step)
 
 
 class PredictionImages(keras.callbacks.Callback):
@@ -228,7 +228,14 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
 
     keras.utils.set_random_seed(hparams.seed)
     train_ds = input_pipeline.train_dataset(train_files, hparams, deterministic=deterministic)
-    val_ds = input_pipeline.eval_dataset(eval_files)
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        # Keras splits every batch over the replicas and a replica left without an image fails, so
+        # validation during fit uses padded batches of one image per replica and drops the remainder;
+        # the final evaluation below still covers every image at its own size.
+        val_ds = input_pipeline.eval_dataset(eval_files, batch_size=replicas, drop_remainder=True)
+    else:
+        val_ds = input_pipeline.eval_dataset(eval_files)
     if hparams.eval_steps:
         val_ds = val_ds.take(hparams.eval_steps)
     with precision_policy(hparams.precision), strategy.scope():

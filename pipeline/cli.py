@@ -52,6 +52,58 @@ def _add_data_arguments(parser):
                           "--beam-arg=--direct_num_workers=4 or --beam-arg=--runner=DataflowRunner")
 
 
+def _add_model_arguments(parser):
+    model = parser.add_argument_group("model (Trainer -> MiouEvaluator -> AtomicPusher)")
+    model.add_argument("--preset", default=configs.TRAIN_CONFIG["preset"],
+                       help="hyper-parameter preset of models/hparams.py: paper (ResNet-v2-50, needs the ImageNet "
+                            "h5), demo (small MobileNetV2 from scratch), finetune_os8 (default %(default)s)")
+    model.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="override one hyper-parameter (JSON value), e.g. --set crop_size=321 --set "
+                            "precision=mixed_bfloat16; repeat for more")
+    model.add_argument("--train-steps", type=int, help="training steps (default: the preset's)")
+    model.add_argument("--miou-threshold", type=float, default=configs.MIOU_THRESHOLD,
+                       help="push only a model with val mIoU >= this (default %(default)s)")
+    model.add_argument("--max-regression", type=float, default=configs.MAX_REGRESSION,
+                       help="... and at most this far below the latest blessed model (default %(default)s)")
+    model.add_argument("--eval-tta", default=configs.EVAL_TTA,
+                       help="evaluation inference: 'export' (what the pushed model serves), 'whole', or a JSON "
+                            'TTAConfig such as \'{"scales": [0.75, 1.0, 1.25], "flip": true}\' (default %(default)s)')
+    model.add_argument("--serving-dir", help="push directory (default: serving/ beside the pipeline root)")
+    model.add_argument("--model-name", default=configs.MODEL_NAME, help="TF Serving model name (default %(default)s)")
+    model.add_argument("--keep-versions", type=int, default=configs.KEEP_VERSIONS,
+                       help="versions kept in the push directory (default %(default)s)")
+
+
+def model_options_from_args(args):
+    """create_pipeline() keyword arguments of the model half from the flags."""
+    train_config = {"preset": args.preset}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--set {item!r}: expected NAME=VALUE")
+        try:
+            train_config[name] = json.loads(value)
+        except ValueError:
+            train_config[name] = value
+    from models import hparams as hparams_lib
+
+    try:  # unknown names and bad values fail here, not minutes later inside the Trainer
+        hparams_lib.from_custom_config(train_config)
+    except ValueError as e:
+        raise SystemExit(f"--preset/--set: {e}")
+    tta = args.eval_tta
+    if tta == "whole":
+        tta = None
+    elif tta != "export":
+        try:
+            tta = json.loads(tta)
+        except ValueError:
+            raise SystemExit(f"--eval-tta {tta!r}: expected export, whole or a JSON object")
+    return dict(train_config=train_config, train_steps=args.train_steps, miou_threshold=args.miou_threshold,
+                max_regression=args.max_regression, eval_tta=tta, serving_dir=args.serving_dir,
+                model_name=args.model_name, keep_versions=args.keep_versions)
+
+
 def _add_local_arguments(parser, output_required):
     parser.add_argument("--output-dir", required=output_required, default=None if output_required else configs.OUTPUT_DIR,
                         help="folder for the report, the pipeline root and the ML Metadata sqlite file"
@@ -66,6 +118,8 @@ def add_arguments(command, parser):
     if command in ("ingest", "run"):
         _add_data_arguments(parser)
         _add_local_arguments(parser, output_required=command == "ingest")
+        if command == "run":
+            _add_model_arguments(parser)
     elif command == "compile":
         parser.add_argument("--target", choices=["kubeflow"], default="kubeflow",
                             help="orchestrator to compile for (KubeflowV2DagRunner: Vertex AI / KFP v2)")
@@ -75,6 +129,7 @@ def add_arguments(command, parser):
         parser.add_argument("--pipeline-root", default=configs.KUBEFLOW_PIPELINE_ROOT,
                             help=f"artifact root the pipeline writes to (default {configs.KUBEFLOW_PIPELINE_ROOT})")
         _add_data_arguments(parser)
+        _add_model_arguments(parser)
     elif command == "demo":
         parser.add_argument("--workdir", default=os.path.join("runs", "demo"),
                             help="folder for the synthetic data, the pipeline outputs and the pictures")
@@ -84,6 +139,8 @@ def add_arguments(command, parser):
         parser.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
                             help="Beam pipeline argument appended to the defaults")
         parser.add_argument("--no-cache", action="store_true", help="run every component again")
+        _add_model_arguments(parser)
+        parser.set_defaults(preset=configs.DEMO_PRESET, miou_threshold=configs.DEMO_MIOU_THRESHOLD)
     else:
         raise ValueError(f"pipeline.cli does not implement {command!r}")
 
@@ -128,11 +185,14 @@ def _check_roots(voc_root, sbd_root):
 
 
 # ---------------------------------------------------------------------------------------------- running
-def run_data_pipeline(output_dir, voc_root=None, sbd_root=None, split_recipes=None, reference_tfrecords=None,
-                      pipeline_root=None, metadata_path=None, beam_args=(), enable_cache=True,
-                      max_rejected_fraction=configs.MAX_REJECTED_FRACTION, num_shards=configs.NUM_SHARDS,
-                      pipeline_name=configs.PIPELINE_NAME):
-    """Runs create_pipeline() with LocalDagRunner and returns the report dict (see build_report)."""
+def run_pipeline(output_dir, voc_root=None, sbd_root=None, split_recipes=None, reference_tfrecords=None,
+                 pipeline_root=None, metadata_path=None, beam_args=(), enable_cache=True,
+                 max_rejected_fraction=configs.MAX_REJECTED_FRACTION, num_shards=configs.NUM_SHARDS,
+                 pipeline_name=configs.PIPELINE_NAME, with_model=False, **model_options):
+    """Runs create_pipeline() with LocalDagRunner and returns the report dict (see build_report).
+
+    with_model=False runs the data half (`deeplab ingest`); model_options are create_pipeline()'s model
+    arguments (model_options_from_args)."""
     from pipeline.pipeline import create_pipeline, run_local
 
     default_root, default_metadata = configs.local_paths(output_dir)
@@ -144,10 +204,12 @@ def run_data_pipeline(output_dir, voc_root=None, sbd_root=None, split_recipes=No
         split_recipes=split_recipes, reference_tfrecords=reference_tfrecords,
         max_rejected_fraction=max_rejected_fraction, num_shards=num_shards,
         beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS) + list(beam_args),
-        metadata_path=metadata_path, enable_cache=enable_cache)
+        metadata_path=metadata_path, enable_cache=enable_cache, with_model=with_model, **model_options)
     started = time.time()
     run_local(pipeline)
     report = build_report(metadata_path, pipeline_name)
+    if with_model:
+        report["model"] = build_model_report(metadata_path, pipeline_name)
     report.update({"pipeline_root": os.path.abspath(pipeline_root), "metadata_path": os.path.abspath(metadata_path),
                    "seconds": round(time.time() - started, 1)})
     return report
@@ -235,6 +297,56 @@ def build_report(metadata_path, pipeline_name):
     }
 
 
+def build_model_report(metadata_path, pipeline_name):
+    """Trainer, MiouEvaluator and AtomicPusher outcome of the latest run: mIoU, blessing, pushed version."""
+    import tensorflow as tf
+
+    from components.atomic_pusher.executor import NOT_PUSHED_REASON_KEY
+    from models.train import REPORT_FILENAME as TRAIN_REPORT
+
+    outputs = latest_outputs(metadata_path, pipeline_name)
+    trainer = outputs.get("Trainer", {})
+    model_run = trainer.get("model_run", [None])[0]
+    train_report = None
+    if model_run and tf.io.gfile.exists(os.path.join(model_run, TRAIN_REPORT)):
+        with tf.io.gfile.GFile(os.path.join(model_run, TRAIN_REPORT)) as f:
+            train_report = json.load(f)
+    evaluation_uri = outputs.get("MiouEvaluator", {}).get("evaluation", [None])[0]
+    evaluation = None
+    if evaluation_uri and tf.io.gfile.exists(os.path.join(evaluation_uri, "evaluation.json")):
+        with tf.io.gfile.GFile(os.path.join(evaluation_uri, "evaluation.json")) as f:
+            evaluation = json.load(f)
+    pushed = artifact_properties(metadata_path, outputs.get("AtomicPusher", {}).get("pushed_model", [None])[0])
+    return {
+        "model": trainer.get("model", [None])[0],
+        "model_run": model_run,
+        "train": train_report,
+        "evaluation_dir": evaluation_uri,
+        "evaluation_html": os.path.join(evaluation_uri, "index.html") if evaluation_uri else None,
+        "metrics": (evaluation or {}).get("metrics"),
+        "blessing": (evaluation or {}).get("blessing"),
+        "pushed": bool(pushed.get("pushed")),
+        "pushed_destination": pushed.get("pushed_destination"),
+        "pushed_version": pushed.get("pushed_version"),
+        "not_pushed_reason": pushed.get(NOT_PUSHED_REASON_KEY),
+    }
+
+
+def artifact_properties(metadata_path, uri):
+    """Custom properties of the newest artifact at `uri` in ML Metadata ({} when there is none)."""
+    if not uri:
+        return {}
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
+    artifacts = store.get_artifacts_by_uri(uri)
+    if not artifacts:
+        return {}
+    newest = max(artifacts, key=lambda a: a.id)
+    return {k: getattr(v, v.WhichOneof("value")) for k, v in newest.custom_properties.items() if v.WhichOneof("value")}
+
+
 def write_report(report, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
@@ -262,6 +374,24 @@ def print_summary(report, out=sys.stdout):
     for anomaly in report["label_anomalies"]:
         print(f"LABEL ANOMALY: {anomaly}", file=out)
     print(f"label histogram: {report['artifacts']['label_histogram_png']}", file=out)
+    model = report.get("model")
+    if model:
+        train = model.get("train") or {}
+        if train:
+            print(f"trained {train.get('steps')} steps in {train.get('seconds', '?')} s: "
+                  f"val mIoU {train.get('val_miou', float('nan')):.4f} (Trainer)", file=out)
+        metrics = model.get("metrics") or {}
+        if metrics:
+            print(f"evaluation: mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_accuracy']:.4f}, "
+                  f"mean class accuracy {metrics['mean_class_accuracy']:.4f}, fwIoU "
+                  f"{metrics['frequency_weighted_iou']:.4f}", file=out)
+        blessing = model.get("blessing") or {}
+        print(f"blessed: {blessing.get('blessed')} ({blessing.get('message', '')})", file=out)
+        if model["pushed"]:
+            print(f"pushed version {model['pushed_version']} to {model['pushed_destination']}", file=out)
+        else:
+            print(f"not pushed: {model.get('not_pushed_reason') or 'model not blessed'}", file=out)
+        print(f"evaluation report: {model['evaluation_html']}", file=out)
 
 
 def save_samples_png(report, path, split="train", count=6):
@@ -282,21 +412,22 @@ def save_samples_png(report, path, split="train", count=6):
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def _run_from_args(args):
+def _run_from_args(args, with_model):
     split_recipes, reference_tfrecords = split_recipes_from_args(args)
+    model_options = model_options_from_args(args) if with_model else {}
     _check_roots(args.voc_root, args.sbd_root)
-    return run_data_pipeline(
+    return run_pipeline(
         args.output_dir, voc_root=args.voc_root, sbd_root=args.sbd_root, split_recipes=split_recipes,
         reference_tfrecords=reference_tfrecords, pipeline_root=args.pipeline_root,
         metadata_path=args.metadata_path, beam_args=args.beam_arg, enable_cache=not args.no_cache,
         max_rejected_fraction=args.max_rejected_fraction, num_shards=args.num_shards,
-        pipeline_name=args.pipeline_name)
+        pipeline_name=args.pipeline_name, with_model=with_model, **model_options)
 
 
 def _ingest(args):
     report_path = os.path.join(args.output_dir, REPORT_FILE)
     try:
-        report = _run_from_args(args)
+        report = _run_from_args(args, with_model=False)
     except SystemExit:
         raise
     except Exception as e:  # pylint: disable=broad-except  # reported in the JSON and on stderr, exit code 1
@@ -326,7 +457,8 @@ def _compile(args):
         pipeline_name=args.pipeline_name, pipeline_root=args.pipeline_root, voc_root=args.voc_root,
         sbd_root=args.sbd_root, split_recipes=split_recipes, reference_tfrecords=reference_tfrecords,
         max_rejected_fraction=args.max_rejected_fraction, num_shards=args.num_shards,
-        beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS) + list(args.beam_arg), metadata_path=None)
+        beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS) + list(args.beam_arg), metadata_path=None,
+        **model_options_from_args(args))
     path = compile_kubeflow(pipeline, args.image, args.output)
     with open(path) as f:
         tasks = sorted(json.load(f)["pipelineSpec"]["root"]["dag"]["tasks"])
@@ -342,20 +474,53 @@ def demo_make_data(workdir, num_train, num_val, seed):
                                 min_size=configs.DEMO_MIN_SIZE, max_size=configs.DEMO_MAX_SIZE, progress=True)
 
 
+def demo_predict(serving_dir, model_name, image_path, out_dir):
+    """Step 4: start the local TF Serving-compatible endpoint on the pushed model, send one image through
+    the gRPC client (`deeplab predict`), stop the endpoint. Returns predict's exit code."""
+    import runner
+    from serving.server import ModelServer
+
+    with ModelServer(os.path.join(serving_dir, model_name), model_name=model_name, grpc_port=0, rest_port=0) as server:
+        address = f"{server.host}:{server.grpc_port}"
+        print(f"    endpoint up: gRPC {address}, REST {server.host}:{server.rest_port} (model {model_name!r})")
+        code = runner.main(["predict", "--server", address, "--model-name", model_name, "--image", image_path,
+                            "--out", out_dir])
+    print("    endpoint stopped")
+    return code
+
+
 def _demo(args):
+    from data.voc import VocDevkit
+
     workdir = args.workdir
-    print(f"[1/3] synthetic dataset: {args.num_train} train + {args.num_val} val images")
+    started = time.time()
+    print(f"[1/4] synthetic dataset: {args.num_train} train + {args.num_val} val images")
     voc_root = demo_make_data(workdir, args.num_train, args.num_val, args.seed)
-    print("[2/3] pipeline (LocalDagRunner): VocExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator, "
-          "LabelStatsGen")
-    report = run_data_pipeline(workdir, voc_root=voc_root, split_recipes=dict(configs.SPLIT_RECIPES),
-                               beam_args=args.beam_arg, enable_cache=not args.no_cache)
-    print("[3/3] report and pictures")
+    model_options = model_options_from_args(args)
+    print("[2/4] pipeline (LocalDagRunner): VocExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator, "
+          f"LabelStatsGen -> Trainer (preset {args.preset}) -> MiouEvaluator -> AtomicPusher")
+    report = run_pipeline(workdir, voc_root=voc_root, split_recipes=dict(configs.SPLIT_RECIPES),
+                          beam_args=args.beam_arg, enable_cache=not args.no_cache, with_model=True,
+                          **model_options)
+    print("[3/4] report and pictures")
     report["samples_png"] = save_samples_png(report, os.path.join(workdir, SAMPLES_FILE))
     report_path = write_report(report, os.path.join(workdir, REPORT_FILE))
     print_summary(report)
     print(f"samples: {report['samples_png']}\nreport: {report_path}")
-    return 0
+    model = report["model"]
+    serving_dir = model_options["serving_dir"] or configs.serving_dir_beside(report["pipeline_root"])
+    if not os.path.isdir(os.path.join(serving_dir, args.model_name)):
+        print(f"no model was ever pushed to {serving_dir} (see the evaluation report): nothing to serve",
+              file=sys.stderr)
+        return 1
+    if not model["pushed"]:
+        print("this run's model was not pushed; serving the latest pushed version instead")
+    devkit = VocDevkit(voc_root)
+    image_path = devkit.image_path(devkit.split_ids("val")[0])
+    print(f"[4/4] serving: gRPC prediction of {image_path}")
+    code = demo_predict(serving_dir, args.model_name, image_path, os.path.join(workdir, "prediction"))
+    print(f"demo finished in {time.time() - started:.0f} s; evaluation report: {model['evaluation_html']}")
+    return code
 
 
 def main(command, args):
@@ -364,7 +529,7 @@ def main(command, args):
         return _ingest(args)
     if command == "run":
         os.makedirs(args.output_dir, exist_ok=True)
-        report = _run_from_args(args)
+        report = _run_from_args(args, with_model=True)
         path = write_report(report, os.path.join(args.output_dir, REPORT_FILE))
         print_summary(report)
         print(f"report: {path}")

@@ -4,6 +4,7 @@ Everything here is a plain value; `pipeline/pipeline.py:create_pipeline()` takes
 argument and `pipeline/cli.py` maps flags onto them.
 """
 import os
+import posixpath
 
 PIPELINE_NAME = "deeplab-tfx"
 
@@ -29,16 +30,40 @@ BEAM_PIPELINE_ARGS = [
     "--direct_num_workers=2",
 ]
 
+# Model (models/hparams.py presets): the Trainer's custom_config. "paper" is DeepLab V3 with ResNet-v2-50 from
+# ImageNet weights (a local Keras h5, see README); "demo" is the small MobileNetV2 the demo trains from scratch.
+TRAIN_CONFIG = {"preset": "paper"}
+
+# Evaluation and gating (MiouEvaluator): push only a model whose val mIoU >= MIOU_THRESHOLD and which is at most
+# MAX_REGRESSION below the latest blessed model. "export" evaluates with the test-time augmentation baked into
+# the served graph, so the gate measures exactly what TF Serving answers.
+EVAL_SPLIT = "val"
+MIOU_THRESHOLD = 0.5
+MAX_REGRESSION = 0.01
+EVAL_TTA = "export"
+
+# Push (AtomicPusher): <serving dir>/<MODEL_NAME>/<version>/, the layout tensorflow_model_server polls.
+MODEL_NAME = "deeplab"
+KEEP_VERSIONS = 3
+SERVING_DIRNAME = "serving"
+
 # Kubeflow Pipelines (KubeflowV2DagRunner): compiled PipelineJob JSON.
 KUBEFLOW_PIPELINE_ROOT = "gs://YOUR-BUCKET/deeplab-tfx"
 KUBEFLOW_OUTPUT_FILE = "pipeline.json"
 
 # Synthetic demo dataset (deeplab demo).
-DEMO_NUM_TRAIN = 24
-DEMO_NUM_VAL = 8
+DEMO_NUM_TRAIN = 300
+DEMO_NUM_VAL = 60
 DEMO_SEED = 0
-DEMO_MIN_SIZE = 96
-DEMO_MAX_SIZE = 160
+DEMO_MIN_SIZE = 160
+DEMO_MAX_SIZE = 320
+DEMO_PRESET = "demo"
+DEMO_MIOU_THRESHOLD = 0.8
+
+
+def serving_dir_beside(pipeline_root):
+    """Default push directory: `serving/` next to the pipeline root (local folder or gs://...)."""
+    return posixpath.join(posixpath.dirname(str(pipeline_root).rstrip("/")), SERVING_DIRNAME)
 
 
 def local_paths(output_dir=OUTPUT_DIR):

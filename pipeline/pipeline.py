@@ -2,18 +2,22 @@
 
     VocExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
                   -> LabelStatsGen
+                  -> Trainer (models.trainer_module.run_fn) -> MiouEvaluator -> AtomicPusher
+                     latest blessed model (Resolver) ------------^
 
-`create_pipeline()` builds the component list in order; the model half (Trainer, Evaluator, Pusher)
-is appended in the same function. `run_local()` runs it with LocalDagRunner (sqlite ML Metadata,
+`create_pipeline()` builds the component list in order; `with_model=False` stops after the data half
+(what `deeplab ingest` runs). `run_local()` runs it with LocalDagRunner (sqlite ML Metadata,
 caching); `compile_kubeflow()` writes the same pipeline as a Kubeflow Pipelines v2 PipelineJob JSON,
 offline.
 """
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from tfx import v1 as tfx
 
+from components.atomic_pusher.component import AtomicPusher
 from components.label_stats.component import LabelStatsGen
+from components.miou_evaluator.component import MiouEvaluator
 from components.voc_example_gen.component import VocExampleGen
 from pipeline import configs
 
@@ -28,7 +32,17 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
                     num_shards: int = configs.NUM_SHARDS,
                     beam_pipeline_args: Optional[List[str]] = None,
                     metadata_path: Optional[str] = None,
-                    enable_cache: bool = True) -> tfx.dsl.Pipeline:
+                    enable_cache: bool = True,
+                    with_model: bool = True,
+                    train_config: Optional[Dict[str, Any]] = None,
+                    train_steps: Optional[int] = None,
+                    eval_split: str = configs.EVAL_SPLIT,
+                    miou_threshold: float = configs.MIOU_THRESHOLD,
+                    max_regression: float = configs.MAX_REGRESSION,
+                    eval_tta: Any = configs.EVAL_TTA,
+                    serving_dir: Optional[str] = None,
+                    model_name: str = configs.MODEL_NAME,
+                    keep_versions: int = configs.KEEP_VERSIONS) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -42,6 +56,15 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
       beam_pipeline_args: passed to every Beam-based component (default configs.BEAM_PIPELINE_ARGS).
       metadata_path: sqlite ML Metadata file for local runs; None for orchestrators that bring their own.
       enable_cache: TFX caching (re-runs reuse unchanged components' outputs).
+      with_model: add Trainer -> MiouEvaluator -> AtomicPusher after the data half.
+      train_config: Trainer custom_config: {"preset": NAME, <models.hparams.HParams field>: value}
+        (default configs.TRAIN_CONFIG, the paper's ResNet-v2-50 setup).
+      train_steps: Trainer steps (None: the preset's train_steps).
+      eval_split, miou_threshold, max_regression, eval_tta: MiouEvaluator settings; the model is pushed
+        only when its mIoU on `eval_split` >= miou_threshold and it does not fall more than
+        max_regression below the latest blessed model.
+      serving_dir, model_name, keep_versions: the Pusher writes `<serving_dir>/<model_name>/<version>/`
+        (default serving_dir: `serving` beside the pipeline root).
     """
     if split_recipes is None and not reference_tfrecords:
         split_recipes = dict(configs.SPLIT_RECIPES)
@@ -63,8 +86,31 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
     label_stats = LabelStatsGen(examples=example_gen.outputs["examples"])
     components.append(label_stats)
 
-    # Model: Trainer -> Evaluator -> Pusher go here, fed by example_gen.outputs["examples"] and
-    # schema_gen.outputs["schema"].
+    if with_model:
+        # Model: train, evaluate against the latest blessed model, push only what was blessed.
+        trainer = tfx.components.Trainer(
+            run_fn="models.trainer_module.run_fn",
+            examples=example_gen.outputs["examples"],
+            train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=train_steps),
+            eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
+            custom_config=dict(configs.TRAIN_CONFIG if train_config is None else train_config))
+        components.append(trainer)
+        latest_blessed = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        components.append(latest_blessed)
+        evaluator = MiouEvaluator(
+            examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+            baseline_model=latest_blessed.outputs["model"], eval_split=eval_split,
+            miou_threshold=miou_threshold, max_regression=max_regression, tta=eval_tta)
+        components.append(evaluator)
+        pusher = AtomicPusher(
+            model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+            serving_dir=serving_dir or configs.serving_dir_beside(pipeline_root), model_name=model_name,
+            keep_versions=keep_versions)
+        components.append(pusher)
 
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,

@@ -1,0 +1,83 @@
+"""The whole pipeline end to end on a tiny config: `deeplab run` (ingest -> validate -> Trainer ->
+MiouEvaluator -> AtomicPusher) with LocalDagRunner, then the pushed model served by the local TF
+Serving-compatible endpoint answers the gRPC and REST clients exactly like the SavedModel in process."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import runner
+from data import synthetic
+
+BEAM_ARGS = ["--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_num_workers=1"]
+# A tiny MobileNetV2 DeepLab that trains a few steps: the test checks the plumbing, not the accuracy.
+TINY = ["--preset", "demo", "--train-steps", "4", "--set", "crop_size=33", "--set", "batch_size=2",
+        "--set", "steps_per_epoch=2", "--set", "precision=float32", "--set", "aspp_filters=8",
+        "--set", "log_images=1", "--set", "checkpoint_every=2"]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    from tfx.utils import dependency_utils
+
+    mp = pytest.MonkeyPatch()  # see test_pipeline_e2e.py: no sdist of TFX for in-process Beam
+    mp.setattr(dependency_utils, "make_beam_dependency_flags", lambda args: list(args))
+    work = tmp_path_factory.mktemp("full")
+    voc_root = synthetic.generate_voc_dataset(work / "data", num_train=6, num_val=3, seed=3, min_size=40, max_size=56)
+    out = work / "out"
+    argv = ["run", "--voc-root", voc_root, "--output-dir", str(out), "--miou-threshold", "0.0",
+            "--eval-tta", "export"] + TINY + BEAM_ARGS
+    assert runner.main(argv) == 0
+    report = json.load(open(out / "ingest_report.json"))
+    mp.undo()
+    return voc_root, out, report
+
+
+def test_run_trains_evaluates_blesses_and_pushes(full_run):
+    _, out, report = full_run
+    model = report["model"]
+    assert model["train"]["steps"] == 4
+    assert os.path.isfile(os.path.join(model["model"], "Format-Serving", "saved_model.pb"))
+    metrics = model["metrics"]
+    assert 0.0 <= metrics["miou"] <= 1.0 and 0.0 <= metrics["pixel_accuracy"] <= 1.0
+    assert os.path.isfile(model["evaluation_html"])
+    assert model["blessing"]["blessed"] is True
+    assert model["pushed"] is True
+    version_dir = model["pushed_destination"]
+    assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
+    assert os.path.dirname(version_dir) == os.path.join(str(out), "serving", "deeplab")
+    assert os.path.basename(version_dir) == str(model["pushed_version"])
+
+
+def test_pushed_model_served_over_grpc_and_rest_equals_in_process(full_run):
+    import tensorflow as tf
+
+    from serving.grpc_client import GrpcClient
+    from serving.rest_client import RestClient
+    from serving.server import ModelServer
+
+    voc_root, out, report = full_run
+    version_dir = report["model"]["pushed_destination"]
+    val_ids = open(os.path.join(voc_root, "ImageSets/Segmentation/val.txt")).read().split()
+    encoded = [open(os.path.join(voc_root, "JPEGImages", f"{i}.jpg"), "rb").read() for i in val_ids]
+
+    loaded = tf.saved_model.load(version_dir)
+    expected = loaded.signatures["serving_default"](images=tf.constant(encoded))
+    with ModelServer(os.path.join(str(out), "serving", "deeplab"), grpc_port=0, rest_port=0) as server:
+        grpc_maps = GrpcClient(f"127.0.0.1:{server.grpc_port}", timeout=60).segment(encoded)
+        rest_maps = RestClient(f"127.0.0.1:{server.rest_port}", timeout=60).segment(encoded)
+    heights, widths = expected["height"].numpy(), expected["width"].numpy()
+    for i, ((g, _), (r, _)) in enumerate(zip(grpc_maps, rest_maps)):
+        want = expected["segmentation_map"].numpy()[i, :heights[i], :widths[i]]
+        np.testing.assert_array_equal(g, want)
+        np.testing.assert_array_equal(r, want)
+
+
+def test_kubeflow_compile_names_model_components(tmp_path):
+    path = tmp_path / "pipeline.json"
+    assert runner.main(["compile", "--image", "example.com/deeplab-tfx:test", "--output", str(path),
+                        "--voc-root", "gs://bucket/VOCdevkit/VOC2012", "--preset", "demo"]) == 0
+    tasks = json.load(open(path))["pipelineSpec"]["root"]["dag"]["tasks"]
+    for name in ("VocExampleGen", "Trainer", "latest_blessed_model_resolver", "MiouEvaluator", "AtomicPusher"):
+        assert any(name in t for t in tasks), (name, sorted(tasks))

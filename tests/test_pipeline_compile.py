@@ -5,7 +5,9 @@ import pytest
 
 import runner
 
-COMPONENTS = ["ExampleValidator", "LabelStatsGen", "SchemaGen", "StatisticsGen", "VocExampleGen"]
+COMPONENTS = sorted(["VocExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "LabelStatsGen", "Trainer",
+                     "latest_blessed_model_resolver-model-blessing-resolver",
+                     "latest_blessed_model_resolver-model-resolver", "MiouEvaluator", "AtomicPusher"])
 
 
 def test_kubeflow_json_names_every_component(tmp_path):
@@ -24,6 +26,9 @@ def test_kubeflow_json_names_every_component(tmp_path):
     assert "--runner=DataflowRunner" in example_gen["args"]
     assert "components.label_stats.executor.Executor" in executors["LabelStatsGen_executor"]["container"]["args"]
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
+    assert "models.trainer_module.run_fn" in json.dumps(spec["root"]["dag"]["tasks"]["Trainer"]["inputs"])
+    # The push directory defaults to serving/ beside the pipeline root, in the bucket.
+    assert "gs://bucket/serving/deeplab" in json.dumps(spec["root"]["dag"]["tasks"]["AtomicPusher"]["inputs"])
     # The split recipes and roots travel as parameters of the ExampleGen task.
     params = json.dumps(spec["root"]["dag"]["tasks"]["VocExampleGen"]["inputs"])
     assert "train_aug" in params and "gs://bucket/VOCdevkit/VOC2012" in params

@@ -28,6 +28,10 @@ COMMANDS = {
 }
 
 
+QUIET_LOGGERS = ("apache_beam.runners.portability.local_job_service", "apache_beam.runners.worker",
+                 "apache_beam.runners.portability.fn_api_runner")
+
+
 def build_parser(command=None):
     parser = argparse.ArgumentParser(prog="deeplab", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
@@ -45,6 +49,10 @@ def main(argv=None):
     command = next((a for a in argv if a in COMMANDS), None)
     args = build_parser(command).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The local Beam job service relays every worker's INFO line (harness start-up, channels): noise
+    # that buries the pipeline's own progress. Beam counters and component logs stay at INFO.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
     module = importlib.import_module(COMMANDS[args.command][0])
     return module.main(args.command, args) or 0
 

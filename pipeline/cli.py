@@ -378,7 +378,7 @@ def print_summary(report, out=sys.stdout):
     if model:
         train = model.get("train") or {}
         if train:
-            print(f"trained {train.get('steps')} steps in {train.get('seconds', '?')} s: "
+            print(f"trained {train.get('steps')} steps in {train.get('train_seconds', '?')} s: "
                   f"val mIoU {train.get('val_miou', float('nan')):.4f} (Trainer)", file=out)
         metrics = model.get("metrics") or {}
         if metrics:

@@ -9,7 +9,7 @@ from components.miou_evaluator import beam_eval, metrics, report
 from components.miou_evaluator.evaluate import evaluate
 from data.tfrecord import load_sample, parse_example_np
 from models.inference import TTAConfig
-from test_eval_support import (colour_table, nearest_colour_labels, save_colour_model, write_examples)
+from tests.test_eval_support import (colour_table, nearest_colour_labels, save_colour_model, write_examples)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import runner
-from test_eval_support import colour_table, save_colour_model, write_examples
+from tests.test_eval_support import colour_table, save_colour_model, write_examples
 
 
 @pytest.fixture(scope="module")

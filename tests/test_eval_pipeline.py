@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from test_eval_support import colour_table, save_colour_model, write_examples
+from tests.test_eval_support import colour_table, save_colour_model, write_examples
 
 
 def _pipeline(root, model_uri, push_dir):

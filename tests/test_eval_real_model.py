@@ -7,7 +7,7 @@ import pytest
 from components.miou_evaluator import beam_eval, metrics
 from components.miou_evaluator.evaluate import evaluate
 from models.inference import TTAConfig, predict_labels
-from test_eval_support import write_examples
+from tests.test_eval_support import write_examples
 
 
 @pytest.mark.slow

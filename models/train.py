@@ -267,16 +267,21 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
         "hparams": hparams.to_dict(), "model": None, "serving_model_dir": None,
     }
     log.info("Validation mIoU over %d whole images: %.4f", evaluation["images"], evaluation["miou"])
+    # Every worker saves and exports (saving a MultiWorkerMirrored model runs collective ops that
+    # need all workers); non-chief workers write into their private run_dir, deleted afterwards.
+    model_path = os.path.join(run_dir, MODEL_FILENAME)
+    final.save(model_path)
+    export_dir = serving_model_dir if chief else os.path.join(run_dir, "serving_model")
+    if serving_model_dir and export:
+        from models.export import export_serving_model
+        export_serving_model(final, export_dir, hparams=hparams)
     if chief:
-        model_path = os.path.join(run_dir, MODEL_FILENAME)
-        final.save(model_path)
         report["model"] = model_path
-        if serving_model_dir and export:
-            from models.export import export_serving_model
-            export_serving_model(final, serving_model_dir, hparams=hparams)
-            report["serving_model_dir"] = serving_model_dir
+        report["serving_model_dir"] = serving_model_dir if (serving_model_dir and export) else None
         with tf.io.gfile.GFile(os.path.join(run_dir, REPORT_FILENAME), "w") as f:
             json.dump(report, f, indent=2)
+    else:
+        tf.io.gfile.rmtree(run_dir)
     return report
 
 

@@ -9,9 +9,10 @@ import io
 import numpy as np
 
 from data import fileio
+from data.dataset import ImageMaskDataset
 
 
-class SbdDataset:
+class SbdDataset(ImageMaskDataset):
     """Reader for an SBD tree (local or gs://...); same methods as `data.voc.VocDevkit`.
 
     `root` may be the `dataset/` folder itself or the folder that contains it
@@ -20,10 +21,9 @@ class SbdDataset:
 
     IMAGE_DIR = "img"
     MASK_DIR = "cls"
-
-    def __init__(self, root):
-        self.given_root = str(root)
-        self.root = self._resolve(str(root))
+    MASK_EXT = ".mat"
+    NAME = "SBD"
+    ROOT_FLAG = "--sbd-root"
 
     @classmethod
     def _resolve(cls, root):
@@ -33,36 +33,8 @@ class SbdDataset:
         raise FileNotFoundError(f"no SBD dataset under {root!r}: expected img/ and cls/ there or in dataset/; "
                                 "pass --sbd-root pointing at benchmark_RELEASE (or its dataset/ folder)")
 
-    def split_path(self, name):
-        return fileio.join(self.root, f"{name}.txt")
-
-    def split_ids(self, name):
-        """Ids listed in <root>/<name>.txt ('train' or 'val'), in file order."""
-        path = self.split_path(name)
-        try:
-            return fileio.read_id_list(path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"SBD split list {path} does not exist (SBD ships train.txt and val.txt); "
-                                    "check --sbd-root and the split name") from None
-
-    def image_path(self, image_id):
-        return fileio.join(self.root, self.IMAGE_DIR, f"{image_id}.jpg")
-
-    def mask_path(self, image_id):
-        return fileio.join(self.root, self.MASK_DIR, f"{image_id}.mat")
-
-    def has_image(self, image_id):
-        return fileio.exists(self.image_path(image_id))
-
-    def image_ids(self):
-        """Ids of all images present (one directory listing: cheaper than many exists() calls on gs://)."""
-        image_dir = fileio.join(self.root, self.IMAGE_DIR)
-        if not fileio.isdir(image_dir):
-            return set()
-        return {name[:-4] for name in fileio.listdir(image_dir) if name.endswith(".jpg")}
-
-    def __repr__(self):
-        return f"SbdDataset({self.root!r})"
+    def _missing_split_hint(self):
+        return "SBD ships train.txt and val.txt"
 
 
 def read_sbd_mask(path_or_bytes):

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 
 from data import fileio
+from data.dataset import ImageMaskDataset
 
 NUM_CLASSES = 21
 IGNORE_LABEL = 255
@@ -43,7 +44,7 @@ def voc_palette():
     return _palette().copy()
 
 
-class VocDevkit:
+class VocDevkit(ImageMaskDataset):
     """Reader for a VOCdevkit tree (local or gs://...).
 
     `root` may be the `VOC2012` folder itself (holding JPEGImages/, SegmentationClass/,
@@ -54,11 +55,10 @@ class VocDevkit:
 
     IMAGE_DIR = "JPEGImages"
     MASK_DIR = "SegmentationClass"
+    MASK_EXT = ".png"
     LIST_DIR = "ImageSets/Segmentation"
-
-    def __init__(self, root):
-        self.given_root = str(root)
-        self.root = self._resolve(str(root))
+    NAME = "VOC"
+    ROOT_FLAG = "--voc-root"
 
     @classmethod
     def _is_voc_dir(cls, path):
@@ -86,8 +86,8 @@ class VocDevkit:
                                 "there, in VOC2012/ or in VOCdevkit/VOC2012/; pass --voc-root pointing at "
                                 "VOCdevkit/VOC2012")
 
-    def split_path(self, name):
-        return fileio.join(self.root, self.LIST_DIR, f"{name}.txt")
+    def _missing_split_hint(self):
+        return f"available: {self.available_splits()}"
 
     def available_splits(self):
         """Names of the id lists in ImageSets/Segmentation (e.g. ['train', 'trainval', 'val'])."""
@@ -95,31 +95,3 @@ class VocDevkit:
         if not fileio.isdir(list_dir):
             return []
         return [n[:-4] for n in fileio.listdir(list_dir) if n.endswith(".txt")]
-
-    def split_ids(self, name):
-        """Ids listed in ImageSets/Segmentation/<name>.txt, in file order."""
-        path = self.split_path(name)
-        try:
-            return fileio.read_id_list(path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"VOC split list {path} does not exist (available: {self.available_splits()}); "
-                                    "check --voc-root and the split name") from None
-
-    def image_path(self, image_id):
-        return fileio.join(self.root, self.IMAGE_DIR, f"{image_id}.jpg")
-
-    def mask_path(self, image_id):
-        return fileio.join(self.root, self.MASK_DIR, f"{image_id}.png")
-
-    def has_image(self, image_id):
-        return fileio.exists(self.image_path(image_id))
-
-    def image_ids(self):
-        """Ids of all images present (one directory listing: cheaper than many exists() calls on gs://)."""
-        image_dir = fileio.join(self.root, self.IMAGE_DIR)
-        if not fileio.isdir(image_dir):
-            return set()
-        return {name[:-4] for name in fileio.listdir(image_dir) if name.endswith(".jpg")}
-
-    def __repr__(self):
-        return f"VocDevkit({self.root!r})"

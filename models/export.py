@@ -79,16 +79,6 @@ def model_kwargs(hparams):
     return kwargs
 
 
-def _tta_config(tta):
-    if tta is None:
-        return TTAConfig()
-    if isinstance(tta, TTAConfig):
-        return tta
-    if isinstance(tta, dict):
-        return TTAConfig.from_json_dict(tta)
-    raise TypeError(f"tta must be a TTAConfig or dict, got {type(tta).__name__}")
-
-
 def _precision_of(model):
     return "bfloat16" if getattr(model, "compute_dtype", "float32") == "bfloat16" else "float32"
 
@@ -369,7 +359,7 @@ def export_serving_model(model, export_dir, *, hparams=None, tta=None, precision
     Returns:
       export_dir.
     """
-    tta = _tta_config(tta)
+    tta = TTAConfig.coerce(tta)
     precision = precision or _precision_of(model)
     model = with_precision(model, precision, hparams)
     if num_classes is None:

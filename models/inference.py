@@ -56,6 +56,19 @@ class TTAConfig:
         return d
 
     @classmethod
+    def coerce(cls, value):
+        """A TTAConfig from None (whole image, scale 1), a TTAConfig or its `to_json_dict()` dict.
+
+        Raises TypeError for anything else (callers with extra cases add them on top)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls.from_json_dict(value)
+        raise TypeError(f"tta must be a TTAConfig or dict, got {type(value).__name__}")
+
+    @classmethod
     def from_json_dict(cls, d):
         """Inverse of `to_json_dict`; unknown keys are an error (a typo would silently change TTA)."""
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}

@@ -190,3 +190,8 @@ def test_tta_config_roundtrip_and_errors():
         inference.predict_logits(per_pixel_fn, random_images(1, 4, 4), mode="tiles")
     with pytest.raises(ValueError, match="unknown TTA"):
         inference.TTAConfig.from_json_dict({"scale": [1.0]})
+    assert inference.TTAConfig.coerce(None) == inference.TTAConfig()
+    assert inference.TTAConfig.coerce(cfg) is cfg
+    assert inference.TTAConfig.coerce(cfg.to_json_dict()) == cfg
+    with pytest.raises(TypeError, match="tta must be"):
+        inference.TTAConfig.coerce("sliding")

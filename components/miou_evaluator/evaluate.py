@@ -132,19 +132,16 @@ def resolve_tta(tta, model_dir=None):
     measures what TF Serving will answer."""
     from models.inference import TTAConfig
 
-    if tta is None:
-        return TTAConfig()
-    if isinstance(tta, TTAConfig):
-        return tta
-    if isinstance(tta, dict):
-        return TTAConfig.from_json_dict(tta)
-    if tta == TTA_FROM_EXPORT:
+    if isinstance(tta, str) and tta == TTA_FROM_EXPORT:
         from models.export import read_export_config
 
         if model_dir is None:
             raise ValueError("tta='export' needs the model directory to read its export config from")
         return TTAConfig.from_json_dict(read_export_config(model_dir)["tta"])
-    raise ValueError(f"tta must be a TTAConfig, its dict, None or {TTA_FROM_EXPORT!r}, got {tta!r}")
+    try:
+        return TTAConfig.coerce(tta)
+    except TypeError:
+        raise ValueError(f"tta must be a TTAConfig, its dict, None or {TTA_FROM_EXPORT!r}, got {tta!r}") from None
 
 
 def evaluate(model_dir, output_dir, *, examples_pattern=None, sample_refs=None, baseline_model_dir=None,

@@ -7,6 +7,10 @@ A sanity check that the real data path (JPEG + palette PNG with 255 borders -> T
 pipeline -> loss that ignores 255 -> whole-image mIoU) can be fitted: the target is training mIoU
 >= 0.90 measured on the whole training images (no ImageNet weights: random init). Prints and writes
 <workdir>/overfit_voc_sample.json; prediction pictures are in <workdir>/run/predictions/.
+
+BN decay matters here: with bn_decay 0.99 and lr 2e-3 the run reached 0.79 training-mode mIoU but
+only 0.018 with moving statistics on whole images (the moving averages lag a fast-changing net on
+19 images); bn_decay 0.9 and lr 1e-3 (the defaults below) fixed the inference-mode gap.
 """
 import argparse
 import json
@@ -22,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERFIT = dict(backbone="mobilenet_v2", alpha=0.5, output_stride=16, aspp_filters=128, weights=None,
                crop_size=257, min_scale=0.75, max_scale=1.0, flip=True, batch_size=8, train_steps=600,
-               steps_per_epoch=150, optimizer="adam", learning_rate=0.002, weight_decay=0.0, bn_decay=0.99,
+               steps_per_epoch=150, optimizer="adam", learning_rate=0.001, weight_decay=0.0, bn_decay=0.9,
                precision="mixed_bfloat16", cache_decoded=True, checkpoint_every=150, log_images=3)
 
 

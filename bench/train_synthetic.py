@@ -6,6 +6,12 @@
 Writes <workdir>/train_synthetic.json (also printed) and the per-epoch prediction pictures of the
 trainer (<workdir>/run/predictions/epoch_*.png). The CPU may be shared: the JSON records the
 load average before and after, so timings can be judged.
+
+Measured 2026-11-24 (defaults: 300/60 images, preset demo = MobileNetV2 alpha 0.35, output_stride 16,
+crop 129, batch 16, Adam 3e-3 poly, 750 steps, mixed_bfloat16; 2 CPU cores shared with 4 other
+engineers, load average 5-6): val mIoU 0.869 (whole val images), fit 395 s, total 407 s.
+With 1500 steps: val mIoU 0.889 in 657 s. mixed_bfloat16 ran ~2.5x faster per step than float32
+(0.12 vs 0.30 s/step at batch 8, crop 129, measured in one session).
 """
 import argparse
 import json

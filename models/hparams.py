@@ -124,7 +124,8 @@ class HParams:
 PRESETS = {
     "paper": {},
     "finetune_os8": {"output_stride": 8, "freeze_bn": True, "learning_rate": 0.001},
-    # Measured by bench/train_synthetic.py (see its docstring for the figures).
+    # bench/train_synthetic.py (300 train / 60 val synthetic images, 2 shared CPU cores, load ~5):
+    # val mIoU 0.869 over the 60 whole val images after 750 steps, 395 s fit / 407 s total.
     "demo": {
         "backbone": "mobilenet_v2", "alpha": 0.35, "output_stride": 16, "aspp_filters": 64, "aspp_rates": (3, 6, 9),
         "weights": None, "crop_size": 129, "min_scale": 0.5, "max_scale": 1.5, "batch_size": 16,

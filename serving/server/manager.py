@@ -134,16 +134,20 @@ class ModelManager:
 
     # -- lookups used by the front ends --
 
+    def _labelled_version(self, version, label):
+        """The version a request's version_label names (INVALID_ARGUMENT if unknown), else `version`."""
+        if not label:
+            return version
+        if label not in self.version_labels:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+        return self.version_labels[label]
+
     def get(self, name, version=None, label=None):
         """The Servable for a request's model spec, or NOT_FOUND like TF Serving's ServerCore."""
         if name != self.name:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: "
                                                           f"{_request_str(name, version, label)}")
-        if label:
-            if label not in self.version_labels:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"Unrecognized servable version label: {label}")
-            version = self.version_labels[label]
+        version = self._labelled_version(version, label)
         with self._lock:
             if version is None:
                 servable = self._servables[max(self._servables)] if self._servables else None
@@ -158,11 +162,7 @@ class ModelManager:
         """[(version, state, code, message)] like GetModelStatus; NOT_FOUND for unknown model/version."""
         if name != self.name:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
-        if label:
-            if label not in self.version_labels:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"Unrecognized servable version label: {label}")
-            version = self.version_labels[label]
+        version = self._labelled_version(version, label)
         with self._lock:
             states = dict(self._states)
         if version is not None:

@@ -10,27 +10,18 @@ from PIL import Image
 import runner
 from data import synthetic
 
-# In-process Beam keeps the run small; the defaults (2 worker processes) are exercised by bench/ingest.py.
-BEAM_ARGS = ["--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_num_workers=1"]
-
 
 @pytest.fixture(scope="module")
-def ingest_run(tmp_path_factory):
-    # TFX builds a throw-away sdist of itself for every Beam executor given Beam args (for remote workers);
-    # the in-process runner does not use it, so the test skips that ~4 s per component.
-    from tfx.utils import dependency_utils
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(dependency_utils, "make_beam_dependency_flags", lambda args: list(args))
+def ingest_run(tmp_path_factory, in_process_beam):
+    # In-process Beam keeps the run small; the defaults (2 worker processes) are exercised by bench/ingest.py.
     work = tmp_path_factory.mktemp("ingest")
     voc_root = synthetic.generate_voc_dataset(work / "data", num_train=4, num_val=2, seed=5, min_size=32, max_size=48)
     out = work / "out"
-    argv = ["ingest", "--voc-root", voc_root, "--output-dir", str(out)] + BEAM_ARGS
+    argv = ["ingest", "--voc-root", voc_root, "--output-dir", str(out)] + in_process_beam
     assert runner.main(argv) == 0
     first = json.load(open(out / "ingest_report.json"))
     assert runner.main(argv) == 0
     second = json.load(open(out / "ingest_report.json"))
-    mp.undo()
     return voc_root, first, second
 
 

@@ -10,7 +10,6 @@ import pytest
 import runner
 from data import synthetic
 
-BEAM_ARGS = ["--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_num_workers=1"]
 # A tiny MobileNetV2 DeepLab that trains a few steps: the test checks the plumbing, not the accuracy.
 TINY = ["--preset", "demo", "--train-steps", "4", "--set", "crop_size=33", "--set", "batch_size=2",
         "--set", "steps_per_epoch=2", "--set", "precision=float32", "--set", "aspp_filters=8",
@@ -18,19 +17,14 @@ TINY = ["--preset", "demo", "--train-steps", "4", "--set", "crop_size=33", "--se
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    from tfx.utils import dependency_utils
-
-    mp = pytest.MonkeyPatch()  # see test_pipeline_e2e.py: no sdist of TFX for in-process Beam
-    mp.setattr(dependency_utils, "make_beam_dependency_flags", lambda args: list(args))
+def full_run(tmp_path_factory, in_process_beam):
     work = tmp_path_factory.mktemp("full")
     voc_root = synthetic.generate_voc_dataset(work / "data", num_train=6, num_val=3, seed=3, min_size=40, max_size=56)
     out = work / "out"
     argv = ["run", "--voc-root", voc_root, "--output-dir", str(out), "--miou-threshold", "0.0",
-            "--eval-tta", "export"] + TINY + BEAM_ARGS
+            "--eval-tta", "export"] + TINY + in_process_beam
     assert runner.main(argv) == 0
     report = json.load(open(out / "ingest_report.json"))
-    mp.undo()
     return voc_root, out, report
 
 

@@ -9,9 +9,12 @@ Bad inputs raise `BadSample` with a short `reason` code; the caller (ExampleGen)
 counts them. Images in other colour modes are converted to RGB PNG and recorded in
 `Sample.converted` instead of being dropped.
 
-TensorFlow is imported only by the functions that build or parse `tf.train.Example` protos.
+TensorFlow is imported only by the functions that return or parse `tf.train.Example` protos;
+`example_bytes` / `parse_light_example` use a wire-identical protobuf-only copy of the message
+(Beam workers must not pay ~12 s for importing TensorFlow).
 """
 import collections
+import functools
 import io
 
 import numpy as np
@@ -207,6 +210,78 @@ def load_sample(ref, num_classes=NUM_CLASSES):
                   height=height, width=width, filename=str(ref.id), converted=converted)
 
 
+@functools.lru_cache(maxsize=1)
+def _light_example_class():
+    """tf.train.Example's message, declared from the same field numbers without importing TensorFlow.
+
+    Messages of this class serialize to the same bytes as tensorflow/core/example/{example,feature}.proto
+    (tests/test_ingest_example_gen.py checks it against a tf.train.Example built field by field).
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="deeplab_tfx_light_example.proto", package="deeplab_tfx_light",
+                                              syntax="proto3")
+
+    def message(name, fields, nested=()):
+        m = file.message_type.add(name=name)
+        for field_name, number, ftype, label, type_name, oneof in fields:
+            field = m.field.add(name=field_name, number=number, type=ftype, label=label)
+            if type_name:
+                field.type_name = type_name
+            if oneof is not None:
+                field.oneof_index = oneof
+        for nested_message in nested:
+            m.nested_type.add().CopyFrom(nested_message)
+        return m
+
+    message("BytesList", [("value", 1, f.TYPE_BYTES, f.LABEL_REPEATED, None, None)])
+    message("FloatList", [("value", 1, f.TYPE_FLOAT, f.LABEL_REPEATED, None, None)])
+    message("Int64List", [("value", 1, f.TYPE_INT64, f.LABEL_REPEATED, None, None)])
+    feature = message("Feature", [("bytes_list", 1, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.BytesList", 0),
+                                  ("float_list", 2, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.FloatList", 0),
+                                  ("int64_list", 3, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.Int64List", 0)])
+    feature.oneof_decl.add(name="kind")
+    entry = descriptor_pb2.DescriptorProto(name="FeatureEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
+    entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
+                    type_name=".deeplab_tfx_light.Feature")
+    message("Features", [("feature", 1, f.TYPE_MESSAGE, f.LABEL_REPEATED, ".deeplab_tfx_light.Features.FeatureEntry",
+                          None)], nested=[entry])
+    message("Example", [("features", 1, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.Features", None)])
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("deeplab_tfx_light.Example"))
+
+
+def example_bytes(sample):
+    """Serialized tf.train.Example (official DeepLab keys) of a `Sample`, built without TensorFlow.
+
+    This is the one key mapping of the project: `to_example` parses these bytes, and Beam workers write
+    them as they are. Deterministic (map entries sorted by key): the same sample always gives the same bytes.
+    """
+    example = _light_example_class()()
+    feature = example.features.feature
+    for key, value in ((IMAGE_ENCODED, sample.image_bytes),
+                       (IMAGE_FILENAME, sample.filename.encode("utf-8")),
+                       (IMAGE_FORMAT, sample.image_format.encode("utf-8")),
+                       (IMAGE_HEIGHT, sample.height),
+                       (IMAGE_WIDTH, sample.width),
+                       (IMAGE_CHANNELS, 3),
+                       (LABEL_ENCODED, sample.mask_png),
+                       (LABEL_FORMAT, b"png")):
+        if isinstance(value, bytes):
+            feature[key].bytes_list.value.append(value)
+        else:
+            feature[key].int64_list.value.append(int(value))
+    return example.SerializeToString(deterministic=True)
+
+
+def parse_light_example(serialized):
+    """A serialized tf.train.Example parsed without TensorFlow (same fields: .features.feature[key])."""
+    return _light_example_class().FromString(bytes(serialized))
+
+
 def _features(values):
     import tensorflow as tf
 
@@ -220,17 +295,10 @@ def _features(values):
 
 
 def to_example(sample):
-    """`tf.train.Example` with the official DeepLab keys for a `Sample`."""
-    return _features({
-        IMAGE_ENCODED: sample.image_bytes,
-        IMAGE_FILENAME: sample.filename.encode("utf-8"),
-        IMAGE_FORMAT: sample.image_format.encode("utf-8"),
-        IMAGE_HEIGHT: sample.height,
-        IMAGE_WIDTH: sample.width,
-        IMAGE_CHANNELS: 3,
-        LABEL_ENCODED: sample.mask_png,
-        LABEL_FORMAT: b"png",
-    })
+    """`tf.train.Example` with the official DeepLab keys for a `Sample` (the proto of `example_bytes`)."""
+    import tensorflow as tf
+
+    return tf.train.Example.FromString(example_bytes(sample))
 
 
 def _as_example(serialized):

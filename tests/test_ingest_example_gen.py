@@ -195,16 +195,36 @@ def test_reference_tfrecords_are_imported(tmp_path):
 
 
 def test_workers_build_examples_without_tensorflow(voc_sample_root):
-    """The worker-side encoder gives the bytes of data.tfrecord.to_example, and does not load TensorFlow."""
+    """The worker-side encoder gives the bytes of a tf.train.Example with the official DeepLab keys (built here
+    field by field with TensorFlow's own proto), and does not load TensorFlow."""
     import subprocess
     import sys
+
+    import tensorflow as tf
 
     from components.voc_example_gen.transforms import example_bytes
     from data.splits import resolve_recipe
 
+    def bytes_feature(value):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def int_feature(value):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
     for ref in resolve_recipe("voc_train", voc_root=voc_sample_root):
         sample = tfrecord.load_sample(ref)
-        assert example_bytes(sample) == tfrecord.to_example(sample).SerializeToString(deterministic=True)
+        expected = tf.train.Example(features=tf.train.Features(feature={
+            "image/encoded": bytes_feature(open(ref.image_path, "rb").read()),
+            "image/filename": bytes_feature(str(ref.id).encode()),
+            "image/format": bytes_feature(b"jpeg"),
+            "image/height": int_feature(sample.height),
+            "image/width": int_feature(sample.width),
+            "image/channels": int_feature(3),
+            "image/segmentation/class/encoded": bytes_feature(sample.mask_png),
+            "image/segmentation/class/format": bytes_feature(b"png"),
+        }))
+        assert example_bytes(sample) == expected.SerializeToString(deterministic=True)
+        assert tfrecord.to_example(sample) == expected
     code = ("import sys; from components.voc_example_gen.transforms import example_bytes; from data import tfrecord; "
             "from data.splits import resolve_recipe; "
             f"example_bytes(tfrecord.load_sample(resolve_recipe('voc_val', voc_root={str(voc_sample_root)!r})[0])); "

@@ -3,8 +3,9 @@
 Beam workers import the module of every DoFn they run, and every worker process pays for its imports
 before it does any work: TensorFlow alone is ~12 s of CPU, TFX's executor modules ~6 s more. On a
 2-core machine that start-up was most of the ingest time (bench/ingest.py), so the workers here build
-the Example protos with a wire-identical, protobuf-only copy of tf.train.Example (`example_bytes`)
-and write files through Beam's FileSystems. Only reference-format imports still load TensorFlow.
+the Example protos with `data.tfrecord.example_bytes` (a wire-identical, protobuf-only copy of
+tf.train.Example) and write files through Beam's FileSystems. Only reference-format imports still load
+TensorFlow.
 
 Per split:
 
@@ -14,7 +15,6 @@ Per split:
 
 or ReadAllFromTFRecord -> ParDo(convert) for TFRecords in the reference repo's format.
 """
-import functools
 import hashlib
 import json
 import logging
@@ -22,6 +22,8 @@ import os
 import random
 
 import apache_beam as beam
+
+from data.tfrecord import example_bytes, parse_light_example
 
 REFERENCE_PREFIX = "reference:"
 METRICS_NAMESPACE = "VocExampleGen"
@@ -39,77 +41,8 @@ def resolve_refs(recipe, voc_root=None, sbd_root=None):
     return resolve_recipe(recipe, voc_root=voc_root or None, sbd_root=sbd_root or None)
 
 
-@functools.lru_cache(maxsize=1)
-def _light_example_class():
-    """tf.train.Example's message, declared from the same field numbers without importing TensorFlow.
-
-    Messages of this class serialize to the same bytes as tensorflow/core/example/{example,feature}.proto
-    (tests/test_ingest_example_gen.py checks it against data.tfrecord.to_example).
-    """
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    f = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="deeplab_tfx_light_example.proto", package="deeplab_tfx_light",
-                                              syntax="proto3")
-
-    def message(name, fields, nested=()):
-        m = file.message_type.add(name=name)
-        for field_name, number, ftype, label, type_name, oneof in fields:
-            field = m.field.add(name=field_name, number=number, type=ftype, label=label)
-            if type_name:
-                field.type_name = type_name
-            if oneof is not None:
-                field.oneof_index = oneof
-        for nested_message in nested:
-            m.nested_type.add().CopyFrom(nested_message)
-        return m
-
-    message("BytesList", [("value", 1, f.TYPE_BYTES, f.LABEL_REPEATED, None, None)])
-    message("FloatList", [("value", 1, f.TYPE_FLOAT, f.LABEL_REPEATED, None, None)])
-    message("Int64List", [("value", 1, f.TYPE_INT64, f.LABEL_REPEATED, None, None)])
-    feature = message("Feature", [("bytes_list", 1, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.BytesList", 0),
-                                  ("float_list", 2, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.FloatList", 0),
-                                  ("int64_list", 3, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.Int64List", 0)])
-    feature.oneof_decl.add(name="kind")
-    entry = descriptor_pb2.DescriptorProto(name="FeatureEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
-    entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
-    entry.field.add(name="value", number=2, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
-                    type_name=".deeplab_tfx_light.Feature")
-    message("Features", [("feature", 1, f.TYPE_MESSAGE, f.LABEL_REPEATED, ".deeplab_tfx_light.Features.FeatureEntry",
-                          None)], nested=[entry])
-    message("Example", [("features", 1, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.Features", None)])
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("deeplab_tfx_light.Example"))
-
-
-def example_bytes(sample):
-    """Serialized tf.train.Example of a data.tfrecord.Sample: to_example(sample).SerializeToString(deterministic=True).
-
-    Deterministic (map entries sorted by key), so the same sample always gives the same record bytes.
-    """
-    from data import tfrecord
-
-    example = _light_example_class()()
-    feature = example.features.feature
-    for key, value in ((tfrecord.IMAGE_ENCODED, sample.image_bytes),
-                       (tfrecord.IMAGE_FILENAME, sample.filename.encode("utf-8")),
-                       (tfrecord.IMAGE_FORMAT, sample.image_format.encode("utf-8")),
-                       (tfrecord.IMAGE_HEIGHT, sample.height),
-                       (tfrecord.IMAGE_WIDTH, sample.width),
-                       (tfrecord.IMAGE_CHANNELS, 3),
-                       (tfrecord.LABEL_ENCODED, sample.mask_png),
-                       (tfrecord.LABEL_FORMAT, b"png")):
-        if isinstance(value, bytes):
-            feature[key].bytes_list.value.append(value)
-        else:
-            feature[key].int64_list.value.append(int(value))
-    return example.SerializeToString(deterministic=True)
-
-
-def parse_example(serialized):
-    """A serialized tf.train.Example parsed without TensorFlow (same fields: .features.feature[key])."""
-    return _light_example_class().FromString(serialized)
+# The TF-free parser under the name the LabelStatsGen workers import.
+parse_example = parse_light_example
 
 
 class _ToExampleFn(beam.DoFn):

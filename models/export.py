@@ -31,6 +31,7 @@ import tf_keras as keras
 from data import tfrecord
 from data.voc import IGNORE_LABEL, NUM_CLASSES
 from models.inference import TTAConfig, predict_logits
+from models.input_pipeline import decode_rgb
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class _ServingModule(tf.Module):
         widths = tf.TensorArray(tf.int32, size=n)
 
         def decode(i, decoded, heights, widths):
-            image = tf.io.decode_image(encoded[i], channels=3, expand_animations=False)
+            image = decode_rgb(encoded[i])
             shape = tf.shape(image)
             return (i + 1, decoded.write(i, tf.cast(image, tf.float32)),
                     heights.write(i, shape[0]), widths.write(i, shape[1]))

@@ -406,7 +406,7 @@ def test_deeplab_serve_and_deeplab_predict(exported, in_process, tmp_path):
             report = json.loads((out / "predictions.json").read_text())
             assert report["api"] == api and len(report["images"]) == 2
             for path, entry in zip(paths, report["images"]):
-                decoded = tf.io.decode_jpeg(open(path, "rb").read()).numpy()
+                decoded = tf.io.decode_jpeg(open(path, "rb").read(), dct_method="INTEGER_ACCURATE").numpy()
                 want, _ = in_process(decoded)  # the server decodes the JPEG bytes we sent
                 got = np.array(Image.open(entry["labels_png"]))
                 np.testing.assert_array_equal(got, want)

@@ -101,3 +101,41 @@ def test_eval_reads_whole_images_in_order(split_dir):
 def test_missing_files_are_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="Split-train"):
         input_pipeline.list_files(str(tmp_path / "nothing" / "*"))
+
+
+def _save(pil_image, fmt, **kwargs):
+    buffer = io.BytesIO()
+    pil_image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_decode_rgb_equals_pil():
+    """Training and the export decode JPEGs to PIL's pixels, as the evaluator does (data.tfrecord.parse_example_np);
+    TF's default fast DCT would be off by up to ~20 levels. PNG and grey JPEG come out as RGB too."""
+    rng = np.random.default_rng(3)
+    image, _ = render_sample(rng, 45, 61)
+    noisy = np.clip(image.astype(np.int16) + rng.integers(-40, 41, image.shape), 0, 255).astype(np.uint8)
+    rgb, grey = Image.fromarray(noisy, mode="RGB"), Image.fromarray(noisy[..., 0], mode="L")
+    cases = [_save(rgb, "JPEG", quality=75), _save(rgb, "JPEG", quality=95, subsampling=0),
+             _save(grey, "JPEG", quality=90), _save(rgb, "PNG")]
+    decode = tf.function(input_signature=[tf.TensorSpec([], tf.string)])(input_pipeline.decode_rgb)
+    assert decode.get_concrete_function().structured_outputs.shape.as_list() == [None, None, 3]
+    for data in cases:
+        want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        for got in (input_pipeline.decode_rgb(tf.constant(data)), decode(tf.constant(data))):
+            assert got.dtype == tf.uint8
+            np.testing.assert_array_equal(got.numpy(), want)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        input_pipeline.decode_rgb(tf.constant(b"not an image"))
+
+
+def test_training_parser_equals_the_evaluator_parser_on_a_real_jpeg(voc_sample_root):
+    from data.splits import resolve_recipe
+
+    sample = tfrecord.load_sample(resolve_recipe("voc_train", voc_root=voc_sample_root)[0])
+    assert sample.image_format == "jpeg"
+    serialized = tfrecord.example_bytes(sample)
+    image_tf, label_tf = input_pipeline.parse_example(tf.constant(serialized))
+    image_np, label_np, _ = tfrecord.parse_example_np(serialized)
+    np.testing.assert_array_equal(image_tf.numpy(), image_np)
+    np.testing.assert_array_equal(label_tf.numpy()[..., 0], label_np)

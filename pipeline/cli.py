@@ -412,9 +412,24 @@ def save_samples_png(report, path, split="train", count=6):
 
 
 # ---------------------------------------------------------------------------------------------- commands
+def check_local_weights(train_config):
+    """A local run with ImageNet initialisation fails now, naming the file, not after ingestion in the Trainer."""
+    from models import hparams as hparams_lib
+    from models.weights import find_weights_file
+
+    hparams = hparams_lib.from_custom_config(train_config)
+    if hparams.weights is not None:
+        try:
+            find_weights_file(hparams.backbone, hparams.alpha, None if hparams.weights == "imagenet" else hparams.weights)
+        except FileNotFoundError as e:
+            raise SystemExit(f"{e}\nOr train from scratch: --set weights=null")
+
+
 def _run_from_args(args, with_model):
     split_recipes, reference_tfrecords = split_recipes_from_args(args)
     model_options = model_options_from_args(args) if with_model else {}
+    if with_model:
+        check_local_weights(model_options["train_config"])
     _check_roots(args.voc_root, args.sbd_root)
     return run_pipeline(
         args.output_dir, voc_root=args.voc_root, sbd_root=args.sbd_root, split_recipes=split_recipes,

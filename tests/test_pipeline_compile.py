@@ -37,3 +37,11 @@ def test_kubeflow_json_names_every_component(tmp_path):
 def test_compile_needs_a_data_location(tmp_path):
     with pytest.raises(SystemExit, match="--voc-root"):
         runner.main(["compile", "--image", "img", "--output", str(tmp_path / "p.json")])
+
+
+def test_run_without_imagenet_weights_fails_before_ingesting(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPLAB_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(SystemExit, match=r"(?s)resnet50v2_weights_tf_dim_ordering_tf_kernels_notop\.h5.*weights=null"):
+        runner.main(["run", "--voc-root", str(tmp_path), "--output-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "pipeline_root").exists()

@@ -482,11 +482,25 @@ def _compile(args):
 
 
 def demo_make_data(workdir, num_train, num_val, seed):
-    """Step 1: a synthetic VOCdevkit tree under WORKDIR/data; returns its VOC2012 root."""
+    """Step 1: a synthetic VOCdevkit tree under WORKDIR/data; returns its VOC2012 root.
+
+    An existing tree made with the same settings is reused: the ExampleGen cache fingerprint looks at the
+    split lists' mtimes, so rewriting identical files would re-run the whole pipeline."""
     from data.synthetic import generate_voc_dataset
 
-    return generate_voc_dataset(os.path.join(workdir, "data"), num_train=num_train, num_val=num_val, seed=seed,
-                                min_size=configs.DEMO_MIN_SIZE, max_size=configs.DEMO_MAX_SIZE, progress=True)
+    settings = {"num_train": num_train, "num_val": num_val, "seed": seed, "min_size": configs.DEMO_MIN_SIZE,
+                "max_size": configs.DEMO_MAX_SIZE}
+    stamp = os.path.join(workdir, "data", "demo_data.json")
+    voc_root = os.path.join(workdir, "data", "VOC2012")
+    if os.path.isfile(stamp) and os.path.isdir(voc_root):
+        with open(stamp) as f:
+            if json.load(f) == settings:
+                print(f"    reusing {voc_root} (same settings)")
+                return voc_root
+    voc_root = generate_voc_dataset(os.path.join(workdir, "data"), progress=True, **settings)
+    with open(stamp, "w") as f:
+        json.dump(settings, f)
+    return voc_root
 
 
 def demo_predict(serving_dir, model_name, image_path, out_dir):

@@ -1,5 +1,6 @@
 """`deeplab compile --target kubeflow` writes a Kubeflow Pipelines v2 PipelineJob offline."""
 import json
+import os
 
 import pytest
 
@@ -45,3 +46,15 @@ def test_run_without_imagenet_weights_fails_before_ingesting(tmp_path, monkeypat
     with pytest.raises(SystemExit, match=r"(?s)resnet50v2_weights_tf_dim_ordering_tf_kernels_notop\.h5.*weights=null"):
         runner.main(["run", "--voc-root", str(tmp_path), "--output-dir", str(tmp_path / "out")])
     assert not (tmp_path / "out" / "pipeline_root").exists()
+
+
+def test_demo_reuses_its_synthetic_data_so_the_pipeline_cache_holds(tmp_path):
+    from pipeline.cli import demo_make_data
+
+    root = demo_make_data(str(tmp_path), 3, 2, 0)
+    val_list = os.path.join(root, "ImageSets", "Segmentation", "val.txt")
+    before = os.stat(val_list).st_mtime_ns
+    assert demo_make_data(str(tmp_path), 3, 2, 0) == root
+    assert os.stat(val_list).st_mtime_ns == before  # untouched: the ExampleGen fingerprint is unchanged
+    demo_make_data(str(tmp_path), 4, 2, 0)  # other settings: written anew
+    assert len(open(os.path.join(root, "ImageSets", "Segmentation", "train.txt")).read().split()) == 4

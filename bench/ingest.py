@@ -1,16 +1,28 @@
 """Ingest throughput: VocExampleGen's Beam pipeline (DirectRunner, worker processes) vs a plain loop.
 
-Both write the same records with the same data/ functions (data.splits.resolve_recipe ->
-data.tfrecord.load_sample -> to_example -> GZIP TFRecords) from one synthetic VOCdevkit tree made
-here (cached under --data-dir). The Beam side is the real executor (`Executor.Do`: pipeline build,
-run, report), timed from the call to its return; the loop is timed the same way. Prints JSON.
+Both do the same work per sample with the same data/ functions (data.tfrecord.load_sample: read,
+validate, convert the mask -> example_bytes -> GZIP TFRecords) on one synthetic VOCdevkit tree made
+here (cached under --data-dir; generation is not timed). The Beam side is the real executor
+(`Executor.Do`: pipeline build, worker start-up, run, report), timed from the call to its return; the
+loop, one process writing with TensorFlow's TFRecordWriter (C++ zlib and CRC), is timed the same way.
 
-Each side runs twice, on all images and on the first --small-fraction of them, so that the fixed
-cost (Beam worker processes starting: ~5 s of imports each) and the per-image rate ("marginal":
-extra images / extra seconds) are reported apart; the headline ratio is the end-to-end one.
+Each --sizes entry is one run of each side on the first N ids of the tree, so that the fixed cost
+(mostly Beam's worker processes starting: importing Beam takes ~3 s of CPU each, ~8 s where Beam's
+bytecode is not compiled, see --pycache-prefix) and the per-image rate ("marginal": extra images /
+extra seconds between consecutive sizes) are reported apart. Prints JSON with `beam_over_loop`
+(loop seconds / Beam seconds) per size, CPU seconds of both sides, and the load average: on a
+shared machine two worker processes cannot show their parallelism, so compare ratios measured in
+one run, and see `beam_over_loop_idle_cpu_estimate`.
 
-    .venv/bin/python bench/ingest.py                      # 2,000 images, 2 workers
-    .venv/bin/python bench/ingest.py --num-images 4000 --workers 2 --num-shards 4
+    .venv/bin/python bench/ingest.py                            # 2,000 and 10,000 images, 2 workers
+    .venv/bin/python bench/ingest.py --sizes 500 2000 --workers 2 --num-shards 4
+
+Measured (2 shared cores, load average 2-4 from other work; seconds loop / Beam, ratio):
+  as installed (no compiled bytecode, PYTHONDONTWRITEBYTECODE=1): 2,000: 5.6 / 26.2 (0.21x);
+    10,000: 30.5 / 35.5 (0.86x); CPU estimate for idle cores 1.15x.
+  --pycache-prefix: 10,000: 53.6 / 51.8 (1.04x, load 4) and 31.1 / 47.4 (0.66x, load 2.7);
+    CPU estimate for idle cores 1.25-1.28x. Loop: ~3.1 ms of CPU per image; Beam: ~4.2 ms per image
+    in the workers, plus ~7 s of CPU fixed (~19 s without compiled bytecode).
 """
 import argparse
 import json
@@ -48,11 +60,15 @@ def make_dataset(data_dir, num_images, min_size, max_size, seed):
 
 
 def run_loop(voc_root, splits, out_dir):
-    """Single process: every sample read, validated, encoded and written, one after another."""
+    """Single process: every sample read, validated, encoded and written, one after another.
+
+    The same per-sample functions as the Beam workers (load_sample, example_bytes); the records go
+    through TensorFlow's TFRecordWriter, the fastest single-process GZIP TFRecord writer at hand.
+    """
     import tensorflow as tf
 
     from data.splits import resolve_recipe
-    from data.tfrecord import BadSample, load_sample, to_example
+    from data.tfrecord import BadSample, example_bytes, load_sample
 
     written = rejected = 0
     started = time.perf_counter()
@@ -62,7 +78,7 @@ def run_loop(voc_root, splits, out_dir):
         with tf.io.TFRecordWriter(path, options="GZIP") as writer:
             for ref in resolve_recipe(recipe, voc_root=voc_root):
                 try:
-                    writer.write(to_example(load_sample(ref)).SerializeToString())
+                    writer.write(example_bytes(load_sample(ref)))
                     written += 1
                 except BadSample:
                     rejected += 1
@@ -70,7 +86,10 @@ def run_loop(voc_root, splits, out_dir):
 
 
 def run_beam(voc_root, splits, out_dir, beam_args, num_shards):
-    """The VocExampleGen executor as TFX runs it; returns (seconds in Do, seconds building the executor, report)."""
+    """The VocExampleGen executor as TFX runs it.
+
+    Returns (seconds in Do, CPU seconds in Do and its worker processes, seconds building the executor, report).
+    """
     from tfx.dsl.components.base import base_beam_executor
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
@@ -90,17 +109,68 @@ def run_beam(voc_root, splits, out_dir, beam_args, num_shards):
     # does not use it): a fixed cost of every Beam component, reported apart.
     ex = executor.Executor(base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=beam_args, tmp_dir=out_dir))
     init_s = time.perf_counter() - started
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(), time.perf_counter()
     ex.Do({}, {"examples": [artifact]}, exec_properties)
-    do_s = time.perf_counter() - started
+    do_s, do_cpu = time.perf_counter() - started, cpu_seconds() - cpu
     with open(os.path.join(out_dir, executor.REPORT_FILE)) as f:
         report = json.load(f)
-    return do_s, init_s, report
+    return do_s, do_cpu, init_s, report
+
+
+def read_all_files(voc_root, ids):
+    """Reads every image and mask once, so that neither side is timed reading from a cold disk."""
+    for image_id in ids:
+        for path in (f"JPEGImages/{image_id}.jpg", f"SegmentationClass/{image_id}.png"):
+            with open(os.path.join(voc_root, path), "rb") as f:
+                f.read()
+
+
+def worker_bytecode_cached():
+    """Whether a Beam worker process finds compiled bytecode for Beam (its ~10 s start-up is mostly compiling it)."""
+    import importlib.util
+
+    import apache_beam
+
+    return os.path.exists(importlib.util.cache_from_source(apache_beam.__file__))
+
+
+def use_pycache_prefix(prefix):
+    """Compiled bytecode under `prefix` for this process and the Beam workers it starts, cached once before timing.
+
+    Emulates a virtualenv installed with compiled bytecode (`uv pip install --compile-bytecode`; plain pip, or
+    any install whose site-packages Python may write .pyc files to after the first run) where it has none and
+    PYTHONDONTWRITEBYTECODE forbids writing it: every worker then compiles Beam's sources at start-up.
+    """
+    import subprocess
+
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix = os.path.abspath(prefix)
+    sys.dont_write_bytecode = False
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-W", "ignore", "-c", "import apache_beam.runners.worker.sdk_worker_main, "
+                    "components.voc_example_gen.transforms"], cwd=repo, check=True)
+
+
+def read_back(out_dir):
+    """{image/filename: serialized Example} of every GZIP TFRecord under out_dir (TensorFlow's reader)."""
+    import glob
+
+    import tensorflow as tf
+
+    from data.tfrecord import IMAGE_FILENAME, parse_light_example
+
+    records = {}
+    for record in tf.data.TFRecordDataset(sorted(glob.glob(os.path.join(out_dir, "Split-*", "*.gz"))),
+                                          compression_type="GZIP"):
+        data = record.numpy()
+        records[parse_light_example(data).features.feature[IMAGE_FILENAME].bytes_list.value[0]] = data
+    return records
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-images", type=int, default=2000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000],
+                        help="numbers of images: one loop run and one Beam run for each")
     parser.add_argument("--min-size", type=int, default=300, help="image sides drawn from [min, max] (VOC: ~500x375)")
     parser.add_argument("--max-size", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -109,63 +179,88 @@ def main():
                         help="--direct_running_mode of the Beam run")
     parser.add_argument("--num-shards", type=int, default=0, help="output files per split (0: runner decides)")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "deeplab_bench_ingest"))
-    parser.add_argument("--small-fraction", type=float, default=0.2,
-                        help="size of the second, smaller run that separates fixed from per-image cost")
+    parser.add_argument("--check-records", action="store_true",
+                        help="also read both outputs back and check that they hold the same records")
+    parser.add_argument("--pycache-prefix", metavar="DIR",
+                        help="compiled-bytecode cache for this process and the Beam workers (PYTHONPYCACHEPREFIX), "
+                             "filled before timing: measures a virtualenv with compiled bytecode where this one "
+                             "has none and PYTHONDONTWRITEBYTECODE is set (see worker_bytecode_cached in the output)")
     parser.add_argument("--output", help="also write the JSON result here")
     args = parser.parse_args()
+    sizes = sorted(set(args.sizes))
+    if args.pycache_prefix:
+        use_pycache_prefix(args.pycache_prefix)
 
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    voc_root = make_dataset(args.data_dir, args.num_images, args.min_size, args.max_size, args.seed)
+    # One tree of the largest size; each size takes its first N ids.
+    voc_root = make_dataset(args.data_dir, sizes[-1], args.min_size, args.max_size, args.seed)
     # Imports first, so that neither side's CPU or wall time includes them.
     import tensorflow  # noqa: F401  pylint: disable=unused-import
     from components.voc_example_gen import executor  # noqa: F401  pylint: disable=unused-import
     work = tempfile.mkdtemp(prefix="bench_ingest_")
     ids = open(os.path.join(voc_root, "ImageSets/Segmentation/trainval.txt")).read().split()
-    small_list = os.path.join(work, "small.txt")
-    with open(small_list, "w") as f:
-        f.write("\n".join(ids[: max(1, int(len(ids) * args.small_fraction))]) + "\n")
-    runs = {"all": {"all": "voc_trainval"}, "small": {"all": f"file:{small_list}"}}
     beam_args = [f"--direct_running_mode={args.running_mode}", f"--direct_num_workers={args.workers}"]
+    read_all_files(voc_root, ids[:sizes[-1]])
     load_before = os.getloadavg()
-    timings = {}
+    usable_cores = min(os.cpu_count(), args.workers + 1)  # the workers and the launcher
+    runs = []
     try:
-        for name, splits in runs.items():
+        for size in sizes:
+            id_list = os.path.join(work, f"ids_{size}.txt")
+            with open(id_list, "w") as f:
+                f.write("\n".join(ids[:size]) + "\n")
+            splits = {"all": f"file:{id_list}"}
+            loop_dir, beam_dir = os.path.join(work, f"loop_{size}"), os.path.join(work, f"beam_{size}")
+            load = os.getloadavg()[0]
             cpu = cpu_seconds()
-            loop_s, loop_written, _ = run_loop(voc_root, splits, os.path.join(work, f"loop_{name}"))
-            loop_cpu, cpu = cpu_seconds() - cpu, cpu_seconds()
-            beam_s, init_s, report = run_beam(voc_root, splits, os.path.join(work, f"beam_{name}"), beam_args,
-                                              args.num_shards)
-            beam_cpu = cpu_seconds() - cpu
+            loop_s, loop_written, _ = run_loop(voc_root, splits, loop_dir)
+            loop_cpu = cpu_seconds() - cpu
+            # CPU of Do only: building the executor runs a setup.py sdist subprocess (see run_beam).
+            beam_s, beam_cpu, init_s, report = run_beam(voc_root, splits, beam_dir, beam_args, args.num_shards)
             beam_written = sum(s["examples"] for s in report["splits"].values())
-            assert beam_written == loop_written, (name, beam_written, loop_written)
-            timings[name] = {"images": loop_written, "loop_s": loop_s, "beam_s": beam_s, "init_s": init_s,
-                             "loop_cpu": loop_cpu, "beam_cpu": beam_cpu,
-                             "shards": len(os.listdir(os.path.join(work, f"beam_{name}", "Split-all")))}
+            assert beam_written == loop_written == min(size, len(ids)), (size, beam_written, loop_written)
+            run = {"images": loop_written,
+                   "loop_seconds": round(loop_s, 2), "beam_seconds": round(beam_s, 2),
+                   "beam_over_loop": round(loop_s / beam_s, 2),
+                   "loop_images_per_second": round(loop_written / loop_s, 1),
+                   "beam_images_per_second": round(beam_written / beam_s, 1),
+                   # CPU of the launcher and of the worker processes it started: compare with the loop's
+                   # to tell per-record overhead from waiting for a shared CPU.
+                   "loop_cpu_seconds": round(loop_cpu, 1), "beam_cpu_seconds": round(beam_cpu, 1),
+                   # The ratio on idle cores if Beam's CPU spread perfectly over the cores it can use (the
+                   # loop being CPU-bound): an upper estimate, for a machine shared with other work.
+                   "beam_over_loop_idle_cpu_estimate": round(loop_cpu / (beam_cpu / usable_cores), 2),
+                   "beam_executor_init_seconds": round(init_s, 2),
+                   "beam_shards": len(os.listdir(os.path.join(beam_dir, "Split-all"))),
+                   "load_average_1min_before": round(load, 2)}
+            if args.check_records:
+                loop_records, beam_records = read_back(loop_dir), read_back(beam_dir)
+                assert loop_records == beam_records, "the loop and Beam wrote different records"
+                run["records_identical"] = True
+            runs.append(run)
+            print(json.dumps(run), file=sys.stderr, flush=True)
+            shutil.rmtree(loop_dir, ignore_errors=True)
+            shutil.rmtree(beam_dir, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    full, small = timings["all"], timings["small"]
-    extra = full["images"] - small["images"]
-    loop_marginal = extra / max(full["loop_s"] - small["loop_s"], 1e-6)
-    beam_marginal = extra / max(full["beam_s"] - small["beam_s"], 1e-6)
+    for small, large in zip(runs, runs[1:]):
+        # Per-image rate between consecutive sizes, and the fixed cost it implies (seconds at 0 images).
+        extra = large["images"] - small["images"]
+        for side in ("loop", "beam"):
+            rate = extra / max(large[f"{side}_seconds"] - small[f"{side}_seconds"], 1e-6)
+            large[f"{side}_marginal_images_per_second"] = round(rate, 1)
+            large[f"{side}_fixed_seconds"] = round(large[f"{side}_seconds"] - large["images"] / rate, 1)
+        large["beam_over_loop_marginal"] = round(large["beam_marginal_images_per_second"]
+                                                 / large["loop_marginal_images_per_second"], 2)
     result = {
-        "images": full["images"],
+        "runs": runs,
+        "beam_over_loop": {str(run["images"]): run["beam_over_loop"] for run in runs},
         "image_size_range": [args.min_size, args.max_size],
-        "loop": {"seconds": round(full["loop_s"], 2), "images_per_second": round(full["images"] / full["loop_s"], 1),
-                 "marginal_images_per_second": round(loop_marginal, 1), "cpu_seconds": round(full["loop_cpu"], 1)},
-        "beam": {"seconds": round(full["beam_s"], 2), "images_per_second": round(full["images"] / full["beam_s"], 1),
-                 "marginal_images_per_second": round(beam_marginal, 1),
-                 "fixed_seconds": round(full["beam_s"] - full["images"] / beam_marginal, 1),
-                 "executor_init_seconds": round(full["init_s"], 2), "args": beam_args,
-                 # CPU of the launcher and of the worker processes it started: compare with the loop's
-                 # to tell per-record overhead from waiting for a shared CPU.
-                 "cpu_seconds": round(full["beam_cpu"], 1),
-                 "cpu_seconds_small_run": round(small["beam_cpu"], 1),
-                 "shards": full["shards"]},
-        "beam_over_loop": round(full["loop_s"] / full["beam_s"], 2),
-        "beam_over_loop_marginal": round(beam_marginal / loop_marginal, 2),
-        "small_run": {"images": small["images"], "loop_s": round(small["loop_s"], 2), "beam_s": round(small["beam_s"], 2)},
+        "beam_args": beam_args,
+        # False: each Beam worker compiles Beam's sources when it starts (~8 s of CPU instead of ~3 s).
+        "worker_bytecode_cached": worker_bytecode_cached(),
         "cpu_count": os.cpu_count(),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],

@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERFIT = dict(backbone="mobilenet_v2", alpha=0.5, output_stride=8, aspp_filters=128, weights=None,
                crop_size=321, min_scale=1.0, max_scale=1.0, flip=False, batch_size=4, train_steps=1200,
                steps_per_epoch=200, optimizer="adam", learning_rate=0.004, warmup_steps=30, weight_decay=0.0,
-               bn_decay=0.9, precision="mixed_bfloat16", cache_decoded=True, checkpoint_every=400, log_images=3)
+               bn_decay=0.9, precision="auto", cache_decoded=True, checkpoint_every=400, log_images=3)
 
 
 def main(argv=None):
@@ -75,6 +75,7 @@ def main(argv=None):
         "miou_per_epoch": [round(v, 4) for v in report["history"].get("val_miou", [])],
         "cpus": os.cpu_count(), "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()], "hparams": report["hparams"],
+        "precision": report["precision_resolved"], "precision_reason": report["precision_reason"],
     }
     with open(os.path.join(args.workdir, "overfit_voc_sample.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -10,6 +10,19 @@ a Python interpreter. Every valid answer is checked against the in-process map; 
 (not-an-image bytes, a 50000x50000 PNG header) must be refused with INVALID_ARGUMENT.
 
 Writes OUT/serving_load.json and OUT/serving_load.png (latency distributions).
+
+--batching measures server-side batching and response sizes instead (issue 8), on 513x513 JPEGs:
+
+  .venv/bin/deeplab export --init random --backbone mobilenet_v2 --warmup-size 513 --output /tmp/mnv2/1
+  .venv/bin/python bench/serving_load.py --batching --out /tmp/serving_batching --model-dir /tmp/mnv2/1
+
+  * throughput of 8 concurrent gRPC clients over 1 client (closed loop, compact answers), with the
+    server's batching on (the default) and, for reference, off (--no-batching);
+  * bytes per response: the int64 segmentation_map (+ confidence) vs the compact segmentation_png;
+  * the gRPC overhead at batch 1 over the in-process call of the same SavedModel (median latency,
+    1 client, rounds interleaved with in-process rounds so a shared CPU's load hits both alike).
+
+Writes OUT/serving_batching.json.
 """
 import argparse
 import concurrent.futures
@@ -70,7 +83,18 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=200, help="requests per API")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--malformed", type=float, default=0.1, help="fraction of malformed requests")
+    parser.add_argument("--batching", action="store_true",
+                        help="measure server-side batching, response bytes and gRPC overhead (see above)")
+    parser.add_argument("--batch-size", type=int, default=513, help="--batching: square image side (JPEG)")
+    parser.add_argument("--clients", type=int, default=8, help="--batching: concurrent clients")
+    parser.add_argument("--seconds", type=float, default=20.0, help="--batching: duration of each throughput run")
+    parser.add_argument("--rounds", type=int, default=3, help="--batching: interleaved rounds for the overhead")
+    parser.add_argument("--no-unbatched", action="store_true", help="--batching: skip the --no-batching run")
+    parser.add_argument("--server-args", default="", help="--batching: extra `deeplab serve` flags for the batched "
+                                                          "server, e.g. '--num-batch-threads 1 --max-batch-size 8'")
     args = parser.parse_args(argv)
+    if args.batching:
+        return batching_bench(args)
 
     import numpy as np
     import tensorflow as tf
@@ -171,6 +195,150 @@ def main(argv=None):
     print(json.dumps(rows, indent=2))
     bad = {api: r for api, r in rows.items() if api != "in_process" and (r.get("wrong map") or r.get("accepted malformed"))}
     return 1 if bad else 0
+
+
+def _start_server(base, extra=()):
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "runner.py"), "--log-level", "WARNING", "serve",
+                             "--model-base-path", base, "--grpc-port", "0", "--rest-port", "-1",
+                             "--poll-seconds", "0", "--threads", "16", *extra],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _closed_loop(make_client, encoded, expected, clients, seconds):
+    """`clients` threads, each with its own channel, sending one image per request for `seconds`;
+    returns requests/s, median latency, and whether every answer was right."""
+    import numpy as np
+    stop_at = time.perf_counter() + seconds
+    lock = threading.Lock()
+    latencies, wrong = [], []
+    start_gate = threading.Barrier(clients)
+
+    def loop(k):
+        client = make_client()
+        client.segment([encoded[k % len(encoded)]])  # connect (not timed)
+        start_gate.wait()
+        i = k
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            label_map = client.segment([encoded[i % len(encoded)]])[0][0]
+            dt = time.perf_counter() - t
+            with lock:
+                latencies.append(dt)
+                if not np.array_equal(label_map, expected[i % len(encoded)]):
+                    wrong.append(i)
+            i += 1
+        client.close()
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"clients": clients, "requests": len(latencies), "requests_per_s": round(len(latencies) / wall, 3),
+            "p50_ms": round(float(np.median(latencies)) * 1000, 1), "wrong_maps": len(wrong)}
+
+
+def batching_bench(args):
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from components.atomic_pusher.executor import publish_atomically
+    from data.synthetic import encode_jpeg, render_sample
+    from serving.grpc_client import GrpcClient
+
+    if not args.model_dir:
+        raise SystemExit("--batching needs --model-dir (e.g. deeplab export --init random --backbone mobilenet_v2)")
+    os.makedirs(args.out, exist_ok=True)
+    load_before = os.getloadavg()
+    base = os.path.join(args.out, "models", "deeplab")
+    if not os.path.exists(base):
+        publish_atomically(args.model_dir, base, 1)
+    side = args.batch_size
+    rng = np.random.default_rng(0)
+    encoded = [encode_jpeg(render_sample(rng, side, side)[0]) for _ in range(8)]
+    serving_default = tf.saved_model.load(args.model_dir).signatures["serving_default"]
+
+    def in_process(data):
+        return {k: v.numpy() for k, v in serving_default(images=tf.constant([data])).items()}
+
+    expected = [in_process(e)["segmentation_map"][0] for e in encoded]
+    report = {"image": f"{side}x{side} JPEG", "model_dir": args.model_dir, "clients": args.clients}
+
+    report["server_args"] = args.server_args
+    proc, ports = _start_server(base, args.server_args.split())
+    try:
+        target = f"127.0.0.1:{ports['grpc_port']}"
+        client = GrpcClient(target, timeout=300, retries=0)
+        # -- bytes per response (one 513x513 image) --
+        sizes = {}
+        for name, output_filter in (("all outputs (int64 map + float32 confidence)", []),
+                                    ("segmentation_map only (int64)", ["segmentation_map", "height", "width"]),
+                                    ("compact: segmentation_png (client default)", ["segmentation_png", "height", "width"])):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "deeplab"
+            request.inputs["images"].CopyFrom(tf.make_tensor_proto([encoded[0]]))
+            request.output_filter.extend(output_filter)
+            sizes[name] = client.predictions.Predict(request, 300.0).ByteSize()
+        report["bytes_per_response"] = sizes
+        report["int64_map_over_compact"] = round(sizes["segmentation_map only (int64)"] /
+                                                 sizes["compact: segmentation_png (client default)"], 1)
+
+        # -- gRPC overhead at batch 1 (1 client) vs the in-process call, interleaved rounds --
+        n = max(3, int(args.seconds / 4))
+        lat = {"in_process": [], "grpc_compact": [], "grpc_all_outputs": []}
+        for _ in range(args.rounds):
+            for i in range(n):
+                t = time.perf_counter()
+                in_process(encoded[i % 8])
+                lat["in_process"].append(time.perf_counter() - t)
+            for i in range(n):
+                t = time.perf_counter()
+                client.segment([encoded[i % 8]])
+                lat["grpc_compact"].append(time.perf_counter() - t)
+            for i in range(max(2, n // 2)):
+                t = time.perf_counter()
+                client.segment([encoded[i % 8]], compact=False)
+                lat["grpc_all_outputs"].append(time.perf_counter() - t)
+        med = {k: float(np.median(v)) * 1000 for k, v in lat.items()}
+        report["batch1_median_latency_ms"] = {k: round(v, 1) for k, v in med.items()}
+        report["grpc_overhead_vs_in_process"] = {
+            "compact (default)": round(med["grpc_compact"] / med["in_process"] - 1, 3),
+            "all outputs (int64 map)": round(med["grpc_all_outputs"] / med["in_process"] - 1, 3)}
+        client.close()
+
+        # -- throughput, 1 vs N concurrent clients (compact answers) --
+        make = lambda: GrpcClient(target, timeout=300, retries=0)  # noqa: E731
+        one = _closed_loop(make, encoded, expected, 1, args.seconds)
+        many = _closed_loop(make, encoded, expected, args.clients, args.seconds)
+        report["throughput_batching_on"] = {"1 client": one, f"{args.clients} clients": many,
+                                            "ratio": round(many["requests_per_s"] / one["requests_per_s"], 2)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    if not args.no_unbatched:
+        proc, ports = _start_server(base, ["--no-batching"])
+        try:
+            make = lambda: GrpcClient(f"127.0.0.1:{ports['grpc_port']}", timeout=300, retries=0)  # noqa: E731
+            one = _closed_loop(make, encoded, expected, 1, args.seconds)
+            many = _closed_loop(make, encoded, expected, args.clients, args.seconds)
+            report["throughput_batching_off"] = {"1 client": one, f"{args.clients} clients": many,
+                                                 "ratio": round(many["requests_per_s"] / one["requests_per_s"], 2)}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    report["load_average_before"] = load_before
+    report["load_average_after"] = os.getloadavg()
+    report["cpus"] = os.cpu_count()
+    with open(os.path.join(args.out, "serving_batching.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps(report, indent=2))
+    wrong = sum(v.get("wrong_maps", 0) for key in ("throughput_batching_on", "throughput_batching_off")
+                for v in report.get(key, {}).values() if isinstance(v, dict))
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

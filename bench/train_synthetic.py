@@ -11,7 +11,9 @@ Measured 2026-11-24 (defaults: 300/60 images, preset demo = MobileNetV2 alpha 0.
 crop 129, batch 16, Adam 3e-3 poly, 750 steps, mixed_bfloat16; 2 CPU cores shared with 4 other
 engineers, load average 5-6): val mIoU 0.869 (whole val images), fit 395 s, total 407 s.
 With 1500 steps: val mIoU 0.889 in 657 s. mixed_bfloat16 ran ~2.5x faster per step than float32
-(0.12 vs 0.30 s/step at batch 8, crop 129, measured in one session).
+(0.12 vs 0.30 s/step at batch 8, crop 129, measured in one session). Where bfloat16 is emulated (a 2-core
+AMD Zen 2, AVX2 only) it is ~3x slower than float32, so the demo preset now uses precision auto
+(models/precision.py; the JSON records what it resolved to and why).
 """
 import argparse
 import json
@@ -72,6 +74,7 @@ def main(argv=None):
         "cpus": os.cpu_count(), "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()], "run_dir": run_dir,
         "hparams": report["hparams"],
+        "precision": report["precision_resolved"], "precision_reason": report["precision_reason"],
     }
     with open(os.path.join(args.workdir, "train_synthetic.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -10,12 +10,15 @@ counts them. Images in other colour modes are converted to RGB PNG and recorded 
 `Sample.converted` instead of being dropped.
 
 TensorFlow is imported only by the functions that return or parse `tf.train.Example` protos;
-`example_bytes` / `parse_light_example` use a wire-identical protobuf-only copy of the message
-(Beam workers must not pay ~12 s for importing TensorFlow).
+`example_bytes` writes the message's wire format directly and `parse_light_example` parses it with a
+wire-identical protobuf-only copy of the message (Beam workers must not pay ~12 s for importing
+TensorFlow).
 """
 import collections
 import functools
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -94,15 +97,25 @@ def _encode_png(array):
     return buf.getvalue()
 
 
-def _decode_image(data, path):
-    """Fully decodes image bytes (a header-only check misses truncated JPEGs); returns the PIL image."""
+def _decode_image(data, path, copy_rgb_jpeg=False):
+    """Decodes image bytes to the end (a header-only check misses truncated JPEGs); returns the PIL image.
+
+    copy_rgb_jpeg: the caller keeps an RGB JPEG's bytes and needs only its size and mode, so such a JPEG
+    is decoded at 1/8 scale (PIL's draft mode: libjpeg still reads and entropy-decodes every byte of
+    every scan, so truncated or corrupt data fails exactly as in a full decode; it skips most of the
+    inverse DCT and colour conversion, about half the time). Size and mode are read before that.
+    Returns (PIL image, (width, height)); the image of such a JPEG has the reduced size.
+    """
     try:
         image = Image.open(io.BytesIO(data))
+        size = image.size
+        if copy_rgb_jpeg and image.format in ("JPEG", "MPO") and image.mode == "RGB":
+            image.draft("RGB", (1, 1))  # no-op (full decode) for JPEGs PIL cannot draft
         image.load()
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise BadSample("corrupt_image", path, f"cannot decode the image ({e}); re-download or re-export the file "
                         "(a truncated JPEG usually means an interrupted copy)") from e
-    return image
+    return image, size
 
 
 def _to_rgb(image, path):
@@ -122,6 +135,48 @@ def _to_rgb(image, path):
     except Exception as e:
         raise BadSample("corrupt_image", path, f"cannot convert {image.mode} image to RGB ({e})") from e
     return rgb, f"{name}_to_rgb"
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_as_class_ids(data):
+    """The single-channel PNG of an 8-bit palette or grayscale PNG, made without re-encoding; else None.
+
+    An 8-bit palette PNG stores its indices exactly as an 8-bit grayscale PNG stores its values, so
+    setting the header's colour type to grayscale (3 -> 0), keeping the compressed IDAT chunks as they
+    are and dropping the palette and the ancillary chunks gives a PNG that decodes to the same class ids
+    (~40x faster than decoding and compressing again). Every chunk's CRC is checked, as libpng does.
+    None for any other layout (other bit depths or colour types, unknown critical chunks, bad CRCs,
+    no IEND): the caller then encodes the decoded mask.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    view, pos, header, idat = memoryview(data), len(_PNG_SIGNATURE), None, []
+    while True:
+        if pos + 12 > len(data):
+            return None
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        if end > len(data) or zlib.crc32(view[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+            return None
+        if kind == b"IHDR" and header is None and length == 13:
+            header = data[pos + 8:end - 4]
+        elif kind == b"IDAT" and header is not None:
+            idat.append(view[pos:end])
+        elif kind == b"IEND":
+            break
+        elif kind != b"PLTE" and not kind[0] & 0x20:  # bit 5 of the first letter clear: a critical chunk
+            return None
+        pos = end
+    if header is None or not idat or header[8] != 8 or header[9] not in (0, 3):  # bit depth, colour type
+        return None
+    return b"".join([_PNG_SIGNATURE, _png_chunk(b"IHDR", header[:9] + b"\x00" + header[10:]), *idat,
+                     _png_chunk(b"IEND", b"")])
 
 
 def _mask_array_from_png(data, path, num_classes):
@@ -148,7 +203,11 @@ def _mask_array_from_png(data, path, num_classes):
 
 
 def _check_labels(mask, path, num_classes):
-    values = np.unique(mask)
+    if mask.dtype == np.uint8:
+        # A histogram is ~5x faster than np.unique (a sort) on uint8 masks, the common case.
+        values = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+    else:
+        values = np.unique(mask)
     bad = [int(v) for v in values if not (0 <= v < num_classes or v == IGNORE_LABEL)]
     if bad:
         shown = bad[:20] + (["..."] if len(bad) > 20 else [])
@@ -159,6 +218,11 @@ def _check_labels(mask, path, num_classes):
 
 def read_mask(path, num_classes=NUM_CLASSES):
     """Class-id mask (np.uint8 [H, W]) of a VOC palette/grayscale PNG or an SBD .mat; raises BadSample."""
+    return _read_mask(path, num_classes)[0]
+
+
+def _read_mask(path, num_classes):
+    """(read_mask's array, the single-channel class-id PNG of the file when it can be made without re-encoding)."""
     try:
         data = fileio.read_bytes(path)
     except FileNotFoundError:
@@ -171,25 +235,28 @@ def read_mask(path, num_classes=NUM_CLASSES):
             mask = read_sbd_mask(data)
         except ValueError as e:
             raise BadSample("corrupt_mask", path, str(e).replace("<bytes>", "mask")) from e
+        png = None
     else:
         mask = _mask_array_from_png(data, path, num_classes)
+        png = _png_as_class_ids(data)
     _check_labels(mask, path, num_classes)
-    return mask
+    return mask, png
 
 
 def load_sample(ref, num_classes=NUM_CLASSES):
     """Reads, validates and encodes one `data.splits.SampleRef` into a `Sample`; raises BadSample.
 
-    The image is fully decoded (truncation shows only then), the mask is checked against the
-    image size and the label range, and converted to a single-channel PNG of class ids.
+    The image is decoded to its last byte (truncation shows only then; an RGB JPEG, whose bytes are
+    kept, at 1/8 scale), the mask is checked against the image size and the label range, and
+    converted to a single-channel PNG of class ids (an 8-bit palette/grayscale PNG by rewriting its
+    header, without re-encoding).
     """
     try:
         image_bytes = fileio.read_bytes(ref.image_path)
     except FileNotFoundError:
         raise BadSample("missing_image", ref.image_path, f"id {ref.id!r} is listed but has no image file; "
                         "check the dataset root or remove the id from the list") from None
-    image = _decode_image(image_bytes, ref.image_path)
-    width, height = image.size
+    image, (width, height) = _decode_image(image_bytes, ref.image_path, copy_rgb_jpeg=True)
     converted = None
     if image.format in ("JPEG", "MPO") and image.mode == "RGB":  # MPO: a camera JPEG with extra frames
         image_format = "jpeg"
@@ -201,12 +268,13 @@ def load_sample(ref, num_classes=NUM_CLASSES):
             converted = f"{(image.format or 'unknown').lower()}_to_png"
         image_bytes, image_format = _encode_png(rgb), "png"
 
-    mask = read_mask(ref.mask_path, num_classes)
+    mask, mask_png = _read_mask(ref.mask_path, num_classes)
     if mask.shape != (height, width):
         raise BadSample("size_mismatch", ref.mask_path,
                         f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {ref.image_path} is "
                         f"{width}x{height}; the pair does not belong together, fix or drop it")
-    return Sample(image_bytes=image_bytes, image_format=image_format, mask_png=_encode_png(mask),
+    return Sample(image_bytes=image_bytes, image_format=image_format,
+                  mask_png=mask_png if mask_png is not None else _encode_png(mask),
                   height=height, width=width, filename=str(ref.id), converted=converted)
 
 
@@ -254,27 +322,51 @@ def _light_example_class():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("deeplab_tfx_light.Example"))
 
 
+def _varint(value):
+    if 0 <= value < 0x80:  # tags and most lengths
+        return bytes((value,))
+    value &= 0xFFFFFFFFFFFFFFFF  # int64: negative values are ten-byte two's complement, as protobuf writes them
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _length_delimited(field_number, payload):
+    return b"".join((_varint(field_number << 3 | 2), _varint(len(payload)), payload))
+
+
+def _feature_entry(key, value):
+    """One Features.feature map entry (key: 1, value: 2) holding a BytesList (Feature field 1) or an
+    Int64List (field 3, its values packed, as tf.train.Int64List declares them)."""
+    if isinstance(value, bytes):
+        feature = _length_delimited(1, _length_delimited(1, value))
+    else:
+        feature = _length_delimited(3, _length_delimited(1, _varint(int(value))))
+    return _length_delimited(1, _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, feature))
+
+
 def example_bytes(sample):
     """Serialized tf.train.Example (official DeepLab keys) of a `Sample`, built without TensorFlow.
 
     This is the one key mapping of the project: `to_example` parses these bytes, and Beam workers write
-    them as they are. Deterministic (map entries sorted by key): the same sample always gives the same bytes.
+    them as they are. The protobuf wire format is written directly (a few joins instead of building a
+    message and copying the image into it twice); the bytes are those of
+    `tf.train.Example.SerializeToString(deterministic=True)`: map entries sorted by key, so the same
+    sample always gives the same bytes (tests check both against TensorFlow and `parse_light_example`).
     """
-    example = _light_example_class()()
-    feature = example.features.feature
-    for key, value in ((IMAGE_ENCODED, sample.image_bytes),
-                       (IMAGE_FILENAME, sample.filename.encode("utf-8")),
-                       (IMAGE_FORMAT, sample.image_format.encode("utf-8")),
-                       (IMAGE_HEIGHT, sample.height),
-                       (IMAGE_WIDTH, sample.width),
-                       (IMAGE_CHANNELS, 3),
-                       (LABEL_ENCODED, sample.mask_png),
-                       (LABEL_FORMAT, b"png")):
-        if isinstance(value, bytes):
-            feature[key].bytes_list.value.append(value)
-        else:
-            feature[key].int64_list.value.append(int(value))
-    return example.SerializeToString(deterministic=True)
+    values = {IMAGE_ENCODED: bytes(sample.image_bytes),
+              IMAGE_FILENAME: sample.filename.encode("utf-8"),
+              IMAGE_FORMAT: sample.image_format.encode("utf-8"),
+              IMAGE_HEIGHT: sample.height,
+              IMAGE_WIDTH: sample.width,
+              IMAGE_CHANNELS: 3,
+              LABEL_ENCODED: bytes(sample.mask_png),
+              LABEL_FORMAT: b"png"}
+    # Example.features (field 1) -> Features.feature (field 1, one entry per key, sorted by key's bytes).
+    return _length_delimited(1, b"".join(_feature_entry(key, values[key]) for key in sorted(values)))
 
 
 def parse_light_example(serialized):

@@ -15,7 +15,7 @@ import collections
 
 import tf_keras as keras
 
-from models.layers import l2_regularizer
+from models.layers import AtrousConv2D, l2_regularizer
 
 BACKBONES = ("resnet_v2_50", "resnet_v2_101", "mobilenet_v2")
 OUTPUT_STRIDES = (8, 16, 32)
@@ -116,7 +116,7 @@ def _resnet_unit(x, spec, conv_shortcut, bn_decay, bn_epsilon, weight_decay):
         y = keras.layers.Conv2D(spec.filters, 3, strides=spec.stride, use_bias=False, kernel_regularizer=reg,
                                 name=name + "_2_conv")(y)
     else:
-        y = keras.layers.Conv2D(spec.filters, 3, padding="same", dilation_rate=spec.rate, use_bias=False,
+        y = AtrousConv2D(spec.filters, 3, padding="same", dilation_rate=spec.rate, use_bias=False,
                                 kernel_regularizer=reg, name=name + "_2_conv")(y)
     y = _bn(name + "_2_bn", bn_decay, bn_epsilon)(y)
     y = keras.layers.Activation("relu", name=name + "_2_relu")(y)

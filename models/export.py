@@ -3,12 +3,16 @@
 Signatures (tag `serve`, see docs/ARCHITECTURE.md):
   serving_default   images string [B] (encoded JPEG/PNG/GIF/BMP, any sizes)
                     -> segmentation_map int64 [B,Hmax,Wmax] (padded with 255), confidence float32
-                       [B,Hmax,Wmax] (max softmax, 0 in padding), height int32 [B], width int32 [B]
-  predict_images    the reference repo's (sthalles/deeplab_v3) signature: images float32 [1,H,W,3],
-                    height, width int32 -> segmentation_map int64 [1,H,W]
+                       [B,Hmax,Wmax] (max softmax, 0 in padding), height int32 [B], width int32 [B],
+                       segmentation_png string [B] (each map at its image's size as a uint8 PNG: the
+                       compact output clients ask for with output_filter)
+  predict_images    the reference repo's (sthalles/deeplab_v3) signature: images float32 [1,H,W,3]
+                    ([B,H,W,3] once TF Serving batching merges requests), height, width int32 (scalar,
+                    [1] or [B]) -> segmentation_map int64 [B,H,W]
   serving_examples  examples string [B] serialised tf.train.Example (ingestion format)
                     -> same outputs as serving_default
   logits            images float32 [B,H,W,3] RGB 0..255 -> logits float32 [B,H,W,C], no TTA
+  serving_png       as serving_default, outputs segmentation_png, height, width only (REST clients)
 
 Test-time augmentation (scales, flip, sliding windows) is baked into every signature except
 `logits` through `models.inference.predict_logits`, so the served model and the evaluator share
@@ -38,8 +42,8 @@ log = logging.getLogger(__name__)
 CONFIG_FILENAME = "deeplab_export.json"
 WARMUP_FILENAME = "tf_serving_warmup_requests"
 ASSETS_EXTRA = "assets.extra"
-PRECISIONS = ("float32", "bfloat16")
-SIGNATURES = ("serving_default", "predict_images", "serving_examples", "logits")
+PRECISIONS = ("float32", "bfloat16")  # plus "auto": bfloat16 where native (models/precision.py), else float32
+SIGNATURES = ("serving_default", "predict_images", "serving_examples", "logits", "serving_png")
 FORMAT_VERSION = 1
 
 
@@ -84,9 +88,17 @@ def _precision_of(model):
     return "bfloat16" if getattr(model, "compute_dtype", "float32") == "bfloat16" else "float32"
 
 
+def resolve_precision(precision):
+    """(float32 | bfloat16, reason) for an export precision float32, bfloat16 or auto."""
+    from models.precision import resolve_export_precision
+    return resolve_export_precision(precision)
+
+
 def build_model(kwargs, precision="float32"):
     """A fresh DeepLab V3 (`build_deeplab_v3(**kwargs)`, random init) under the given precision policy."""
     from models.deeplab import build_deeplab_v3
+    if precision == "auto":
+        precision, _ = resolve_precision(precision)
     policy = {"float32": "float32", "bfloat16": "mixed_bfloat16"}[precision]
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
@@ -102,6 +114,8 @@ def with_precision(model, precision, hparams=None):
     The Keras mixed-precision policy is fixed when layers are built, so a change of precision
     rebuilds the network from its build arguments (`hparams`, required then) and copies the weights.
     """
+    if precision == "auto":
+        precision, _ = resolve_precision(precision)
     if precision is None or _precision_of(model) == precision:
         return model
     if precision not in PRECISIONS:
@@ -190,8 +204,30 @@ class _ServingModule(tf.Module):
         probs = tf.nn.softmax(logits, axis=-1)
         return tf.argmax(logits, axis=-1, output_type=tf.int64), tf.reduce_max(probs, axis=-1)
 
+    def _canvas(self, heights, widths):
+        """Per-image size of the canvas the model sees, or None when that is the image's own size.
+
+        With TTA `whole` at scale 1 without flip and a `pad_multiple`, the one-image path pads each
+        image (mean RGB, bottom/right) to the next k * pad_multiple + pad_offset and crops the logits
+        back: images with the same padded size can share one model call with bit-identical results.
+        """
+        tta = self._tta
+        if not (tta.pad_multiple and tta.mode == "whole" and tta.scales == (1.0,) and not tta.flip):
+            return None
+        m, off = int(tta.pad_multiple), int(tta.pad_offset)
+        return (heights + tf.math.floormod(off - heights, m), widths + tf.math.floormod(off - widths, m))
+
     def _segment_encoded(self, encoded):
-        """string [B] -> the serving_default outputs; images may have different sizes."""
+        """string [B] -> the serving_default outputs; images may have different sizes.
+
+        Images are grouped by the size the model sees (their own size, or the padded size of
+        `_canvas`) and each group goes through the model (with TTA) as one batch: one call for the
+        usual batch of same-size images (a camera, or requests merged by server-side batching).
+        Padding images of different sizes into one canvas is NOT done: the image-pooling branch of
+        ASPP averages over the whole canvas and the stride-2 convolutions' sampling grid moves with
+        the size, so the maps would differ from the one-image answers (measured: 4-24% of pixels
+        on a random MobileNetV2 DeepLab). Every group gives exactly the one-image answer.
+        """
         n = tf.shape(encoded)[0]
         decoded = tf.TensorArray(tf.float32, size=n, infer_shape=False, element_shape=[None, None, 3])
         heights = tf.TensorArray(tf.int32, size=n)
@@ -206,32 +242,74 @@ class _ServingModule(tf.Module):
         _, decoded, heights, widths = tf.while_loop(
             lambda i, *_: i < n, decode, (tf.constant(0), decoded, heights, widths))
         heights, widths = heights.stack(), widths.stack()
-        hmax = tf.reduce_max(tf.concat([heights, [0]], 0))
-        wmax = tf.reduce_max(tf.concat([widths, [0]], 0))
-        same_size = tf.logical_and(tf.reduce_all(tf.equal(heights, hmax)), tf.reduce_all(tf.equal(widths, wmax)))
+        canvas = self._canvas(heights, widths)
+        if canvas is not None:
+            from models.inference import MEAN_RGB, _pad_to
+            ch, cw = canvas
 
-        def batched():
-            # One model call for the whole batch: the common case (a client batching one camera).
-            return self._segment(tf.reshape(decoded.stack(), [n, hmax, wmax, 3]))
+            def pad(i, padded):  # the very op of the one-image path (models.inference._whole)
+                return i + 1, padded.write(i, _pad_to(decoded.read(i)[tf.newaxis], ch[i], cw[i], MEAN_RGB)[0])
 
-        def one_by_one():
-            labels = tf.TensorArray(tf.int64, size=n, element_shape=[None, None])
-            conf = tf.TensorArray(tf.float32, size=n, element_shape=[None, None])
+            _, decoded = tf.while_loop(lambda i, *_: i < n, pad, (tf.constant(0), tf.TensorArray(
+                tf.float32, size=n, infer_shape=False, element_shape=[None, None, 3])))
+        else:
+            ch, cw = heights, widths
+        hmax = tf.reduce_max(tf.concat([ch, [0]], 0))
+        wmax = tf.reduce_max(tf.concat([cw, [0]], 0))
+        keys, group_of = tf.unique(tf.cast(ch, tf.int64) * (1 << 32) + tf.cast(cw, tf.int64))
+        num_groups = tf.size(keys)
 
-            def body(i, labels, conf):
-                lab, cf = self._segment(decoded.read(i)[tf.newaxis])
-                pad = [[0, hmax - heights[i]], [0, wmax - widths[i]]]
-                return (i + 1, labels.write(i, tf.pad(lab[0], pad, constant_values=IGNORE_LABEL)),
-                        conf.write(i, tf.pad(cf[0], pad)))
+        def run_group(g, labels, conf, order):
+            members = tf.cast(tf.reshape(tf.where(tf.equal(group_of, g)), [-1]), tf.int32)
+            images = decoded.gather(members)  # all of one size: [G, h, w, 3]
+            images = tf.reshape(images, [tf.size(members), ch[members[0]], cw[members[0]], 3])
+            if canvas is not None:
+                logits = self._logits_fn(images)
+                lab = tf.argmax(logits, axis=-1, output_type=tf.int64)
+                cf = tf.reduce_max(tf.nn.softmax(logits, axis=-1), axis=-1)
+            else:
+                lab, cf = self._segment(images)
+            shape = tf.shape(lab)
+            pad = [[0, 0], [0, hmax - shape[1]], [0, wmax - shape[2]]]
+            return (g + 1, labels.write(g, tf.pad(lab, pad, constant_values=IGNORE_LABEL)),
+                    conf.write(g, tf.pad(cf, pad)), order.write(g, members))
 
-            _, labels, conf = tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), labels, conf))
-            return (tf.reshape(labels.stack(), [n, hmax, wmax]), tf.reshape(conf.stack(), [n, hmax, wmax]))
+        def segment_all():
+            parts = [tf.TensorArray(dtype, size=num_groups, infer_shape=False, element_shape=shape)
+                     for dtype, shape in ((tf.int64, [None, None, None]), (tf.float32, [None, None, None]),
+                                          (tf.int32, [None]))]
+            _, labels, conf, order = tf.while_loop(lambda g, *_: g < num_groups, run_group,
+                                                   (tf.constant(0), *parts))
+            back = tf.math.invert_permutation(order.concat())  # group order -> request order
+            return tf.gather(labels.concat(), back), tf.gather(conf.concat(), back)
 
         def empty():  # a batch of zero images is a valid (if useless) request
             return tf.zeros([0, 0, 0], tf.int64), tf.zeros([0, 0, 0], tf.float32)
 
-        labels, confidence = tf.cond(n > 0, lambda: tf.cond(same_size, batched, one_by_one), empty)
-        return {"segmentation_map": labels, "confidence": confidence, "height": heights, "width": widths}
+        labels, confidence = tf.cond(n > 0, segment_all, empty)
+        labels = tf.reshape(labels, [n, hmax, wmax])
+        confidence = tf.reshape(confidence, [n, hmax, wmax])
+        # Outside each image (padding of the batch, or of the pad_multiple canvas): 255 / 0.
+        inside = tf.logical_and(
+            tf.range(hmax)[tf.newaxis, :, tf.newaxis] < heights[:, tf.newaxis, tf.newaxis],
+            tf.range(wmax)[tf.newaxis, tf.newaxis, :] < widths[:, tf.newaxis, tf.newaxis])
+        labels = tf.where(inside, labels, tf.constant(IGNORE_LABEL, tf.int64))
+        confidence = tf.where(inside, confidence, 0.0)
+        hm, wm = tf.reduce_max(tf.concat([heights, [0]], 0)), tf.reduce_max(tf.concat([widths, [0]], 0))
+        labels, confidence = labels[:, :hm, :wm], confidence[:, :hm, :wm]
+        return {"segmentation_map": labels, "confidence": confidence, "height": heights, "width": widths,
+                "segmentation_png": self._encode_png(labels, heights, widths)}
+
+    def _encode_png(self, labels, heights, widths):
+        """int64 [B,H,W] label maps -> string [B]: each image's map cropped to its size as a
+        single-channel PNG (uint8 class ids; uint16 above 255 classes). ~100x smaller than the
+        int64 map on the wire, decodable by any PNG reader (PIL, tf.io.decode_png)."""
+        dtype = tf.uint8 if self._num_classes <= 255 else tf.uint16
+
+        def one(i):
+            return tf.io.encode_png(tf.cast(labels[i, :heights[i], :widths[i], tf.newaxis], dtype))
+
+        return tf.map_fn(one, tf.range(tf.shape(labels)[0]), fn_output_signature=tf.TensorSpec([], tf.string))
 
     # -- signatures --
 
@@ -245,22 +323,37 @@ class _ServingModule(tf.Module):
             examples, {tfrecord.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)})
         return self._segment_encoded(features[tfrecord.IMAGE_ENCODED])
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serving_png(self, images):
+        # serving_default with only its compact outputs: for REST clients (TF Serving's REST API has
+        # no output_filter), ~100x fewer bytes than the int64 map and float32 confidence as JSON.
+        out = self._segment_encoded(images)
+        return {k: out[k] for k in ("segmentation_png", "height", "width")}
+
     @tf.function(input_signature=[
-        tf.TensorSpec([1, None, None, 3], tf.float32, name="images"),
-        # Unknown rank: the reference client sends make_tensor_proto(height, shape=[1]); scalars work too.
+        # Batch dimension open: TF Serving's batching (--enable_batching) concatenates concurrent
+        # requests along dimension 0 (the reference client sends [1,H,W,3]; merged: [B,H,W,3]).
+        tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
+        # Unknown rank: the reference client sends make_tensor_proto(height, shape=[1]) -- merged by
+        # batching into [B]; scalars work too (without batching: batching needs a dimension 0).
         tf.TensorSpec(None, tf.int32, name="height"),
         tf.TensorSpec(None, tf.int32, name="width"),
     ])
     def predict_images(self, images, height, width):
         # The reference graph reshaped the pixels to (1, height, width, 3): a height/width that
         # disagrees with the pixels is an INVALID_ARGUMENT, not a silently wrong map.
-        height = tf.reshape(height, [])
-        width = tf.reshape(width, [])
         shape = tf.shape(images)
+        height = tf.reshape(height, [-1])
+        width = tf.reshape(width, [-1])
         check = tf.debugging.assert_equal(
-            tf.stack([shape[1], shape[2]]), tf.stack([height, width]),
-            message="predict_images: the height and width inputs must equal the size of the [1,H,W,3] image")
-        with tf.control_dependencies([check]):
+            tf.logical_and(tf.reduce_all(tf.equal(height, shape[1])), tf.reduce_all(tf.equal(width, shape[2]))),
+            True, message="predict_images: the height and width inputs must equal the size of the [1,H,W,3] "
+                          "image (one value, or one per image of a merged batch)")
+        sizes_ok = tf.debugging.assert_equal(
+            tf.logical_and(tf.reduce_any(tf.equal(tf.size(height), [1, shape[0]])),
+                           tf.reduce_any(tf.equal(tf.size(width), [1, shape[0]]))),
+            True, message="predict_images: height and width need one value, or one per image")
+        with tf.control_dependencies([check, sizes_ok]):
             images = tf.identity(images)
         labels, _ = self._segment(images)
         return {"segmentation_map": labels}
@@ -350,7 +443,8 @@ def export_serving_model(model, export_dir, *, hparams=None, tta=None, precision
       tta: `models.inference.TTAConfig` or its JSON dict; baked into serving_default,
         serving_examples and predict_images (not into `logits`). Default: whole image, scale 1.
       precision: 'float32' or 'bfloat16' compute (mixed_bfloat16: bf16 math, float32 variables and
-        outputs). Default: the model's own.
+        outputs), or 'auto' (bfloat16 only where native: models/precision.py). Default: the model's own.
+        deeplab_export.json records it and the reason (`precision_reason`).
       num_classes: default: the model's output channels.
       warmup_sizes: (height, width) pairs for the warm-up requests; default the training crop
         found in hparams (else 128x128). () writes no warm-up file.
@@ -361,7 +455,10 @@ def export_serving_model(model, export_dir, *, hparams=None, tta=None, precision
       export_dir.
     """
     tta = TTAConfig.coerce(tta)
-    precision = precision or _precision_of(model)
+    if precision is None:
+        precision, precision_reason = _precision_of(model), "the source model's precision"
+    else:
+        precision, precision_reason = resolve_precision(precision)
     model = with_precision(model, precision, hparams)
     if num_classes is None:
         num_classes = int(model.output_shape[-1]) if model.output_shape[-1] else NUM_CLASSES
@@ -370,7 +467,8 @@ def export_serving_model(model, export_dir, *, hparams=None, tta=None, precision
                               "(TF Serving versions are immutable)")
     module = _ServingModule(model, tta, num_classes)
     signatures = {name: getattr(module, name).get_concrete_function() for name in SIGNATURES}
-    log.info("Exporting SavedModel to %s (TTA: %s, precision %s)", export_dir, tta.describe(), precision)
+    log.info("Exporting SavedModel to %s (TTA: %s, precision %s: %s)", export_dir, tta.describe(), precision,
+             precision_reason)
     tf.saved_model.save(module, export_dir, signatures=signatures)
 
     config = {
@@ -379,6 +477,7 @@ def export_serving_model(model, export_dir, *, hparams=None, tta=None, precision
         "model_kwargs": _safe_model_kwargs(hparams),
         "tta": tta.to_json_dict(),
         "precision": precision,
+        "precision_reason": precision_reason,
         "num_classes": num_classes,
         "signatures": list(SIGNATURES),
         "weight_names": [w.name for w in model.weights],

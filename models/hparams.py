@@ -15,7 +15,10 @@ import dataclasses
 import json
 import typing
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: models/precision.py decides
+# Recorded by models.train in hparams.json beside the fields (what "auto" resolved to, and why);
+# from_json drops them, so a model_run's hparams.json reloads (and "auto" resolves again where it runs).
+RECORDED_KEYS = ("precision_resolved", "precision_reason")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -56,7 +59,7 @@ class HParams:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     # execution
-    precision: str = "float32"
+    precision: str = "auto"  # auto: bfloat16 where native, float16 on older GPUs, else float32
     xla: bool = False
     checkpoint_every: int = 500  # steps between BackupAndRestore checkpoints (resume of a killed run)
     log_images: int = 3  # validation images drawn with predictions each epoch
@@ -85,9 +88,13 @@ class HParams:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
-    def to_json(self, path=None):
-        """JSON text; also written to `path` (local or gfile URI) when given."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+    def to_json(self, path=None, **recorded):
+        """JSON text; also written to `path` (local or gfile URI) when given. `recorded`: RECORDED_KEYS
+        values written beside the fields (e.g. precision_resolved="mixed_bfloat16")."""
+        unknown = sorted(set(recorded) - set(RECORDED_KEYS))
+        if unknown:
+            raise ValueError(f"to_json records only {RECORDED_KEYS}; got {unknown}")
+        text = json.dumps({**self.to_dict(), **recorded}, indent=2, sort_keys=True)
         if path:
             import tensorflow as tf
             with tf.io.gfile.GFile(path, "w") as f:
@@ -107,7 +114,8 @@ class HParams:
     def from_json(cls, path):
         import tensorflow as tf
         with tf.io.gfile.GFile(path) as f:
-            return cls.from_dict(json.load(f))
+            values = json.load(f)
+        return cls.from_dict({k: v for k, v in values.items() if k not in RECORDED_KEYS})
 
     def replace(self, **overrides):
         return dataclasses.replace(self, **overrides)
@@ -130,7 +138,7 @@ PRESETS = {
         "backbone": "mobilenet_v2", "alpha": 0.35, "output_stride": 16, "aspp_filters": 64, "aspp_rates": (3, 6, 9),
         "weights": None, "crop_size": 129, "min_scale": 0.5, "max_scale": 1.5, "batch_size": 16,
         "train_steps": 750, "steps_per_epoch": 250, "optimizer": "adam", "learning_rate": 0.003,
-        "weight_decay": 1e-5, "bn_decay": 0.99, "precision": "mixed_bfloat16", "cache_decoded": True,
+        "weight_decay": 1e-5, "bn_decay": 0.99, "precision": "auto", "cache_decoded": True,
         "checkpoint_every": 250,
     },
 }

@@ -255,3 +255,48 @@ def predict_logits(logits_fn, images, scales=(1.0,), flip=False, mode="whole", c
 def predict_labels(logits_fn, images, **kwargs):
     """Argmax of `predict_logits(logits_fn, images, **kwargs)`: int64 class ids [B, H, W]."""
     return tf.argmax(predict_logits(logits_fn, images, **kwargs), axis=-1, output_type=tf.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# batching images of different sizes without changing any image's answer (the evaluator)
+#
+# Padding images of different sizes into one canvas would change their predictions: the
+# image-pooling branch of ASPP averages over the whole canvas and the strided convolutions'
+# sampling grid moves with the size. So images share a model call only when the one-image path
+# would feed the model tensors of the same size anyway: the same (height, width), or, in whole
+# mode at scale 1 without flip with `pad_multiple`, the same padded canvas (the one-image path
+# pads each image to that canvas before the model, so padding it up front is the same tensor).
+
+def shared_canvas(height, width, scales=(1.0,), flip=False, mode="whole", pad_multiple=None, pad_offset=0,
+                  **_):
+    """(canvas_height, canvas_width) when images of this size can be padded up front to the canvas
+    the one-image path of `predict_logits` pads them to (whole mode, scale 1, no flip,
+    `pad_multiple` set), else None. Takes `TTAConfig.kwargs()`; plain Python ints."""
+    if not (pad_multiple and mode == "whole" and tuple(float(s) for s in scales) == (1.0,) and not flip):
+        return None
+    m, off = int(pad_multiple), int(pad_offset)
+    return int(height) + (off - int(height)) % m, int(width) + (off - int(width)) % m
+
+
+def batch_key(height, width, **tta_kwargs):
+    """Images with equal keys can go through `predict_logits` as one batch with the one-image
+    answers: the shared canvas (see `shared_canvas`) or else the image size itself."""
+    return shared_canvas(height, width, **tta_kwargs) or (int(height), int(width))
+
+
+def size_groups(shapes, batch_size, **tta_kwargs):
+    """Splits images (their (height, width, ...) shapes, in order) into batches that each share a
+    `batch_key`: a list of (key, [indices]) with at most `batch_size` indices, in order of first
+    appearance (deterministic)."""
+    batch_size = max(1, int(batch_size))
+    by_key = {}
+    for i, shape in enumerate(shapes):
+        by_key.setdefault(batch_key(shape[0], shape[1], **tta_kwargs), []).append(i)
+    return [(key, members[k:k + batch_size]) for key, members in by_key.items()
+            for k in range(0, len(members), batch_size)]
+
+
+def pad_to_canvas(images, height, width, pad_value=MEAN_RGB):
+    """float32 [B,h,w,3] padded at the bottom/right to [B,height,width,3] with the one-image path's
+    own op (so the pixels are bit for bit those `predict_logits(..., pad_multiple=...)` feeds the model)."""
+    return _pad_to(tf.cast(tf.convert_to_tensor(images), tf.float32), height, width, pad_value)

@@ -41,7 +41,7 @@ class ConvBNReLU(keras.layers.Layer):
         self.bn_decay = bn_decay
         self.bn_epsilon = bn_epsilon
         self.weight_decay = weight_decay
-        self.conv = keras.layers.Conv2D(
+        self.conv = AtrousConv2D(
             filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False,
             kernel_initializer="he_normal", kernel_regularizer=l2_regularizer(weight_decay), name="conv")
         self.bn = keras.layers.BatchNormalization(momentum=bn_decay, epsilon=bn_epsilon, name="bn")
@@ -75,3 +75,62 @@ class ResizeLike(keras.layers.Layer):
         config = super().get_config()
         config.update(method=self.method)
         return config
+
+
+def atrous_conv2d_same(inputs, kernel, rate):
+    """`tf.nn.conv2d(inputs, kernel, padding="SAME", dilations=rate)` (stride 1, odd square kernel) as a sum
+    of one matrix product per kernel tap over the part of the map where that tap lands inside the image.
+
+    Why: at DeepLab's rates the dilated kernel is about as large as the feature map (rate 18 on the 21x21
+    map of a 321 crop at output stride 16), so most taps read only zero padding. TF's dilated kernels
+    still multiply those zeros, and their gradients ran 5-17x slower than the forward pass on CPUs
+    (oneDNN and Eigen alike). Here a tap that falls outside the map costs nothing and every product,
+    forward and backward, is a plain MatMul. Sizes are read at run time, so any H, W works.
+    """
+    size = kernel.shape[0]
+    half = size // 2
+    shape = tf.shape(inputs)
+    height, width = shape[1], shape[2]
+    in_channels, out_channels = kernel.shape[2], kernel.shape[3]
+    # One Unpack, whose gradient is one Pack: indexing kernel[i, j] per tap would make nine
+    # kernel-sized StridedSliceGrad tensors in the backward pass.
+    tap_kernels = tf.unstack(tf.reshape(kernel, [size * size, in_channels, out_channels]))
+    outputs = None
+    for a in range(-half, half + 1):
+        for b in range(-half, half + 1):
+            # Output rows [top, top + rows) read input rows [top + a*rate, ...): zero-length where the tap
+            # never lands inside the map.
+            top = tf.minimum(max(0, -a * rate), height)
+            left = tf.minimum(max(0, -b * rate), width)
+            rows = tf.maximum(height - abs(a) * rate, 0)
+            cols = tf.maximum(width - abs(b) * rate, 0)
+            src_top = tf.minimum(max(0, a * rate), height)
+            src_left = tf.minimum(max(0, b * rate), width)
+            # tf.slice, not [] indexing: StridedSliceGrad is a slow generic kernel, Slice's gradient a Pad.
+            patch = tf.slice(inputs, [0, src_top, src_left, 0], [-1, rows, cols, -1])
+            flat = tf.reshape(patch, [-1, in_channels])
+            tap = tf.matmul(flat, tap_kernels[(a + half) * size + b + half])
+            tap = tf.reshape(tap, [shape[0], rows, cols, out_channels])
+            if a == 0 and b == 0:
+                tap_full = tap
+            else:
+                tap_full = tf.pad(tap, [[0, 0], [top, height - top - rows], [left, width - left - cols], [0, 0]])
+            outputs = tap_full if outputs is None else outputs + tap_full
+    return outputs
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
+class AtrousConv2D(keras.layers.Conv2D):
+    """keras Conv2D whose dilated "same" convolution runs as per-tap matrix products (atrous_conv2d_same).
+
+    Same weights, names and config as Conv2D (ImageNet h5 files and checkpoints load unchanged); any
+    other setting (rate 1, strides, "valid") runs the stock convolution.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        rate = self.dilation_rate[0]
+        if (rate > 1 and self.dilation_rate[0] == self.dilation_rate[1] and self.padding == "same"
+                and self.strides == (1, 1) and self.kernel_size[0] == self.kernel_size[1]
+                and self.kernel_size[0] % 2 == 1 and self.groups == 1 and self.data_format == "channels_last"):
+            return atrous_conv2d_same(inputs, kernel, rate)
+        return super().convolution_op(inputs, kernel)

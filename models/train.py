@@ -23,6 +23,7 @@ from models import input_pipeline
 from models.deeplab import build_deeplab_v3, custom_objects
 from models.losses import MaskedSparseCrossEntropy
 from models.metrics import StreamingMeanIoU, iou_from_confusion
+from models.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +220,14 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
     tf.io.gfile.makedirs(run_dir)
     epochs, steps_per_epoch = _epochs(hparams)
     total_steps = epochs * steps_per_epoch
+    policy, precision_reason = resolve_precision(hparams.precision)  # "auto" -> the policy native here
     log.info("Training %s (output_stride %d, crop %d, batch %d) for %d steps (%d epochs x %d) on %d replica(s), "
-             "precision %s%s", hparams.backbone, hparams.output_stride, hparams.crop_size, hparams.batch_size,
-             total_steps, epochs, steps_per_epoch, strategy.num_replicas_in_sync, hparams.precision,
+             "precision %s (%s)%s", hparams.backbone, hparams.output_stride, hparams.crop_size, hparams.batch_size,
+             total_steps, epochs, steps_per_epoch, strategy.num_replicas_in_sync, policy, precision_reason,
              ", XLA" if hparams.xla else "")
     if chief:
-        hparams.to_json(os.path.join(run_dir, HPARAMS_FILENAME))
+        hparams.to_json(os.path.join(run_dir, HPARAMS_FILENAME), precision_resolved=policy,
+                        precision_reason=precision_reason)
 
     keras.utils.set_random_seed(hparams.seed)
     train_ds = input_pipeline.train_dataset(train_files, hparams, deterministic=deterministic)
@@ -238,7 +241,7 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
         val_ds = input_pipeline.eval_dataset(eval_files)
     if hparams.eval_steps:
         val_ds = val_ds.take(hparams.eval_steps)
-    with precision_policy(hparams.precision), strategy.scope():
+    with precision_policy(policy), strategy.scope():
         model = compile_model(build_model(hparams), hparams, total_steps)
 
     fit_callbacks = [
@@ -264,7 +267,8 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "train_seconds": round(fit_seconds, 1),
         "replicas": strategy.num_replicas_in_sync, "history": {k: [float(v) for v in vals]
                                                              for k, vals in history.history.items()},
-        "hparams": hparams.to_dict(), "model": None, "serving_model_dir": None,
+        "hparams": hparams.to_dict(), "precision_resolved": policy, "precision_reason": precision_reason,
+        "model": None, "serving_model_dir": None,
     }
     log.info("Validation mIoU over %d whole images: %.4f", evaluation["images"], evaluation["miou"])
     # Every worker saves and exports (saving a MultiWorkerMirrored model runs collective ops that

@@ -54,8 +54,9 @@ def add_arguments(command, parser):
         tta.add_argument("--flip", action="store_true", default=None, help="also predict the mirrored image")
         tta.add_argument("--mode", choices=["whole", "sliding"], help="whole image or sliding windows")
         tta.add_argument("--crop-size", type=_size, help="sliding-window size, N or HxW (the training crop)")
-        parser.add_argument("--precision", choices=["float32", "bfloat16"],
-                            help="compute precision of the served graph (default: the source model's)")
+        parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                            help="compute precision of the served graph (default auto: bfloat16 where this "
+                                 "machine has native bfloat16, else float32; recorded in deeplab_export.json)")
         parser.add_argument("--warmup-size", type=_size, action="append",
                             help="warm-up request image size N or HxW, repeatable (default: training crop)")
         parser.add_argument("--no-warmup", action="store_true", help="write no warm-up requests")
@@ -77,6 +78,24 @@ def add_arguments(command, parser):
         parser.add_argument("--version-label", type=_key_value, action="append", default=[], metavar="LABEL=VERSION")
         parser.add_argument("--ssl-cert", help="PEM certificate chain: serve gRPC over TLS (with --ssl-key)")
         parser.add_argument("--ssl-key", help="PEM private key of --ssl-cert")
+        from serving.server import batching
+        group = parser.add_argument_group(
+            "server-side batching (like tensorflow_model_server --enable_batching with serving/config/"
+            "batching.config): concurrent requests of the batched signatures run as one batch")
+        group.add_argument("--no-batching", dest="enable_batching", action="store_false",
+                           help="run every request on its own (batching is on by default)")
+        group.add_argument("--max-batch-size", type=int, default=batching.DEFAULT_MAX_BATCH_SIZE,
+                           help="most images in one merged batch")
+        group.add_argument("--batch-timeout-micros", type=int, default=batching.DEFAULT_BATCH_TIMEOUT_MICROS,
+                           help="how long the first request of a batch waits for others (only while other "
+                                "requests are in flight: a lone client is not delayed)")
+        group.add_argument("--num-batch-threads", type=int, default=batching.DEFAULT_NUM_BATCH_THREADS,
+                           help="batches run in parallel")
+        group.add_argument("--max-enqueued-batches", type=int, default=batching.DEFAULT_MAX_ENQUEUED_BATCHES,
+                           help="queue bound in batches; beyond it requests get UNAVAILABLE")
+        group.add_argument("--batch-signatures", nargs="+", default=list(batching.DEFAULT_BATCHED_SIGNATURES),
+                           metavar="SIGNATURE", help="signatures to batch ('*': all; requests with a scalar "
+                                                     "input or of other image sizes are never merged)")
     elif command == "predict":
         parser.add_argument("--server", required=True, help="HOST:PORT of TF Serving (gRPC, or REST with --rest)")
         parser.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
@@ -154,14 +173,20 @@ def _export_or_raise(args):
 
 
 def _serve(args):
-    from serving.server import ModelServer
+    from serving.server import BatchingOptions, ModelServer
+    try:
+        batching = BatchingOptions(args.enable_batching, args.max_batch_size, args.batch_timeout_micros,
+                                   args.num_batch_threads, args.max_enqueued_batches, args.batch_signatures)
+    except ValueError as e:
+        print(f"deeplab serve: {e}", file=sys.stderr)
+        return 2
     server = ModelServer(args.model_base_path, args.model_name, host=args.host, grpc_port=args.grpc_port,
                          rest_port=None if args.rest_port < 0 else args.rest_port,
                          poll_seconds=args.poll_seconds, max_message_mb=args.max_message_mb,
                          max_image_pixels=args.max_image_pixels, max_image_side=args.max_image_side,
                          threads=args.threads, warmup=not args.no_warmup,
                          version_labels={k: int(v) for k, v in args.version_label},
-                         ssl_cert=args.ssl_cert, ssl_key=args.ssl_key)
+                         ssl_cert=args.ssl_cert, ssl_key=args.ssl_key, batching=batching)
     # Kubernetes and docker stop containers with SIGTERM: shut down cleanly as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     server.start()

@@ -1,7 +1,8 @@
 """gRPC client for TF Serving (real tensorflow_model_server or `deeplab serve`).
 
     client = GrpcClient("localhost:8500", model_name="deeplab", timeout=10)
-    (label_map, confidence), = client.segment([open("cat.jpg", "rb").read()])
+    (label_map, _), = client.segment([open("cat.jpg", "rb").read()])  # compact: segmentation_png only
+    (label_map, confidence), = client.segment([...], confidence=True)  # + float32 confidence
     client.status()                 # ModelService.GetModelStatus
     client.signatures()             # PredictionService.GetModelMetadata
 
@@ -18,7 +19,7 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from serving.rest_client import ServingClientError, crop_batch
+from serving.rest_client import COMPACT_OUTPUTS, ServingClientError, _lacks_compact_output, crop_batch
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class GrpcClient:
         self.server, self.model_name = server, model_name
         self.version, self.version_label = version, version_label
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self._no_compact = False  # set once the server's model turns out to lack segmentation_png
         size = int(max_message_mb * (1 << 20))
         options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
         if root_cert:
@@ -83,12 +85,31 @@ class GrpcClient:
         response = self._call(self.predictions.Predict, request)
         return {alias: tf.make_ndarray(proto) for alias, proto in response.outputs.items()}
 
-    def segment(self, encoded_images, batch_size=8):
-        """Encoded JPEG/PNG bytes -> [(label_map int64 [h,w], confidence float32 [h,w])] via serving_default."""
+    def segment(self, encoded_images, batch_size=8, compact=True, confidence=False):
+        """Encoded JPEG/PNG bytes -> [(label_map int64 [h,w], confidence float32 [h,w] or None)] via
+        serving_default.
+
+        compact (default): asks for the PNG-encoded `segmentation_png` only (output_filter), a few KB
+        per image instead of 2 MB of int64 map per 513x513 image; falls back to the full answer for
+        models exported without it. confidence=True adds the float32 confidence (4 bytes/pixel).
+        compact=False: every output, the label map from the int64 `segmentation_map`."""
         results = []
         for start in range(0, len(encoded_images), batch_size):
             batch = np.array(list(encoded_images[start:start + batch_size]), dtype=object)
-            results.extend(crop_batch(self.predict({"images": batch}, "serving_default")))
+            wanted = ()
+            if compact and not self._no_compact:
+                wanted = COMPACT_OUTPUTS + (("confidence",) if confidence else ())
+            try:
+                outputs = self.predict({"images": batch}, "serving_default", output_filter=wanted)
+            except ServingClientError as e:
+                if not wanted or not _lacks_compact_output(e):
+                    raise
+                log.info("%s: the model has no segmentation_png output; asking for every output", self.server)
+                self._no_compact = True
+                outputs = self.predict({"images": batch}, "serving_default")
+            if compact and not confidence:  # the fallback's full answer: keep to what was asked
+                outputs.pop("confidence", None)
+            results.extend(crop_batch(outputs))
         return results
 
     def predict_images(self, image):

@@ -1,7 +1,8 @@
 """REST client for TF Serving's /v1 API (real tensorflow_model_server or `deeplab serve`).
 
     client = RestClient("localhost:8501", model_name="deeplab")
-    (label_map, confidence), = client.segment([open("cat.jpg", "rb").read()])
+    (label_map, _), = client.segment([open("cat.jpg", "rb").read()])   # compact: serving_png
+    (label_map, confidence), = client.segment([...], compact=False)    # serving_default, all outputs
     client.status()      # GET /v1/models/deeplab
     client.metadata()    # GET /v1/models/deeplab/metadata
 
@@ -9,6 +10,7 @@ Images travel base64-encoded as {"b64": ...}; requests use the row ("instances")
 `columnar=True` ("inputs"). Errors raise ServingClientError carrying TF Serving's error text.
 """
 import base64
+import io
 import json
 import logging
 import time
@@ -36,13 +38,43 @@ class ServingClientError(Exception):
         super().__init__(f"{code}{http}{where}: {details}")
 
 
+# The compact outputs: serving_default/serving_png `segmentation_png` (each image's label map as a
+# uint8 PNG) with `height`/`width`; ~1-5 KB per 513x513 image instead of 2 MB of int64 (+1 MB of
+# float32 confidence).
+COMPACT_OUTPUTS = ("segmentation_png", "height", "width")
+COMPACT_SIGNATURE = "serving_png"
+
+
+def decode_label_png(data):
+    """A `segmentation_png` value (bytes, or {"b64": ...} from REST JSON) -> int64 [h, w] label map."""
+    from PIL import Image
+    if isinstance(data, dict):
+        data = base64.b64decode(data["b64"])
+    elif isinstance(data, str):
+        data = data.encode("latin-1")
+    with Image.open(io.BytesIO(bytes(data))) as image:
+        return np.asarray(image).astype(np.int64)
+
+
 def crop_batch(outputs):
-    """serving_default outputs (padded to the largest image) -> [(label_map, confidence)] at each
-    image's own size."""
-    maps = np.asarray(outputs["segmentation_map"])
-    conf = np.asarray(outputs["confidence"])
+    """serving_default outputs -> [(label_map int64 [h,w], confidence float32 [h,w] or None)] at each
+    image's own size: from `segmentation_png` when present (compact), else from the int64
+    `segmentation_map` padded to the largest image."""
     heights, widths = np.asarray(outputs["height"]), np.asarray(outputs["width"])
-    return [(maps[i, :h, :w], conf[i, :h, :w]) for i, (h, w) in enumerate(zip(heights, widths))]
+    conf = np.asarray(outputs["confidence"]) if "confidence" in outputs else None
+    if "segmentation_png" in outputs:
+        pngs = outputs["segmentation_png"]
+        maps = [decode_label_png(pngs[i]) for i in range(len(heights))]
+    else:
+        padded = np.asarray(outputs["segmentation_map"])
+        maps = [padded[i, :h, :w] for i, (h, w) in enumerate(zip(heights, widths))]
+    return [(maps[i], None if conf is None else conf[i, :h, :w]) for i, (h, w) in enumerate(zip(heights, widths))]
+
+
+def _lacks_compact_output(error):
+    """The server's model predates the compact output (exported before segmentation_png/serving_png)."""
+    return error.code in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION") and (
+        "segmentation_png" in error.details or COMPACT_SIGNATURE in error.details)
 
 
 class RestClient:
@@ -52,6 +84,7 @@ class RestClient:
         self.base = self.base.rstrip("/")
         self.model_name, self.version, self.version_label = model_name, version, version_label
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self._no_compact = False  # set once the server's model turns out to lack serving_png
 
     def _model_url(self):
         url = f"{self.base}/v1/models/{self.model_name}"
@@ -100,18 +133,34 @@ class RestClient:
             payload["signature_name"] = signature
         return self._request(self._model_url() + ":predict", payload)
 
-    def segment(self, encoded_images, batch_size=8, columnar=False):
-        """Encoded JPEG/PNG bytes -> [(label_map int64 [h,w], confidence float32 [h,w])] via serving_default."""
+    def segment(self, encoded_images, batch_size=8, columnar=False, compact=True):
+        """Encoded JPEG/PNG bytes -> [(label_map int64 [h,w], confidence float32 [h,w] or None)].
+
+        compact (default): the `serving_png` signature (PNG label maps, no confidence: TF Serving's
+        REST API cannot filter outputs, so the compact answer is a signature of its own); falls back
+        to serving_default for models exported without it. compact=False: serving_default, with
+        the int64 map and the confidence."""
         results = []
         for start in range(0, len(encoded_images), batch_size):
             b64 = [{"b64": base64.b64encode(data).decode("ascii")} for data in encoded_images[start:start + batch_size]]
-            if columnar:
-                outputs = self.predict(inputs={"images": b64}, signature="serving_default")["outputs"]
-            else:
-                rows = self.predict(instances=b64, signature="serving_default")["predictions"]
-                outputs = {k: [row[k] for row in rows] for k in rows[0]}
+            signature = COMPACT_SIGNATURE if compact and not self._no_compact else "serving_default"
+            try:
+                outputs = self._segment_call(b64, signature, columnar)
+            except ServingClientError as e:
+                if signature != COMPACT_SIGNATURE or not _lacks_compact_output(e):
+                    raise
+                log.info("%s has no %s signature; using serving_default", self.base, COMPACT_SIGNATURE)
+                self._no_compact = True
+                outputs = self._segment_call(b64, "serving_default", columnar)
             results.extend(crop_batch(outputs))
         return results
+
+    def _segment_call(self, b64, signature, columnar):
+        if columnar:
+            outputs = self.predict(inputs={"images": b64}, signature=signature)["outputs"]
+            return outputs
+        rows = self.predict(instances=b64, signature=signature)["predictions"]
+        return {k: [row[k] for row in rows] for k in rows[0]}
 
     def predict_images(self, image):
         """The reference repo's signature: RGB image uint8/float [H,W,3] -> label map int64 [H,W]."""

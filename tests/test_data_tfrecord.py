@@ -225,6 +225,81 @@ def test_rgb_png_image_is_copied(tmp_path):
     assert sample.image_bytes == png and sample.image_format == "png" and sample.converted is None
 
 
+def _png_chunks(data):
+    """[(kind, body)] of a PNG file."""
+    import struct
+
+    chunks, pos = [], 8
+    while pos < len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        chunks.append((kind, data[pos + 8:pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def test_palette_mask_is_relabelled_without_reencoding(tmp_path):
+    """An 8-bit palette mask becomes a grayscale PNG of the same compressed pixels (header rewritten, palette
+    dropped); PIL and TensorFlow decode it to the class ids."""
+    mask = _mask(values=(0, 3, 20, 255))
+    source = encode_palette_png(mask)
+    sample = tfr.load_sample(_pair(tmp_path, _jpeg(), source))
+    out = _png_chunks(sample.mask_png)
+    assert [kind for kind, _ in out] == [b"IHDR", b"IDAT", b"IEND"]
+    assert out[0][1][8:10] == b"\x08\x00"  # bit depth 8, colour type 0 (grayscale)
+    assert [body for kind, body in out if kind == b"IDAT"] == [b for k, b in _png_chunks(source) if k == b"IDAT"]
+    decoded = Image.open(io.BytesIO(sample.mask_png))
+    assert decoded.mode == "L" and np.array_equal(np.asarray(decoded), mask)
+    import tensorflow as tf
+
+    assert np.array_equal(tf.io.decode_png(sample.mask_png, channels=1)[..., 0].numpy(), mask)
+
+
+def test_masks_that_cannot_be_relabelled_are_reencoded(tmp_path):
+    mask = _mask(values=(0, 3, 15))
+    # A 4-bit palette PNG (bit depth below 8), and a palette PNG whose IDAT CRC is wrong (libpng would reject it).
+    four_bit = io.BytesIO()
+    Image.fromarray(mask).convert("P").save(four_bit, format="PNG", bits=4)
+    assert _png_chunks(four_bit.getvalue())[0][1][8] == 4
+    source = bytearray(encode_palette_png(mask))
+    idat = source.index(b"IDAT") - 4  # the chunk's length field
+    source[idat + 8 + int.from_bytes(source[idat:idat + 4], "big")] ^= 0xFF  # first byte of its CRC
+    for data in (four_bit.getvalue(), bytes(source)):
+        sample = tfr.load_sample(_pair(tmp_path, _jpeg(), data))
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(sample.mask_png))), mask)
+        assert tfr._png_as_class_ids(data) is None  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_size_is_read_before_the_reduced_validation_decode(tmp_path, progressive):
+    """RGB JPEGs are validated by a 1/8-scale decode; the recorded size is the full one, for any size."""
+    rgb = np.random.default_rng(3).integers(0, 255, size=(23, 37, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", progressive=progressive)
+    good = buf.getvalue()
+    sample = tfr.load_sample(_pair(tmp_path, good, encode_palette_png(_mask((23, 37)))))
+    assert (sample.height, sample.width, sample.image_bytes) == (23, 37, good)
+    _bad(_pair(tmp_path, good[: len(good) * 3 // 4], encode_palette_png(_mask((23, 37)))), "corrupt_image")
+
+
+def test_example_bytes_is_the_protobuf_encoding():
+    """The hand-written wire format equals the protobuf library's deterministic serialization, edge values too."""
+    light = tfr._light_example_class()  # pylint: disable=protected-access
+    for sample in (tfr.Sample(bytes(range(256)) * 300, "jpeg", b"\x89PNG", 375, 500, "2007_000033", None),
+                   tfr.Sample(b"", "png", b"", 0, 1, "", None),
+                   tfr.Sample(b"x", "png", b"y", 2 ** 40, -3, "\u00e9t\u00e9", "cmyk_to_rgb")):
+        expected = light()
+        for key, value in ((tfr.IMAGE_ENCODED, sample.image_bytes), (tfr.IMAGE_FILENAME, sample.filename.encode()),
+                           (tfr.IMAGE_FORMAT, sample.image_format.encode()), (tfr.IMAGE_HEIGHT, sample.height),
+                           (tfr.IMAGE_WIDTH, sample.width), (tfr.IMAGE_CHANNELS, 3),
+                           (tfr.LABEL_ENCODED, sample.mask_png), (tfr.LABEL_FORMAT, b"png")):
+            if isinstance(value, bytes):
+                expected.features.feature[key].bytes_list.value.append(value)
+            else:
+                expected.features.feature[key].int64_list.value.append(value)
+        assert tfr.example_bytes(sample) == expected.SerializeToString(deterministic=True)
+        assert tfr.parse_light_example(tfr.example_bytes(sample)) == expected
+
+
 def test_parse_rejects_malformed_records():
     import tensorflow as tf
 

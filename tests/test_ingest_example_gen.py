@@ -234,6 +234,20 @@ def test_workers_build_examples_without_tensorflow(voc_sample_root):
     assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
 
 
+def test_tfrecord_frame_is_tensorflows_record_format(tmp_path):
+    """The workers' TFRecord framing (hardware CRC-32C) writes the bytes TensorFlow's writer writes."""
+    import tensorflow as tf
+
+    from components.voc_example_gen.transforms import tfrecord_frame
+
+    records = [b"", b"x", bytes(range(256)) * 200]
+    path = str(tmp_path / "tf.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    assert open(path, "rb").read() == b"".join(tfrecord_frame(record) for record in records)
+
+
 def test_input_config_maps_splits_to_recipes_and_references():
     config = component.make_input_config({"train": "train_aug", "val": "voc_val"}, {"val": "gs://b/val-*"})
     assert [(s.name, s.pattern) for s in config.splits] == [("train", "train_aug"), ("val", "reference:gs://b/val-*")]

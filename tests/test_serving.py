@@ -160,17 +160,70 @@ def test_grpc_and_rest_maps_equal_the_savedmodel_in_process(endpoint, in_process
     images = _images(3)
     encoded = [_png(image) for image in images]
     with GrpcClient(grpc_target, timeout=30) as client:
-        via_grpc = client.segment(encoded, batch_size=3)
+        via_grpc = client.segment(encoded, batch_size=3, confidence=True)  # PNG map + confidence
+        compact = client.segment(encoded, batch_size=2)  # the default: PNG map only
+        full = client.segment(encoded, batch_size=3, compact=False)  # every output, int64 map
     rest = RestClient(rest_target, timeout=30)
-    via_rows = rest.segment(encoded, batch_size=2)
-    via_columns = rest.segment(encoded, batch_size=3, columnar=True)
-    for image, g, r, c in zip(images, via_grpc, via_rows, via_columns):
+    via_rows = rest.segment(encoded, batch_size=2)  # the default: serving_png
+    via_columns = rest.segment(encoded, batch_size=3, columnar=True, compact=False)  # serving_default
+    for image, g, k, f, r, c in zip(images, via_grpc, compact, full, via_rows, via_columns):
         want_map, want_conf = in_process(image)
         assert g[0].shape == image.shape[:2]
-        for label_map, confidence in (g, r, c):
+        for label_map, _ in (g, k, f, r, c):
+            assert label_map.dtype == np.int64
             np.testing.assert_array_equal(label_map, want_map)
+        for confidence in (g[1], f[1], c[1]):
             np.testing.assert_allclose(confidence, want_conf, atol=1e-6)
+        assert k[1] is None and r[1] is None  # not asked for: not sent
     assert len({m.tobytes() for m, _ in via_grpc}) > 1  # different images, different maps
+
+
+def test_compact_output_is_a_fraction_of_the_int64_map_on_the_wire(endpoint):
+    from tensorflow_serving.apis import predict_pb2
+    grpc_target, _ = endpoint
+    image = _images(1, seed=4)[0]
+    with GrpcClient(grpc_target) as client:
+        sizes = {}
+        for name, output_filter in (("full", []), ("compact", ["segmentation_png", "height", "width"])):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "deeplab"
+            request.inputs["images"].CopyFrom(tf.make_tensor_proto([_png(image)]))
+            request.output_filter.extend(output_filter)
+            sizes[name] = client.predictions.Predict(request, 30.0).ByteSize()
+    # int64 map (int64_val varints: ~1 B/px, as TF Serving sends it) + float32 confidence (4 B/px) vs one small PNG
+    assert sizes["full"] > 5 * image.shape[0] * image.shape[1]
+    assert sizes["compact"] * 10 < sizes["full"], sizes
+
+
+def test_concurrent_requests_are_merged_into_fewer_model_runs(local_server, in_process):
+    """`deeplab serve` batches serving_default by default: concurrent clients share model runs,
+    each gets its own map (also when the merged images have other sizes than its own)."""
+    queue = local_server.manager.get("deeplab").batching_queue("serving_default")
+    assert queue is not None
+    images = _images(4, seed=9)
+    expected = [in_process(image)[0] for image in images]
+    encoded = [_png(image) for image in images]
+    before = dict(requests=queue.stats["requests"], runs=queue.stats["runs"], merged=queue.stats["merged_runs"])
+    clients = [GrpcClient(f"127.0.0.1:{local_server.grpc_port}", timeout=60, retries=0) for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def one(k):
+        start.wait()
+        out = []
+        for i in range(6):
+            j = (k + i) % 4
+            out.append(np.array_equal(clients[k].segment([encoded[j]])[0][0], expected[j]))
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    for client in clients:
+        client.close()
+    assert all(all(r) for r in results)
+    requests = queue.stats["requests"] - before["requests"]
+    runs = queue.stats["runs"] - before["runs"]
+    assert requests == 48
+    assert runs < requests and queue.stats["merged_runs"] > before["merged"], queue.stats
 
 
 def test_predict_images_the_reference_way(endpoint, in_process):

@@ -52,6 +52,12 @@ def test_batching_and_monitoring_configs_parse_with_the_upstream_protos():
     messages = _upstream_messages()
     batching = text_format.Parse((SERVING / "config/batching.config").read_text(), messages["BatchingParameters"]())
     assert batching.max_batch_size.value == 4
+    assert not batching.pad_variable_length_inputs  # padding would corrupt predict_images (see the file)
+    # `deeplab serve` defaults to the same parameters.
+    from serving.server import batching as local
+    assert (local.DEFAULT_MAX_BATCH_SIZE, local.DEFAULT_BATCH_TIMEOUT_MICROS, local.DEFAULT_NUM_BATCH_THREADS,
+            local.DEFAULT_MAX_ENQUEUED_BATCHES) == (batching.max_batch_size.value, batching.batch_timeout_micros.value,
+                                                    batching.num_batch_threads.value, batching.max_enqueued_batches.value)
     # TF Serving's rule: allowed sizes increasing, the last one equal to max_batch_size.
     assert list(batching.allowed_batch_sizes) == sorted(batching.allowed_batch_sizes)
     assert batching.allowed_batch_sizes[-1] == batching.max_batch_size.value
@@ -71,6 +77,9 @@ def test_docker_compose_serves_the_push_directory_on_8500_and_8501():
     assert flags["model_config_file"] == "/config/models.config"
     assert flags["monitoring_config_file"] == "/config/monitoring.config"
     assert flags["enable_model_warmup"] == "true"
+    # Server-side batching on, with the BatchingParameters of config/batching.config.
+    assert flags["enable_batching"] == "true"
+    assert flags["batching_parameters_file"] == "/config/batching.config"
     mounts = {v.rsplit(":", 2)[1]: v for v in service["volumes"]}  # SOURCE:TARGET:ro
     assert "DEEPLAB_SERVING_DIR" in mounts["/models"] and mounts["/config"].startswith("./config:")
 
@@ -84,6 +93,8 @@ def test_k8s_deployment_service_and_configmap():
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}
+    flags = dict(arg.lstrip("-").split("=", 1) for arg in container["args"])
+    assert flags["enable_batching"] == "true" and flags["batching_parameters_file"] == "/config/batching.config"
     probe = container["readinessProbe"]["httpGet"]
     assert probe["path"].startswith("/v1/models/deeplab") and probe["port"] == "http"
     assert docs["Deployment"]["spec"]["selector"]["matchLabels"] == docs["Service"]["spec"]["selector"]

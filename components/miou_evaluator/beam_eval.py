@@ -1,8 +1,14 @@
 """The Beam evaluation: examples -> per-image confusion matrices -> one summed matrix per model.
 
 Shared by the TFX executor and `deeplab evaluate`. Each worker loads the SavedModels once
-(`DoFn.setup`) and calls their `logits` signature through `models.inference` with the chosen
-test-time augmentation. Per-image confusion matrices are summed by a CombineFn (associative, so
+(`DoFn.setup`; only the `logits` signature and its variables, see _load_signature_only) and calls
+it through `models.inference` with the chosen test-time augmentation, `batch_size` images per
+call: images the model sees at the same size (same size, or the same padded canvas with TTA
+`pad_multiple`) are batched, so every image gets exactly its one-image answer (batch_size 1 is
+the one-image path; the tests compare the integers). Padding different sizes into one canvas is
+not done: DeepLab's image pooling and strided sampling grid would change the answers.
+
+Per-image confusion matrices are summed by a CombineFn (associative, so
 any sharding gives the same integers); the same combine keeps per-image figures (for the
 reference-style average) and the best/worst images (for the gallery). Records that cannot be
 read are skipped, counted by reason (Beam counters and the result) and named in the report.
@@ -74,36 +80,190 @@ def resolve_examples(path, split="val"):
 # ---------------------------------------------------------------------------------------------
 # per-example work
 
-def _load_predictor(model_dir, tta, num_classes):
-    """A function uint8 image [H,W,3] -> int64 labels [H,W] running the model's `logits`
-    signature with TTA; one tf.function with a dynamic input signature, so any size traces once."""
+def _functions_reachable(library, roots):
+    """Names of the FunctionDefs of `library` that the functions `roots` call, transitively."""
+    fdefs = {f.signature.name: f for f in library.function}
+    keep, todo = set(), list(roots)
+
+    def called(attr_values):
+        for v in attr_values:
+            if v.HasField("func"):
+                yield v.func.name
+            if v.HasField("list"):
+                yield from (f.name for f in v.list.func)
+
+    while todo:
+        name = todo.pop()
+        if name in keep or name not in fdefs:
+            continue
+        keep.add(name)
+        for node in fdefs[name].node_def:
+            if node.op in fdefs:
+                todo.append(node.op)
+            todo.extend(called(node.attr.values()))
+        todo.extend(called(fdefs[name].attr.values()))
+    return keep
+
+
+def _load_signature_only(model_dir, signature_name=LOGITS_SIGNATURE):
+    """(ConcreteFunction, object to keep alive with it): the SavedModel's `signature_name`
+    signature, loading only it and the variables it captures (tf.saved_model's partial loading,
+    with the function library pruned to what the signature calls).
+
+    A DeepLab export holds four signatures and the checkpoint save/restore functions; turning every
+    FunctionDef back into a graph is most of `tf.saved_model.load`'s time (demo export, shared
+    2-core CPU: 1.2-1.9 s here against 5.5-5.8 s for the full load). The function run is the
+    very FunctionDef the full load gives (the tests compare outputs bit for bit). Uses TensorFlow
+    internals: callers fall back to the full load when this raises.
+    """
+    from tensorflow.python.checkpoint import checkpoint_options
+    from tensorflow.python.framework import ops
+    from tensorflow.python.saved_model import load as saved_model_load
+    from tensorflow.python.saved_model import load_options, loader_impl
+
+    proto = loader_impl.parse_saved_model(model_dir)
+    if len(proto.meta_graphs) != 1 or not proto.meta_graphs[0].HasField("object_graph_def"):
+        raise ValueError("not a TF2 object-based SavedModel")
+    meta_graph = proto.meta_graphs[0]
+    graph = meta_graph.object_graph_def
+    paths, todo = {0: "root"}, [0]  # node id -> path from the root (what load filters name)
+    while todo:
+        node_id = todo.pop(0)
+        for child in graph.nodes[node_id].children:
+            if child.node_id not in paths:
+                paths[child.node_id] = f"{paths[node_id]}.{child.local_name}"
+                todo.append(child.node_id)
+    by_path = {path: node_id for node_id, path in paths.items()}
+    function_id = by_path.get(f"root.signatures.{signature_name}")
+    if function_id is None or graph.nodes[function_id].WhichOneof("kind") != "bare_concrete_function":
+        raise ValueError(f"no signature {signature_name!r}")
+    name = graph.nodes[function_id].bare_concrete_function.concrete_function_name
+    keep = _functions_reachable(meta_graph.graph_def.library, [name])
+    library = meta_graph.graph_def.library
+    functions = [f for f in library.function if f.signature.name in keep]
+    del library.function[:]
+    library.function.extend(functions)
+    gradients = [g for g in library.gradient if g.function_name in keep]
+    del library.gradient[:]
+    library.gradient.extend(gradients)
+    for other in [k for k in graph.concrete_functions if k not in keep]:
+        del graph.concrete_functions[other]
+    filters = [paths[function_id]] + [paths[i] for i in graph.concrete_functions[name].bound_inputs]
+    with ops.init_scope():
+        loader = saved_model_load.Loader(graph, proto, model_dir, checkpoint_options.CheckpointOptions(),
+                                         load_options.LoadOptions(), filters)
+    return loader.get(function_id), loader  # the loader holds the restored variables
+
+
+def _load_logits_signature(model_dir):
+    """(logits ConcreteFunction, object keeping its variables alive): partial load, else full load."""
     import tensorflow as tf
 
-    from models.inference import predict_logits
-
+    try:
+        return _load_signature_only(model_dir)
+    except Exception as e:  # pylint: disable=broad-except  # any surprise: the standard, slower load
+        log.info("partial load of %s failed (%s: %s); loading the whole SavedModel", model_dir, type(e).__name__, e)
     loaded = tf.saved_model.load(model_dir)
     if LOGITS_SIGNATURE not in loaded.signatures:
         raise ValueError(f"SavedModel {model_dir} has no {LOGITS_SIGNATURE!r} signature (it has "
                          f"{sorted(loaded.signatures)}); export it with models.export.export_serving_model")
-    signature = loaded.signatures[LOGITS_SIGNATURE]
+    return loaded.signatures[LOGITS_SIGNATURE], loaded
 
-    def logits_fn(images):
-        return signature(images=images)["logits"]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def labels_fn(images):
-        logits = predict_logits(logits_fn, images, **tta.kwargs())
-        return tf.argmax(logits, axis=-1, output_type=tf.int64), tf.shape(logits)[-1]
+class _Predictor:
+    """uint8 images [H,W,3] -> int64 label maps [H,W] through one SavedModel's `logits` signature with
+    test-time augmentation (models.inference). Loaded once per worker (EvaluateExampleFn.setup).
 
-    def predict(image):
-        labels, channels = labels_fn(tf.constant(image[np.newaxis], tf.float32))
-        if int(channels) != num_classes:
-            raise ValueError(f"model {model_dir} outputs {int(channels)} classes but the evaluation expects "
-                             f"{num_classes}; pass the matching num_classes / class names")
-        return labels.numpy()[0]
+    `predict(image)` is the one-image path: one model call (per TTA variant) per image.
+    `predict_batch(images, batch_size)` groups the images whose one-image path would feed the model
+    tensors of the same size (models.inference.size_groups: same size, or same padded canvas) and
+    runs each group as one batch: every image gets exactly its one-image answer, in fewer calls.
+    The tf.functions take dynamic shapes ([None, None, None, 3]), so they trace once.
+    """
 
-    predict.loaded = loaded  # keeps the SavedModel's variables alive with the function
-    return predict
+    def __init__(self, model_dir, tta, num_classes):
+        import tensorflow as tf
+
+        from models.inference import pad_to_canvas, predict_logits
+
+        self.model_dir = model_dir
+        self._num_classes = int(num_classes)
+        self._tta_kwargs = tta.kwargs()
+        signature, self.loaded = _load_logits_signature(model_dir)  # self.loaded keeps the variables alive
+        kwargs = self._tta_kwargs
+        images_spec = tf.TensorSpec([None, None, None, 3], tf.float32)
+
+        def logits_fn(images):
+            return signature(images=images)["logits"]
+
+        # autograph=False: predict_logits has no Python control flow on tensors (its loops are
+        # tf.while_loop), and converting it costs seconds at the first call of every worker.
+        @tf.function(input_signature=[images_spec], autograph=False)
+        def labels_fn(images):
+            logits = predict_logits(logits_fn, images, **kwargs)
+            return tf.argmax(logits, axis=-1, output_type=tf.int64), tf.shape(logits)[-1]
+
+        @tf.function(input_signature=[images_spec], autograph=False)
+        def canvas_labels_fn(canvases):
+            # Images already padded to their shared canvas: what predict_logits' whole mode at
+            # scale 1 without flip does after padding (one call, crop back: the crop is below).
+            logits = tf.cast(logits_fn(canvases), tf.float32)
+            return tf.argmax(logits, axis=-1, output_type=tf.int64), tf.shape(logits)[-1]
+
+        @tf.function(input_signature=[images_spec, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)],
+                     autograph=False)
+        def pad_fn(images, height, width):
+            return pad_to_canvas(images, height, width)
+
+        self._labels_fn, self._canvas_labels_fn, self._pad_fn = labels_fn, canvas_labels_fn, pad_fn
+        self.calls = 0  # batches run (each is one model call per TTA variant)
+
+    def _run(self, fn, images):
+        labels, channels = fn(images)
+        self.calls += 1
+        if int(channels) != self._num_classes:
+            raise ValueError(f"model {self.model_dir} outputs {int(channels)} classes but the evaluation expects "
+                             f"{self._num_classes}; pass the matching num_classes / class names")
+        return labels.numpy()
+
+    def predict(self, image):
+        """The one-image path: int64 labels [H, W] of one uint8 image [H, W, 3]."""
+        import tensorflow as tf
+
+        return self._run(self._labels_fn, tf.constant(image[np.newaxis], tf.float32))[0]
+
+    __call__ = predict
+
+    def predict_batch(self, images, batch_size):
+        """Labels of each image (list, same order), at most `batch_size` images per model call;
+        batch_size 1 is the one-image path."""
+        import tensorflow as tf
+
+        from models.inference import shared_canvas, size_groups
+
+        if int(batch_size) <= 1:
+            return [self.predict(image) for image in images]
+        out = [None] * len(images)
+        for _, members in size_groups([image.shape for image in images], batch_size, **self._tta_kwargs):
+            if len(members) == 1:
+                out[members[0]] = self.predict(images[members[0]])
+                continue
+            canvas = shared_canvas(*images[members[0]].shape[:2], **self._tta_kwargs)
+            if canvas is None:  # all the same size
+                labels = self._run(self._labels_fn, tf.constant(np.stack([images[i] for i in members]), tf.float32))
+            else:
+                ch, cw = (tf.constant(v, tf.int32) for v in canvas)
+                padded = [self._pad_fn(tf.constant(images[i][np.newaxis], tf.float32), ch, cw) for i in members]
+                labels = self._run(self._canvas_labels_fn, tf.concat(padded, axis=0))
+            for j, i in enumerate(members):
+                h, w = images[i].shape[:2]
+                out[i] = labels[j, :h, :w]
+        return out
+
+
+def _load_predictor(model_dir, tta, num_classes):
+    """A _Predictor: callable uint8 image [H,W,3] -> int64 labels [H,W], plus `predict_batch`."""
+    return _Predictor(model_dir, tta, num_classes)
 
 
 def _encode_png(array):
@@ -116,32 +276,52 @@ def _encode_png(array):
     return buf.getvalue()
 
 
+DEFAULT_BATCH_SIZE = 8
+
+
 class EvaluateExampleFn(beam.DoFn):
     """Serialized tf.train.Example -> {'filename', 'models': {name: (cm, summary)}, 'payload'} or
-    {'skipped': (reason, name, detail)} for a record that cannot be read."""
+    {'skipped': (reason, name, detail)} for a record that cannot be read.
 
-    def __init__(self, model_dirs, tta_json, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL, log_every=25):
+    With batch_size > 1, decoded images are buffered within a bundle and evaluated in batches of
+    images the models see at the same size (see _Predictor.predict_batch): a group is run when it
+    holds batch_size images, everything at the end of the bundle, or when more than
+    `max_buffered` images are waiting. Every image gets its one-image (batch_size 1) answer, so
+    the confusion matrices are the same integers.
+    """
+
+    def __init__(self, model_dirs, tta_json, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL, log_every=25,
+                 batch_size=DEFAULT_BATCH_SIZE, max_buffered=None):
         self._model_dirs = dict(model_dirs)
         self._tta_json = dict(tta_json)
         self._num_classes = int(num_classes)
         self._ignore_label = int(ignore_label)
         self._log_every = int(log_every)
+        self._batch_size = max(1, int(batch_size or 1))
+        self._max_buffered = int(max_buffered or max(32, 4 * self._batch_size))
         self._images = beam.metrics.Metrics.counter(NAMESPACE, "images_evaluated")
         self._labelled = beam.metrics.Metrics.counter(NAMESPACE, "labelled_pixels")
         self._ignored = beam.metrics.Metrics.counter(NAMESPACE, "ignored_pixels")
         self._invalid = beam.metrics.Metrics.counter(NAMESPACE, "invalid_predictions")
+        self._calls = beam.metrics.Metrics.counter(NAMESPACE, "model_calls")  # of the current model
         self._millis = beam.metrics.Metrics.distribution(NAMESPACE, "inference_ms_per_image")
 
     def setup(self):
         from models.inference import TTAConfig
 
         tta = TTAConfig.from_json_dict(self._tta_json)
+        self._tta_kwargs = tta.kwargs()
         self._predictors = {name: _load_predictor(path, tta, self._num_classes)
                             for name, path in self._model_dirs.items()}
         self._seen = 0
         self._started = time.time()
-        log.info("Loaded %s for evaluation (TTA: %s)",
-                 ", ".join(f"{n}={p}" for n, p in self._model_dirs.items()), tta.describe())
+        self._buffer = {}  # batch key -> [(serialized, image, label, filename)]
+        self._buffered = 0
+        log.info("Loaded %s for evaluation (TTA: %s, batch size %d)",
+                 ", ".join(f"{n}={p}" for n, p in self._model_dirs.items()), tta.describe(), self._batch_size)
+
+    def start_bundle(self):
+        self._buffer, self._buffered = {}, 0
 
     def process(self, serialized):
         from data.tfrecord import parse_example_np
@@ -155,11 +335,51 @@ class EvaluateExampleFn(beam.DoFn):
             beam.metrics.Metrics.counter(NAMESPACE, "skipped_bad_record").inc()
             yield {"skipped": ("bad_record", "<unnamed record>", str(e))}
             return
+        item = (serialized, image, label, filename)
+        if self._batch_size == 1:
+            yield from self._evaluate([item])
+            return
+        from models.inference import batch_key
+
+        key = batch_key(image.shape[0], image.shape[1], **self._tta_kwargs)
+        group = self._buffer.setdefault(key, [])
+        group.append(item)
+        self._buffered += 1
+        if len(group) >= self._batch_size:
+            self._buffered -= len(group)
+            yield from self._evaluate(self._buffer.pop(key))
+        elif self._buffered > self._max_buffered:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindows
+
+        for out in self._flush():
+            yield GlobalWindows.windowed_value(out)
+
+    def _flush(self):
+        groups, self._buffer, self._buffered = list(self._buffer.values()), {}, 0
+        for group in groups:
+            yield from self._evaluate(group)
+
+    def _evaluate(self, items):
+        images = [image for _, image, _, _ in items]
+        preds = {}
+        for name, predictor in self._predictors.items():
+            start, calls = time.time(), predictor.calls
+            preds[name] = predictor.predict_batch(images, self._batch_size)
+            per_image = int(1000 * (time.time() - start) / len(items))
+            for _ in items:
+                self._millis.update(per_image)
+            if name == CURRENT:
+                self._calls.inc(predictor.calls - calls)
+        for k, item in enumerate(items):
+            yield from self._record(item, {name: p[k] for name, p in preds.items()})
+
+    def _record(self, item, preds):
+        serialized, image, label, filename = item
         out = {"filename": filename, "models": {}}
-        for name, predict in self._predictors.items():
-            start = time.time()
-            pred = predict(image)
-            self._millis.update(int(1000 * (time.time() - start)))
+        for name, pred in preds.items():
             try:
                 cm = metrics.confusion_matrix(label, pred, self._num_classes, self._ignore_label)
             except ValueError as e:
@@ -299,7 +519,7 @@ def _write_pickle(result, path):
 
 def run_beam_evaluation(model_dirs, tta, staging_dir, examples_pattern=None, sample_refs=None,
                         make_pipeline=None, beam_args=None, num_classes=NUM_CLASSES,
-                        ignore_label=IGNORE_LABEL, num_gallery=4, max_images=None):
+                        ignore_label=IGNORE_LABEL, num_gallery=4, max_images=None, batch_size=DEFAULT_BATCH_SIZE):
     """Runs the evaluation pipeline and returns the combined raw result (see CombineEvaluationFn).
 
     model_dirs: {'current': dir, optionally 'baseline': dir} of SavedModels with a `logits` signature.
@@ -310,6 +530,8 @@ def run_beam_evaluation(model_dirs, tta, staging_dir, examples_pattern=None, sam
     make_pipeline: () -> beam.Pipeline (the TFX executor passes its own); default: a pipeline
       from `beam_args` (DirectRunner unless they say otherwise).
     max_images: evaluate a random sample of N records (quick looks; the report says so).
+    batch_size: at most this many images per model call (images the models see at the same size
+      are batched; every image gets its one-image answer); 1: one image per call.
     """
     import tensorflow as tf
 
@@ -338,7 +560,8 @@ def run_beam_evaluation(model_dirs, tta, staging_dir, examples_pattern=None, sam
         records = (records | "Limit" >> beam.combiners.Sample.FixedSizeGlobally(int(max_images))
                    | "Unlist" >> beam.FlatMap(lambda xs: xs))
     _ = (records
-         | "Evaluate" >> beam.ParDo(EvaluateExampleFn(model_dirs, tta.to_json_dict(), num_classes, ignore_label))
+         | "Evaluate" >> beam.ParDo(EvaluateExampleFn(model_dirs, tta.to_json_dict(), num_classes, ignore_label,
+                                                      batch_size=batch_size))
          | "Combine" >> beam.CombineGlobally(CombineEvaluationFn(names, num_classes, num_gallery))
          | "Write" >> beam.Map(_write_pickle, result_path))
     pipeline_result = p.run()
@@ -349,6 +572,7 @@ def run_beam_evaluation(model_dirs, tta, staging_dir, examples_pattern=None, sam
     raw["seconds"] = time.time() - started
     raw["model_dirs"] = dict(model_dirs)
     raw["counters"] = _counters(pipeline_result)
+    raw["batch_size"] = int(batch_size or 1)
     log.info("Beam counters: %s", raw["counters"])
     return raw
 

@@ -49,6 +49,9 @@ def add_arguments(command, parser):
                       help="blessed only if mIoU >= baseline mIoU - this (default 0)")
     parser.add_argument("--num-gallery", type=int, default=4, help="best and worst images in the gallery (default 4)")
     parser.add_argument("--max-images", type=int, help="evaluate a random sample of N images (quick look)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="at most N images per model call (images of the same size share a call; the numbers "
+                             "do not depend on it; 1: one image per call; default 8)")
     parser.add_argument("--workers", type=int, default=1,
                         help="DirectRunner worker processes (>1: multi_processing; each loads the model)")
     parser.add_argument("--beam-arg", action="append", default=[],
@@ -114,6 +117,8 @@ def main(command, args):
     from components.miou_evaluator import beam_eval, report
     from components.miou_evaluator.evaluate import evaluate
 
+    if args.batch_size < 1:
+        raise SystemExit(f"deeplab evaluate: --batch-size must be >= 1, got {args.batch_size}")
     tta = _tta(args)
     if args.examples:
         pattern, refs = beam_eval.resolve_examples(args.examples, args.split), None
@@ -127,7 +132,8 @@ def main(command, args):
     result = evaluate(args.model, args.output_dir, examples_pattern=pattern, sample_refs=refs,
                       baseline_model_dir=args.baseline_model, tta=tta, miou_threshold=args.miou_threshold,
                       max_regression=args.max_regression, beam_args=_beam_args(args), num_gallery=args.num_gallery,
-                      max_images=args.max_images, data_description=data, tensorboard=not args.no_tensorboard)
+                      max_images=args.max_images, data_description=data, tensorboard=not args.no_tensorboard,
+                      batch_size=args.batch_size)
     print(format_summary(result))
     gated = args.miou_threshold is not None or args.baseline_model
     if gated:

@@ -21,6 +21,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.miou_evaluator import executor
+from components.miou_evaluator.beam_eval import DEFAULT_BATCH_SIZE
 
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
@@ -39,6 +40,7 @@ class MiouEvaluatorSpec(ComponentSpec):
         "tta": ExecutionParameter(type=str),  # JSON of models.inference.TTAConfig
         "num_gallery": ExecutionParameter(type=int, optional=True),
         "max_images": ExecutionParameter(type=int, optional=True),
+        "batch_size": ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -70,7 +72,7 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
                  baseline_model: Optional[types.BaseChannel] = None, eval_split: str = "val",
                  miou_threshold: float = 0.0, max_regression: float = 0.0,
                  tta: Union[None, Dict[str, Any], Any] = None, num_gallery: int = 4,
-                 max_images: Optional[int] = None):
+                 max_images: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE):
         """Args:
           examples: Examples (ExampleGen output) holding `eval_split`.
           model: Model whose `Format-Serving` SavedModel has the `logits` signature (models.export).
@@ -85,15 +87,20 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
             gate measures exactly what TF Serving answers.
           num_gallery: how many best and worst images the report shows.
           max_images: evaluate a random sample of this many images (smoke runs only).
+          batch_size: at most this many images per model call; images the model sees at the same
+            size (same size, or same padded canvas with TTA `pad_multiple`) share a call. The
+            confusion matrices do not depend on it; 1 runs one image per call.
         """
         if not 0.0 <= float(miou_threshold) <= 1.0:
             raise ValueError(f"miou_threshold is an mIoU in [0, 1], got {miou_threshold!r}")
         if float(max_regression) < 0.0:
             raise ValueError(f"max_regression is a non-negative mIoU tolerance, got {max_regression!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         spec = MiouEvaluatorSpec(
             examples=examples, model=model, baseline_model=baseline_model, eval_split=eval_split,
             miou_threshold=float(miou_threshold), max_regression=float(max_regression), tta=tta_json(tta),
-            num_gallery=int(num_gallery), max_images=max_images,
+            num_gallery=int(num_gallery), max_images=max_images, batch_size=int(batch_size),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))
         super().__init__(spec=spec)

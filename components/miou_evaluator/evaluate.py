@@ -85,6 +85,7 @@ def summarize(raw, class_names=VOC_CLASSES, tta=None, data_description=None, max
         "seconds": raw.get("seconds"),
         "beam_counters": raw.get("counters", {}),
         "seconds_per_image": raw["seconds"] / len(images) if images and raw.get("seconds") else None,
+        "batch_size": raw.get("batch_size"),
     }
     result.update(_model_section(raw["cm"][beam_eval.CURRENT], images, class_names))
     result["best_images"] = [dict(filename=f, **_brief(images, f)) for f, _ in raw["best"]]
@@ -147,10 +148,14 @@ def resolve_tta(tta, model_dir=None):
 def evaluate(model_dir, output_dir, *, examples_pattern=None, sample_refs=None, baseline_model_dir=None,
              tta=None, miou_threshold=None, max_regression=0.0, class_names=VOC_CLASSES,
              ignore_label=IGNORE_LABEL, make_pipeline=None, beam_args=None, num_gallery=4,
-             max_images=None, data_description=None, tensorboard=True):
+             max_images=None, data_description=None, tensorboard=True, batch_size=beam_eval.DEFAULT_BATCH_SIZE):
     """Evaluates `model_dir` (and `baseline_model_dir` on the same data in the same run), decides
     the blessing and writes the report into `output_dir`. Returns the evaluation dict (also in
-    `output_dir/evaluation.json`); its 'blessing' entry holds the decision. `tta`: see resolve_tta."""
+    `output_dir/evaluation.json`); its 'blessing' entry holds the decision. `tta`: see resolve_tta.
+    `batch_size`: at most this many images per model call (see beam_eval.EvaluateExampleFn; the
+    numbers do not depend on it); 1 is the one-image-per-call path."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     from components.miou_evaluator import report
 
     model_dirs = {beam_eval.CURRENT: beam_eval.resolve_model_dir(model_dir)}
@@ -163,7 +168,7 @@ def evaluate(model_dir, output_dir, *, examples_pattern=None, sample_refs=None, 
         model_dirs, tta, staging_dir=f"{str(output_dir).rstrip('/')}/.staging",
         examples_pattern=examples_pattern, sample_refs=sample_refs, make_pipeline=make_pipeline,
         beam_args=beam_args, num_classes=len(class_names), ignore_label=ignore_label,
-        num_gallery=num_gallery, max_images=max_images)
+        num_gallery=num_gallery, max_images=max_images, batch_size=int(batch_size))
     if not raw["images"][beam_eval.CURRENT]:
         reasons = sorted({r for r, _, _ in raw["skipped"]})
         raise ValueError(f"no image could be evaluated ({len(raw['skipped'])} records skipped, reasons {reasons}); "

@@ -63,6 +63,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             make_pipeline=self._make_beam_pipeline,
             num_gallery=int(exec_properties.get("num_gallery") or 4),
             max_images=exec_properties.get("max_images") or None,
+            batch_size=int(exec_properties.get("batch_size") or component.DEFAULT_BATCH_SIZE),
             data_description={"examples": examples.uri, "split": split},
         )
         decision = result["blessing"]

@@ -10,6 +10,7 @@ warm-up), grpc_api.py and rest_api.py (front ends), image_limits.py (decompressi
 import logging
 import threading
 
+from serving.server.batching import BatchingOptions
 from serving.server.core import Limits, Servable, ServingError
 from serving.server.grpc_api import create_grpc_server
 from serving.server.manager import ModelManager, list_versions
@@ -17,7 +18,7 @@ from serving.server.rest_api import RestServer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelServer", "Limits", "ModelManager", "Servable", "ServingError", "list_versions"]
+__all__ = ["ModelServer", "BatchingOptions", "Limits", "ModelManager", "Servable", "ServingError", "list_versions"]
 
 
 class ModelServer:
@@ -26,15 +27,21 @@ class ModelServer:
     Port 0 picks a free port; the bound ports are `grpc_port` / `rest_port` after start().
     A port of None disables that front end. ssl_cert/ssl_key (PEM files) put gRPC behind TLS;
     REST stays plain HTTP (terminate TLS in front of it, as for TF Serving).
+    `batching`: BatchingOptions (default: on for serving_default and serving_examples, TF Serving's
+    batching.config values), or False/None for no server-side batching.
     """
 
     def __init__(self, model_base_path, model_name="deeplab", host="127.0.0.1", grpc_port=8500,
                  rest_port=8501, poll_seconds=1.0, max_message_mb=64, max_image_pixels=4096 * 4096,
-                 max_image_side=8192, threads=8, warmup=True, version_labels=None, ssl_cert=None, ssl_key=None):
+                 max_image_side=8192, threads=8, warmup=True, version_labels=None, ssl_cert=None, ssl_key=None,
+                 batching=True):
         self.host = host
         self.limits = Limits(int(max_message_mb * (1 << 20)), max_image_pixels, max_image_side)
+        if batching is True:
+            batching = BatchingOptions()
+        self.batching = batching or BatchingOptions(enabled=False)
         self.manager = ModelManager(model_name, model_base_path, self.limits, poll_seconds=poll_seconds,
-                                    warmup=warmup, version_labels=version_labels)
+                                    warmup=warmup, version_labels=version_labels, batching=self.batching)
         self.grpc_port, self.rest_port, self.threads = grpc_port, rest_port, threads
         self.ssl_cert, self.ssl_key = ssl_cert, ssl_key
         self._grpc = self._rest = self._rest_thread = None

@@ -5,13 +5,16 @@ shapes, encoded-image headers), runs the signature and maps failures to TF Servi
 and messages. Front ends only translate their wire format to `predict(...)` calls and
 `ServingError`s back to gRPC statuses / HTTP responses.
 """
+import contextlib
 import logging
+import threading
 
 import grpc
 import numpy as np
 import tensorflow as tf
 
 from models.export import read_signature_defs
+from serving.server.batching import BatchingOptions, BatchingQueue, QueueFull
 from serving.server.image_limits import ImageHeaderError, check_image
 
 log = logging.getLogger(__name__)
@@ -104,16 +107,51 @@ def ndarray_to_tensor_proto(array):
 # a loaded model version
 
 class Servable:
-    """One loaded SavedModel version: its signatures and a validated `predict`."""
+    """One loaded SavedModel version: its signatures and a validated `predict`.
 
-    def __init__(self, name, version, path, limits):
+    `batching` (serving.server.batching.BatchingOptions; None: off) merges concurrent requests of
+    the batched signatures into one call, through one BatchingQueue per signature.
+    """
+
+    def __init__(self, name, version, path, limits, batching=None):
         self.name = name
         self.version = int(version)
         self.path = path
         self.limits = limits
+        self.batching = batching if batching is not None else BatchingOptions(enabled=False)
         self.signature_defs = read_signature_defs(path)
         self._loaded = tf.saved_model.load(path, tags=["serve"])
         self._functions = dict(self._loaded.signatures)
+        self._queues = {}
+        self._queues_lock = threading.Lock()
+
+    def batching_queue(self, sig_name):
+        """The BatchingQueue of a signature (created on first use), or None if it is not batched."""
+        if not self.batching.applies_to(sig_name):
+            return None
+        with self._queues_lock:
+            queue = self._queues.get(sig_name)
+            if queue is None:
+                queue = self._queues[sig_name] = BatchingQueue(
+                    lambda inputs, sig_name=sig_name: self._run(sig_name, inputs), self.batching,
+                    name=f"batch-{self.name}-{self.version}-{sig_name}")
+            return queue
+
+    def close(self):
+        """Stop the batching threads (the version was unloaded); requests still arriving run unbatched."""
+        with self._queues_lock:
+            for queue in self._queues.values():
+                queue.close()
+
+    def _run(self, sig_name, inputs):
+        """The signature on numpy inputs -> {output alias: ndarray}; TF errors as ServingErrors."""
+        try:
+            outputs = self._functions[sig_name](**{k: tf.constant(v) for k, v in inputs.items()})
+        except tf.errors.OpError as e:
+            raise _tf_error(e) from None
+        except (TypeError, ValueError) as e:  # the function's own input-signature check
+            raise invalid(f"signature '{sig_name}': {e}") from None
+        return {k: v.numpy() for k, v in outputs.items()}
 
     def signature(self, signature_name, code=grpc.StatusCode.FAILED_PRECONDITION):
         name = signature_name or DEFAULT_SIGNATURE
@@ -173,19 +211,26 @@ class Servable:
     def predict(self, signature_name, inputs, output_filter=()):
         """Run a signature on numpy inputs; returns (signature name, {output alias: ndarray})."""
         sig_name, sig = self.signature(signature_name)
-        self.validate(sig_name, sig, inputs)
-        unknown = set(output_filter) - set(sig.outputs)
-        if unknown:
-            raise invalid(f"output tensor alias(es) {sorted(unknown)} not found in signature '{sig_name}'; "
-                          f"outputs are {sorted(sig.outputs)}")
-        try:
-            outputs = self._functions[sig_name](**{k: tf.constant(v) for k, v in inputs.items()})
-        except tf.errors.OpError as e:
-            raise _tf_error(e) from None
-        except (TypeError, ValueError) as e:  # the function's own input-signature check
-            raise invalid(f"signature '{sig_name}': {e}") from None
+        queue = self.batching_queue(sig_name)
+        with (queue.arriving() if queue is not None else contextlib.nullcontext()) as arrival:
+            self.validate(sig_name, sig, inputs)
+            unknown = set(output_filter) - set(sig.outputs)
+            if unknown:
+                raise invalid(f"output tensor alias(es) {sorted(unknown)} not found in signature '{sig_name}'; "
+                              f"outputs are {sorted(sig.outputs)}")
+            if queue is None:
+                outputs = self._run(sig_name, inputs)
+            else:
+                try:
+                    outputs = queue.run(inputs, arrival)
+                except QueueFull as e:
+                    raise ServingError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
+                except ServingError:
+                    raise
+                except Exception as e:  # a signature whose outputs cannot be split per request
+                    raise ServingError(grpc.StatusCode.INTERNAL, f"batching {sig_name}: {e}") from None
         wanted = set(output_filter) or set(outputs)
-        return sig_name, {k: v.numpy() for k, v in outputs.items() if k in wanted}
+        return sig_name, {k: v for k, v in outputs.items() if k in wanted}
 
     def predict_request(self, request):
         """PredictRequest -> PredictResponse (both tensorflow_serving.apis protos)."""

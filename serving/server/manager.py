@@ -54,8 +54,10 @@ def replay_warmup(servable):
 class ModelManager:
     """Serves the newest version under `base_path` and polls for new ones."""
 
-    def __init__(self, name, base_path, limits, poll_seconds=1.0, warmup=True, version_labels=None):
+    def __init__(self, name, base_path, limits, poll_seconds=1.0, warmup=True, version_labels=None,
+                 batching=None):
         self.name = name
+        self.batching = batching  # serving.server.batching.BatchingOptions or None (off)
         self.base_path = base_path
         self.limits = limits
         self.poll_seconds = float(poll_seconds)
@@ -110,7 +112,7 @@ class ModelManager:
         log.info("Loading servable version {name: %s version: %d} from %s", self.name, version, path)
         start = time.time()
         try:
-            servable = Servable(self.name, version, path, self.limits)
+            servable = Servable(self.name, version, path, self.limits, batching=self.batching)
             replayed = replay_warmup(servable) if self.warmup else 0
             servable.warmup_replayed = replayed
         except Exception as e:
@@ -126,7 +128,7 @@ class ModelManager:
             # latest: 1 -- unload the others once the new one is serving.
             old = [v for v in self._servables if v != version]
             for v in old:
-                del self._servables[v]
+                self._servables.pop(v).close()
                 self._states[v] = ("END", grpc.StatusCode.OK, "")
         log.info("Successfully loaded servable version {name: %s version: %d} in %.1f s "
                  "(%d warm-up requests replayed)%s", self.name, version, time.time() - start, replayed,

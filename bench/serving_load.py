@@ -205,6 +205,18 @@ def _start_server(base, extra=()):
     return proc, json.loads(proc.stdout.readline())
 
 
+def _one_vs_many(target, encoded, expected, args):
+    """Closed-loop throughput of 1 and of args.clients concurrent gRPC clients, and their ratio."""
+    from serving.grpc_client import GrpcClient
+
+    def make():
+        return GrpcClient(target, timeout=300, retries=0)
+    one = _closed_loop(make, encoded, expected, 1, args.seconds)
+    many = _closed_loop(make, encoded, expected, args.clients, args.seconds)
+    return {"1 client": one, f"{args.clients} clients": many,
+            "ratio": round(many["requests_per_s"] / one["requests_per_s"], 2)}
+
+
 def _closed_loop(make_client, encoded, expected, clients, seconds):
     """`clients` threads, each with its own channel, sending one image per request for `seconds`;
     returns requests/s, median latency, and whether every answer was right."""
@@ -311,22 +323,15 @@ def batching_bench(args):
         client.close()
 
         # -- throughput, 1 vs N concurrent clients (compact answers) --
-        make = lambda: GrpcClient(target, timeout=300, retries=0)  # noqa: E731
-        one = _closed_loop(make, encoded, expected, 1, args.seconds)
-        many = _closed_loop(make, encoded, expected, args.clients, args.seconds)
-        report["throughput_batching_on"] = {"1 client": one, f"{args.clients} clients": many,
-                                            "ratio": round(many["requests_per_s"] / one["requests_per_s"], 2)}
+        report["throughput_batching_on"] = _one_vs_many(target, encoded, expected, args)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     if not args.no_unbatched:
         proc, ports = _start_server(base, ["--no-batching"])
         try:
-            make = lambda: GrpcClient(f"127.0.0.1:{ports['grpc_port']}", timeout=300, retries=0)  # noqa: E731
-            one = _closed_loop(make, encoded, expected, 1, args.seconds)
-            many = _closed_loop(make, encoded, expected, args.clients, args.seconds)
-            report["throughput_batching_off"] = {"1 client": one, f"{args.clients} clients": many,
-                                                 "ratio": round(many["requests_per_s"] / one["requests_per_s"], 2)}
+            report["throughput_batching_off"] = _one_vs_many(f"127.0.0.1:{ports['grpc_port']}", encoded, expected,
+                                                             args)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

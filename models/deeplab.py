@@ -24,9 +24,9 @@ PARAMETER_COUNTS = {"resnet_v2_50": 39_108_373, "resnet_v2_101": 58_170_133, "mo
 def custom_objects():
     """The custom layers, for keras.models.load_model of an h5 file (the .keras format finds them itself)."""
     from models.aspp import ImagePooling
-    from models.layers import ConvBNReLU
+    from models.layers import AtrousConv2D, ConvBNReLU
     return {"Preprocess": Preprocess, "ConvBNReLU": ConvBNReLU, "ResizeLike": ResizeLike, "ASPP": ASPP,
-            "ImagePooling": ImagePooling}
+            "ImagePooling": ImagePooling, "AtrousConv2D": AtrousConv2D}
 
 
 def freeze_batch_norm(model):

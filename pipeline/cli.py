@@ -136,8 +136,9 @@ def add_arguments(command, parser):
         parser.add_argument("--num-train", type=int, default=configs.DEMO_NUM_TRAIN, help="synthetic training images")
         parser.add_argument("--num-val", type=int, default=configs.DEMO_NUM_VAL, help="synthetic validation images")
         parser.add_argument("--seed", type=int, default=configs.DEMO_SEED, help="seed of the synthetic data")
-        parser.add_argument("--beam-arg", action="append", default=[], metavar="ARG",
-                            help="Beam pipeline argument appended to the defaults")
+        parser.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
+                            help="Beam pipeline argument appended to the defaults (default for the demo: "
+                                 + " ".join(configs.DEMO_BEAM_ARGS) + ")")
         parser.add_argument("--no-cache", action="store_true", help="run every component again")
         _add_model_arguments(parser)
         parser.set_defaults(preset=configs.DEMO_PRESET, miou_threshold=configs.DEMO_MIOU_THRESHOLD)
@@ -529,7 +530,8 @@ def _demo(args):
     print("[2/4] pipeline (LocalDagRunner): VocExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator, "
           f"LabelStatsGen -> Trainer (preset {args.preset}) -> MiouEvaluator -> AtomicPusher")
     report = run_pipeline(workdir, voc_root=voc_root, split_recipes=dict(configs.SPLIT_RECIPES),
-                          beam_args=args.beam_arg, enable_cache=not args.no_cache, with_model=True,
+                          beam_args=configs.DEMO_BEAM_ARGS if args.beam_arg is None else args.beam_arg,
+                          enable_cache=not args.no_cache, with_model=True,
                           **model_options)
     print("[3/4] report and pictures")
     report["samples_png"] = save_samples_png(report, os.path.join(workdir, SAMPLES_FILE))

@@ -29,6 +29,12 @@ BEAM_PIPELINE_ARGS = [
     "--direct_running_mode=multi_processing",
     "--direct_num_workers=2",
 ]
+# The demo's few hundred images: Beam in this process. Each multi-processing worker first spends seconds
+# importing Beam (and the evaluator's TensorFlow), more than the demo's whole per-record work.
+DEMO_BEAM_ARGS = [
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+]
 
 # Model (models/hparams.py presets): the Trainer's custom_config. "paper" is DeepLab V3 with ResNet-v2-50 from
 # ImageNet weights (a local Keras h5, see README); "demo" is the small MobileNetV2 the demo trains from scratch.

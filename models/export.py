@@ -34,7 +34,7 @@ import tf_keras as keras
 
 from data import tfrecord
 from data.voc import IGNORE_LABEL, NUM_CLASSES
-from models.inference import TTAConfig, predict_logits
+from models.inference import TTAConfig, canvas_side, predict_logits, shared_canvas
 from models.input_pipeline import decode_rgb
 
 log = logging.getLogger(__name__)
@@ -212,10 +212,12 @@ class _ServingModule(tf.Module):
         back: images with the same padded size can share one model call with bit-identical results.
         """
         tta = self._tta
-        if not (tta.pad_multiple and tta.mode == "whole" and tta.scales == (1.0,) and not tta.flip):
+        # Whether images can share a padded canvas is models.inference.shared_canvas's rule (asked with a
+        # 1x1 image, since it depends only on the TTA); the side is the same canvas_side, on tensors.
+        if shared_canvas(1, 1, **tta.kwargs()) is None:
             return None
-        m, off = int(tta.pad_multiple), int(tta.pad_offset)
-        return (heights + tf.math.floormod(off - heights, m), widths + tf.math.floormod(off - widths, m))
+        return (canvas_side(heights, tta.pad_multiple, tta.pad_offset),
+                canvas_side(widths, tta.pad_multiple, tta.pad_offset))
 
     def _segment_encoded(self, encoded):
         """string [B] -> the serving_default outputs; images may have different sizes.

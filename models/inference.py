@@ -274,8 +274,13 @@ def shared_canvas(height, width, scales=(1.0,), flip=False, mode="whole", pad_mu
     `pad_multiple` set), else None. Takes `TTAConfig.kwargs()`; plain Python ints."""
     if not (pad_multiple and mode == "whole" and tuple(float(s) for s in scales) == (1.0,) and not flip):
         return None
-    m, off = int(pad_multiple), int(pad_offset)
-    return int(height) + (off - int(height)) % m, int(width) + (off - int(width)) % m
+    return (canvas_side(int(height), pad_multiple, pad_offset), canvas_side(int(width), pad_multiple, pad_offset))
+
+
+def canvas_side(size, pad_multiple, pad_offset=0):
+    """The next k * pad_multiple + pad_offset >= size: the side the one-image path pads to. Python ints
+    or integer tensors (`%` is a floor modulo for both)."""
+    return size + (int(pad_offset) - size) % int(pad_multiple)
 
 
 def batch_key(height, width, **tta_kwargs):

@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench lock clean
+.PHONY: setup demo test test-slow bench lock clean image
 
 $(STAMP): requirements.lock setup.py Makefile
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user "uv==0.13.9" || $(PYTHON) -m pip install --quiet "uv==0.13.9"
@@ -39,3 +39,9 @@ lock:
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The pipeline image (Dockerfile) for Kubeflow tasks and Dataflow workers: `make image IMAGE=gcr.io/PROJECT/deeplab-tfx:TAG`.
+IMAGE ?= deeplab-tfx:latest
+image:
+	@command -v docker >/dev/null 2>&1 || { echo "make image: no 'docker' on PATH; install Docker (or build the Dockerfile elsewhere, e.g. with Cloud Build)" >&2; exit 1; }
+	docker build -t $(IMAGE) .

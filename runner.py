@@ -22,6 +22,7 @@ COMMANDS = {
     "ingest": ("pipeline.cli", "run the data half of the pipeline and write ingest_report.json"),
     "run": ("pipeline.cli", "run the whole pipeline locally (LocalDagRunner, sqlite MLMD, caching)"),
     "compile": ("pipeline.cli", "compile the pipeline for Kubeflow (KubeflowV2DagRunner)"),
+    "schema": ("pipeline.schema_cli", "regenerate the curated data schema from a run's statistics (shows a diff)"),
     "demo": ("pipeline.cli", "synthetic data -> pipeline -> summary, pictures and a served prediction"),
     "train": ("models.cli", "train DeepLab V3 outside TFX on ExampleGen TFRecords"),
     "evaluate": ("components.miou_evaluator.cli", "evaluate an exported model: mIoU report"),

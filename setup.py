@@ -15,7 +15,7 @@ setup(
     python_requires=">=3.9,<3.12",
     packages=find_packages(include=["pipeline*", "components*", "models*", "data*", "serving*"]),
     py_modules=["runner"],
-    package_data={"serving": ["config/*", "k8s/*", "docker-compose.yml"]},
+    package_data={"serving": ["config/*", "k8s/*", "docker-compose.yml"], "pipeline": ["schema/*.pbtxt"]},
     install_requires=[
         "tfx[kfp]==1.16.0",
         "apache-beam[gcp]==2.59.0",

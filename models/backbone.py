@@ -164,7 +164,7 @@ def _inverted_residual(x, spec, expansion, block_id, bn_decay, bn_epsilon, weigh
     return y
 
 
-def build_mobilenet_v2(output_stride=16, alpha=1.0, bn_decay=0.9997, bn_epsilon=1e-5, weight_decay=0.0):
+def build_mobilenet_v2(output_stride=16, alpha=1.0, bn_decay=0.9997, bn_epsilon=1e-3, weight_decay=0.0):
     """MobileNetV2 feature extractor: [B,H,W,3] in [-1,1] -> [B,h,w,make_divisible(320*alpha)]."""
     inputs = keras.Input(shape=(None, None, 3), name="preprocessed_images")
     x = keras.layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="same", use_bias=False,
@@ -176,9 +176,24 @@ def build_mobilenet_v2(output_stride=16, alpha=1.0, bn_decay=0.9997, bn_epsilon=
     return keras.Model(inputs, x, name=f"mobilenet_v2_{alpha:g}")
 
 
+# The epsilon each backbone's ImageNet weights were trained with (Keras ResNetV2 / MobileNetV2): their moving
+# variances only normalise correctly with it, so a MobileNetV2 built with ResNet's 1e-5 starts off-distribution.
+DEFAULT_BN_EPSILON = {"resnet_v2_50": 1e-5, "resnet_v2_101": 1e-5, "mobilenet_v2": 1e-3}
+
+
+def default_bn_epsilon(backbone):
+    """BatchNormalization epsilon matching `backbone`'s ImageNet weights."""
+    if backbone not in DEFAULT_BN_EPSILON:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
+    return DEFAULT_BN_EPSILON[backbone]
+
+
 def build_backbone(backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4), alpha=1.0, bn_decay=0.9997,
-                   bn_epsilon=1e-5, weight_decay=0.0):
-    """Build a backbone by name (one of BACKBONES). `alpha` is MobileNetV2's width multiplier, `multi_grid` ResNet's."""
+                   bn_epsilon=None, weight_decay=0.0):
+    """Build a backbone by name (one of BACKBONES). `alpha` is MobileNetV2's width multiplier, `multi_grid` ResNet's;
+    bn_epsilon None = the backbone's own (DEFAULT_BN_EPSILON)."""
+    if bn_epsilon is None:
+        bn_epsilon = default_bn_epsilon(backbone)
     if backbone.startswith("resnet_v2"):
         return build_resnet_v2(backbone, output_stride, multi_grid, bn_decay, bn_epsilon, weight_decay)
     if backbone == "mobilenet_v2":

@@ -42,7 +42,7 @@ def freeze_batch_norm(model):
 
 
 def build_deeplab_v3(num_classes=21, backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4),
-                     aspp_rates=None, bn_decay=0.9997, bn_epsilon=1e-5, weights=None, *, alpha=1.0,
+                     aspp_rates=None, bn_decay=0.9997, bn_epsilon=None, weights=None, *, alpha=1.0,
                      aspp_filters=256, image_pooling=True, weight_decay=0.0, freeze_bn=False,
                      name="deeplab_v3"):
     """Build DeepLab V3.
@@ -54,7 +54,8 @@ def build_deeplab_v3(num_classes=21, backbone="resnet_v2_50", output_stride=16, 
       multi_grid: block4 unit rates multiplied by the block's atrous rate (ResNet only).
       aspp_rates: rates of the 3x3 ASPP branches; None = the paper's for the output stride
         (models.aspp.aspp_rates_for); () = 1x1 + image pooling only.
-      bn_decay, bn_epsilon: BatchNormalization momentum and epsilon of every BN layer.
+      bn_decay, bn_epsilon: BatchNormalization momentum and epsilon of every BN layer; bn_epsilon None = the
+        backbone's (1e-5 ResNet, 1e-3 MobileNetV2: what its ImageNet weights were trained with).
       weights: None (random init), "imagenet" (the local Keras ImageNet file, models/weights.py) or the
         path of such an h5 file; only the backbone is initialised.
       alpha: MobileNetV2 width multiplier.
@@ -66,6 +67,8 @@ def build_deeplab_v3(num_classes=21, backbone="resnet_v2_50", output_stride=16, 
       A tf_keras.Model [B,H,W,3] float32 RGB 0..255 -> [B,H,W,num_classes] float32 logits.
     """
     rates = aspp_rates_for(output_stride) if aspp_rates is None else tuple(aspp_rates)
+    if bn_epsilon is None:
+        bn_epsilon = backbones.default_bn_epsilon(backbone)
     features_model = backbones.build_backbone(backbone, output_stride, tuple(multi_grid), alpha, bn_decay,
                                               bn_epsilon, weight_decay)
     if weights is not None:

@@ -35,7 +35,7 @@ class HParams:
     alpha: float = 1.0  # MobileNetV2 width multiplier
     num_classes: int = 21
     bn_decay: float = 0.9997
-    bn_epsilon: float = 1e-5
+    bn_epsilon: typing.Optional[float] = None  # None = the backbone's (models.backbone.DEFAULT_BN_EPSILON)
     freeze_bn: bool = False
     weights: typing.Optional[str] = "imagenet"  # None, "imagenet" (local Keras h5) or a path
     # input pipeline
@@ -83,6 +83,10 @@ class HParams:
             if not ok:
                 raise ValueError(f"hyper-parameter {field}: got {getattr(self, field.split('/')[0])!r}, "
                                  f"expected {expected}")
+        if self.bn_epsilon is None:
+            from models.backbone import default_bn_epsilon
+            # resolved here so hparams.json records the value the network was built with
+            self.bn_epsilon = default_bn_epsilon(self.backbone)
 
     def to_dict(self):
         d = dataclasses.asdict(self)

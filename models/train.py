@@ -159,6 +159,20 @@ class PredictionImages(keras.callbacks.Callback):
                   titles=["image", "ground truth", f"prediction @ step {step}"])
 
 
+class InitialStep(keras.callbacks.Callback):
+    """Records (and logs) the optimizer step training starts from: 0, or where BackupAndRestore resumed.
+    Must come after BackupAndRestore in the callback list (it restores in its on_train_begin)."""
+
+    def __init__(self):
+        super().__init__()
+        self.step = 0
+
+    def on_train_begin(self, logs=None):
+        self.step = int(self.model.optimizer.iterations.numpy())
+        if self.step:
+            log.info("resuming from step %d", self.step)
+
+
 def _first_samples(eval_files, count):
     if not count:
         return []
@@ -205,12 +219,14 @@ def float32_copy(model, hparams):
 
 
 def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=None, strategy=None, callbacks=(),
-          verbose=1, deterministic=False, export=True):
+          verbose=1, deterministic=False, export=True, backup_dir=None, serving_tta=None):
     """Train DeepLab V3 and write its artifacts; returns the report dict (also train_report.json).
 
     train_files / eval_files: glob patterns or directories of ExampleGen TFRecords (GZIP).
-    model_run_dir: TensorBoard logs, backup (resume) and best checkpoints, model.keras, hparams.json.
+    model_run_dir: TensorBoard logs, best checkpoints, model.keras, hparams.json.
     serving_model_dir: where models.export writes the TF Serving SavedModel (None: no export).
+    backup_dir: BackupAndRestore state (a killed run resumes from it); default model_run_dir/backup.
+    serving_tta: models.inference.TTAConfig (or its dict) baked into the export; None = whole image, one scale.
     """
     started = time.time()
     strategy = strategy or get_strategy()
@@ -244,9 +260,11 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
     with precision_policy(policy), strategy.scope():
         model = compile_model(build_model(hparams), hparams, total_steps)
 
+    initial_step = InitialStep()
     fit_callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq=hparams.checkpoint_every,
-                                         delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(backup_dir or os.path.join(run_dir, "backup"),
+                                         save_freq=hparams.checkpoint_every, delete_checkpoint=False),
+        initial_step,
         keras.callbacks.TensorBoard(run_dir, update_freq=max(1, min(50, steps_per_epoch))),
         LearningRateLogger(run_dir, every=max(1, min(50, steps_per_epoch))),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "best_miou"), monitor="val_miou",
@@ -264,6 +282,7 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
     report = {
         "val_miou": evaluation["miou"], "val_per_class_iou": evaluation["per_class_iou"],
         "val_images": evaluation["images"], "steps": int(model.optimizer.iterations.numpy()),
+        "initial_step": initial_step.step,
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "train_seconds": round(fit_seconds, 1),
         "replicas": strategy.num_replicas_in_sync, "history": {k: [float(v) for v in vals]
                                                              for k, vals in history.history.items()},
@@ -278,7 +297,7 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
     export_dir = serving_model_dir if chief else os.path.join(run_dir, "serving_model")
     if serving_model_dir and export:
         from models.export import export_serving_model
-        export_serving_model(final, export_dir, hparams=hparams)
+        export_serving_model(final, export_dir, hparams=hparams, tta=serving_tta)
     if chief:
         report["model"] = model_path
         report["serving_model_dir"] = serving_model_dir if (serving_model_dir and export) else None

@@ -68,10 +68,32 @@ def _add_model_arguments(parser):
     model.add_argument("--eval-tta", default=configs.EVAL_TTA,
                        help="evaluation inference: 'export' (what the pushed model serves), 'whole', or a JSON "
                             'TTAConfig such as \'{"scales": [0.75, 1.0, 1.25], "flip": true}\' (default %(default)s)')
+    model.add_argument("--serving-tta", default="whole" if configs.SERVING_TTA is None else json.dumps(configs.SERVING_TTA),
+                       help="test-time augmentation baked into the pushed SavedModel: 'whole' (one scale, the "
+                            'fastest answer) or a JSON TTAConfig such as \'{"scales": [0.75, 1.0, 1.25], "flip": '
+                            "true}'; --eval-tta export then measures exactly that (default %(default)s)")
     model.add_argument("--serving-dir", help="push directory (default: serving/ beside the pipeline root)")
     model.add_argument("--model-name", default=configs.MODEL_NAME, help="TF Serving model name (default %(default)s)")
     model.add_argument("--keep-versions", type=int, default=configs.KEEP_VERSIONS,
                        help="versions kept in the push directory (default %(default)s)")
+    model.add_argument("--allow-anomalies", action="store_true", default=configs.ALLOW_ANOMALIES,
+                       help="train even when ExampleValidator finds examples that break the curated schema "
+                            "(pipeline/schema/schema.pbtxt); SchemaGate then only logs them. Default: the run "
+                            "stops before the Trainer, naming each anomaly")
+
+
+def _tta_flag(value, flag, keywords=()):
+    """A TTA flag: 'whole' -> None, a keyword kept as is, else a JSON TTAConfig dict (validated here)."""
+    from models.inference import TTAConfig
+
+    if value == "whole":
+        return None
+    if value in keywords:
+        return value
+    try:
+        return TTAConfig.coerce(json.loads(value)).to_json_dict()
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"{flag} {value!r}: expected {', '.join(keywords + ('whole',))} or a JSON TTAConfig ({e})")
 
 
 def model_options_from_args(args):
@@ -91,17 +113,10 @@ def model_options_from_args(args):
         hparams_lib.from_custom_config(train_config)
     except ValueError as e:
         raise SystemExit(f"--preset/--set: {e}")
-    tta = args.eval_tta
-    if tta == "whole":
-        tta = None
-    elif tta != "export":
-        try:
-            tta = json.loads(tta)
-        except ValueError:
-            raise SystemExit(f"--eval-tta {tta!r}: expected export, whole or a JSON object")
     return dict(train_config=train_config, train_steps=args.train_steps, miou_threshold=args.miou_threshold,
-                max_regression=args.max_regression, eval_tta=tta, serving_dir=args.serving_dir,
-                model_name=args.model_name, keep_versions=args.keep_versions)
+                max_regression=args.max_regression, eval_tta=_tta_flag(args.eval_tta, "--eval-tta", ("export",)),
+                serving_tta=_tta_flag(args.serving_tta, "--serving-tta"), serving_dir=args.serving_dir,
+                model_name=args.model_name, keep_versions=args.keep_versions, allow_anomalies=args.allow_anomalies)
 
 
 def _add_local_arguments(parser, output_required):
@@ -123,9 +138,15 @@ def add_arguments(command, parser):
     elif command == "compile":
         parser.add_argument("--target", choices=["kubeflow"], default="kubeflow",
                             help="orchestrator to compile for (KubeflowV2DagRunner: Vertex AI / KFP v2)")
-        parser.add_argument("--image", required=True, help="container image with this project installed")
+        parser.add_argument("--image", required=True,
+                            help="container image with this project installed: the repo's Dockerfile (`make image "
+                                 "IMAGE=gcr.io/PROJECT/deeplab-tfx:TAG`, then push it); every task and, with "
+                                 "--beam-arg=--sdk_container_image=IMAGE, every Dataflow worker runs it")
         parser.add_argument("--output", default=configs.KUBEFLOW_OUTPUT_FILE,
                             help=f"PipelineJob JSON to write (default {configs.KUBEFLOW_OUTPUT_FILE})")
+        parser.add_argument("--schema-file", default=configs.KUBEFLOW_SCHEMA_FILE,
+                            help="the curated schema as the pipeline's tasks see it (default: its path inside the "
+                                 f"image built by `make image`, {configs.KUBEFLOW_SCHEMA_FILE}; or a gs:// copy)")
         parser.add_argument("--pipeline-root", default=configs.KUBEFLOW_PIPELINE_ROOT,
                             help=f"artifact root the pipeline writes to (default {configs.KUBEFLOW_PIPELINE_ROOT})")
         _add_data_arguments(parser)
@@ -290,7 +311,7 @@ def build_report(metadata_path, pipeline_name):
         "artifacts": {
             "examples": examples_uri,
             "statistics": outputs.get("StatisticsGen", {}).get("statistics", [None])[0],
-            "schema": outputs.get("SchemaGen", {}).get("schema", [None])[0],
+            "schema": outputs.get("ImportSchemaGen", {}).get("schema", [None])[0],
             "anomalies": anomalies_uri,
             "label_statistics": label_stats_uri,
             "label_histogram_png": os.path.join(label_stats_uri, PLOT_FILE) if label_stats_uri else None,
@@ -474,7 +495,7 @@ def _compile(args):
         sbd_root=args.sbd_root, split_recipes=split_recipes, reference_tfrecords=reference_tfrecords,
         max_rejected_fraction=args.max_rejected_fraction, num_shards=args.num_shards,
         beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS) + list(args.beam_arg), metadata_path=None,
-        **model_options_from_args(args))
+        schema_file=args.schema_file, **model_options_from_args(args))
     path = compile_kubeflow(pipeline, args.image, args.output)
     with open(path) as f:
         tasks = sorted(json.load(f)["pipelineSpec"]["root"]["dag"]["tasks"])
@@ -527,8 +548,8 @@ def _demo(args):
     print(f"[1/4] synthetic dataset: {args.num_train} train + {args.num_val} val images")
     voc_root = demo_make_data(workdir, args.num_train, args.num_val, args.seed)
     model_options = model_options_from_args(args)
-    print("[2/4] pipeline (LocalDagRunner): VocExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator, "
-          f"LabelStatsGen -> Trainer (preset {args.preset}) -> MiouEvaluator -> AtomicPusher")
+    print("[2/4] pipeline (LocalDagRunner): VocExampleGen -> StatisticsGen -> ExampleValidator (curated schema) "
+          f"-> SchemaGate, LabelStatsGen -> Trainer (preset {args.preset}) -> MiouEvaluator -> AtomicPusher")
     report = run_pipeline(workdir, voc_root=voc_root, split_recipes=dict(configs.SPLIT_RECIPES),
                           beam_args=configs.DEMO_BEAM_ARGS if args.beam_arg is None else args.beam_arg,
                           enable_cache=not args.no_cache, with_model=True,

@@ -36,9 +36,23 @@ DEMO_BEAM_ARGS = [
     "--direct_num_workers=1",
 ]
 
+# Data validation: ImportSchemaGen loads this curated schema (regenerate a proposal with `deeplab schema`);
+# ExampleValidator checks every split against it and SchemaGate stops the run before the Trainer on any
+# anomaly unless ALLOW_ANOMALIES (--allow-anomalies).
+SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema", "schema.pbtxt")
+ALLOW_ANOMALIES = False
+
 # Model (models/hparams.py presets): the Trainer's custom_config. "paper" is DeepLab V3 with ResNet-v2-50 from
 # ImageNet weights (a local Keras h5, see README); "demo" is the small MobileNetV2 the demo trains from scratch.
 TRAIN_CONFIG = {"preset": "paper"}
+
+# The test-time augmentation baked into the SavedModel the Trainer exports and the Pusher pushes (None: whole
+# images at one scale, the fastest answer), as a models.inference.TTAConfig dict, e.g.
+# {"scales": [0.75, 1.0, 1.25], "flip": true}. The evaluator's "export" mode then measures exactly that.
+SERVING_TTA = None
+# Under the pipeline root: the Trainer's resumable state (models/trainer_module.py), kept across TFX executions so a
+# killed pipeline continues its training when run again.
+TRAINING_STATE_DIRNAME = "_training_state"
 
 # Evaluation and gating (MiouEvaluator): push only a model whose val mIoU >= MIOU_THRESHOLD and which is at most
 # MAX_REGRESSION below the latest blessed model. "export" evaluates with the test-time augmentation baked into
@@ -56,6 +70,9 @@ SERVING_DIRNAME = "serving"
 # Kubeflow Pipelines (KubeflowV2DagRunner): compiled PipelineJob JSON.
 KUBEFLOW_PIPELINE_ROOT = "gs://YOUR-BUCKET/deeplab-tfx"
 KUBEFLOW_OUTPUT_FILE = "pipeline.json"
+# Where the pipeline image (Dockerfile: WORKDIR /pipeline) holds the curated schema: Kubeflow tasks read it there,
+# not at this checkout's path. `deeplab compile --schema-file gs://...` points elsewhere.
+KUBEFLOW_SCHEMA_FILE = "/pipeline/pipeline/schema/schema.pbtxt"
 
 # Synthetic demo dataset (deeplab demo).
 DEMO_NUM_TRAIN = 300

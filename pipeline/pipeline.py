@@ -1,8 +1,8 @@
 """The deeplab-tfx pipeline, wired in one function (TFX template style), and its two runners.
 
-    VocExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
-                  -> LabelStatsGen
-                  -> Trainer (models.trainer_module.run_fn) -> MiouEvaluator -> AtomicPusher
+    VocExampleGen -> StatisticsGen -> ExampleValidator (schema: ImportSchemaGen) -> SchemaGate
+                  -> LabelStatsGen                                                      |
+                  -> Trainer (models.trainer_module.run_fn, after SchemaGate) -> MiouEvaluator -> AtomicPusher
                      latest blessed model (Resolver) ------------^
 
 `create_pipeline()` builds the component list in order; `with_model=False` stops after the data half
@@ -11,6 +11,7 @@ caching); `compile_kubeflow()` writes the same pipeline as a Kubeflow Pipelines 
 offline.
 """
 import os
+import posixpath
 from typing import Any, Dict, List, Optional
 
 from tfx import v1 as tfx
@@ -18,7 +19,9 @@ from tfx import v1 as tfx
 from components.atomic_pusher.component import AtomicPusher
 from components.label_stats.component import LabelStatsGen
 from components.miou_evaluator.component import MiouEvaluator
+from components.schema_gate.component import SchemaGate
 from components.voc_example_gen.component import VocExampleGen
+from models import trainer_module
 from pipeline import configs
 
 
@@ -40,9 +43,12 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
                     miou_threshold: float = configs.MIOU_THRESHOLD,
                     max_regression: float = configs.MAX_REGRESSION,
                     eval_tta: Any = configs.EVAL_TTA,
+                    serving_tta: Any = configs.SERVING_TTA,
                     serving_dir: Optional[str] = None,
                     model_name: str = configs.MODEL_NAME,
-                    keep_versions: int = configs.KEEP_VERSIONS) -> tfx.dsl.Pipeline:
+                    keep_versions: int = configs.KEEP_VERSIONS,
+                    schema_file: str = configs.SCHEMA_FILE,
+                    allow_anomalies: bool = configs.ALLOW_ANOMALIES) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -63,8 +69,15 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
       eval_split, miou_threshold, max_regression, eval_tta: MiouEvaluator settings; the model is pushed
         only when its mIoU on `eval_split` >= miou_threshold and it does not fall more than
         max_regression below the latest blessed model.
+      serving_tta: the test-time augmentation baked into the exported (and pushed) SavedModel: None (whole
+        image, one scale), a models.inference.TTAConfig or its dict.
       serving_dir, model_name, keep_versions: the Pusher writes `<serving_dir>/<model_name>/<version>/`
         (default serving_dir: `serving` beside the pipeline root).
+      schema_file: the curated schema (tensorflow_metadata Schema text proto) ImportSchemaGen loads and
+        ExampleValidator checks every split against (default pipeline/schema/schema.pbtxt).
+      allow_anomalies: with_model only: SchemaGate logs schema anomalies as a warning instead of failing
+        the run before the Trainer. The data half alone (with_model=False) never fails on them; they are
+        in the ExampleValidator artifact and the ingest report.
     """
     if split_recipes is None and not reference_tfrecords:
         split_recipes = dict(configs.SPLIT_RECIPES)
@@ -77,8 +90,8 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
     components.append(example_gen)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     components.append(statistics_gen)
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
-                                          infer_feature_shape=True)
+    # A curated schema kept in the repo, not one inferred from the very statistics it should check.
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(schema_file))
     components.append(schema_gen)
     example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
                                                         schema=schema_gen.outputs["schema"])
@@ -87,13 +100,17 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
     components.append(label_stats)
 
     if with_model:
+        # Schema anomalies stop the run here, before training (unless allow_anomalies).
+        schema_gate = SchemaGate(anomalies=example_validator.outputs["anomalies"], allow_anomalies=allow_anomalies)
+        components.append(schema_gate)
         # Model: train, evaluate against the latest blessed model, push only what was blessed.
         trainer = tfx.components.Trainer(
             run_fn="models.trainer_module.run_fn",
             examples=example_gen.outputs["examples"],
             train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=train_steps),
             eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
-            custom_config=dict(configs.TRAIN_CONFIG if train_config is None else train_config))
+            custom_config=trainer_custom_config(train_config, serving_tta, pipeline_root))
+        trainer.add_upstream_node(schema_gate)
         components.append(trainer)
         latest_blessed = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -121,6 +138,17 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
                                     if metadata_path else None),
         beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args),
     )
+
+
+def trainer_custom_config(train_config, serving_tta, pipeline_root):
+    """The Trainer's custom_config: hyper-parameters, the export's TTA and where a killed run's state survives
+    (models/trainer_module.py)."""
+    from models.inference import TTAConfig
+
+    config = dict(configs.TRAIN_CONFIG if train_config is None else train_config)
+    config[trainer_module.SERVING_TTA_KEY] = None if serving_tta is None else TTAConfig.coerce(serving_tta).to_json_dict()
+    config[trainer_module.RESUME_ROOT_KEY] = posixpath.join(str(pipeline_root), configs.TRAINING_STATE_DIRNAME)
+    return config
 
 
 def run_local(pipeline: tfx.dsl.Pipeline) -> None:

@@ -35,6 +35,8 @@ def evaluated(setup):
                       examples_pattern=beam_eval.resolve_examples(setup["root"] / "examples", "val"),
                       baseline_model_dir=str(setup["root"] / "bad"),  # a Trainer-style dir: Format-Serving inside
                       miou_threshold=0.5, max_regression=0.0, num_gallery=2,
+                      # The corrupt record is here to test counting; allow it so the mIoU/baseline gate decides.
+                      max_eval_skipped_fraction=0.2,
                       data_description={"examples": "test"})
     return out, result
 

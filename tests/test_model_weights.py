@@ -1,4 +1,5 @@
 """ImageNet init: Keras applications h5 weights map onto the atrous backbones layer by layer."""
+import json
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -77,3 +78,19 @@ def test_builder_initialises_backbone_from_file(tmp_path, monkeypatch):
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     np.testing.assert_array_equal(backbone.get_layer("Conv1").get_weights()[0],
                                   reference.get_layer("Conv1").get_weights()[0])
+
+
+def test_batch_norm_epsilon_follows_the_backbone_weights():
+    """MobileNetV2's ImageNet weights were trained with epsilon 1e-3, ResNet-v2's with 1e-5: the default
+    of every entry point (hyper-parameters, build_deeplab_v3) uses the backbone's, and hparams.json records it."""
+    from models import hparams as hparams_lib
+    from models.deeplab import build_deeplab_v3
+
+    assert hparams_lib.preset("demo").bn_epsilon == 1e-3
+    assert hparams_lib.preset("paper").bn_epsilon == 1e-5
+    assert hparams_lib.preset("demo", bn_epsilon=1e-4).bn_epsilon == 1e-4
+    assert json.loads(hparams_lib.preset("demo").to_json())["bn_epsilon"] == 1e-3
+    model = build_deeplab_v3(backbone="mobilenet_v2", alpha=0.35, aspp_filters=8)
+    epsilons = {layer.epsilon for layer in model.get_layer("mobilenet_v2_0.35").layers
+                if isinstance(layer, keras.layers.BatchNormalization)}
+    assert epsilons == {1e-3}

@@ -6,7 +6,8 @@ import pytest
 
 import runner
 
-COMPONENTS = sorted(["VocExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "LabelStatsGen", "Trainer",
+COMPONENTS = sorted(["VocExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "SchemaGate",
+                     "LabelStatsGen", "Trainer",
                      "latest_blessed_model_resolver-model-blessing-resolver",
                      "latest_blessed_model_resolver-model-resolver", "MiouEvaluator", "AtomicPusher"])
 
@@ -30,6 +31,11 @@ def test_kubeflow_json_names_every_component(tmp_path):
     assert "models.trainer_module.run_fn" in json.dumps(spec["root"]["dag"]["tasks"]["Trainer"]["inputs"])
     # The push directory defaults to serving/ beside the pipeline root, in the bucket.
     assert "gs://bucket/serving/deeplab" in json.dumps(spec["root"]["dag"]["tasks"]["AtomicPusher"]["inputs"])
+    # The Trainer keeps its resumable state on the pipeline root (a killed task resumes there) and bakes
+    # the chosen serving TTA into the export; ImportSchemaGen reads the schema inside the image.
+    trainer_inputs = json.dumps(spec["root"]["dag"]["tasks"]["Trainer"]["inputs"])
+    assert "gs://bucket/root/_training_state" in trainer_inputs and "serving_tta" in trainer_inputs
+    assert "/pipeline/pipeline/schema/schema.pbtxt" in json.dumps(spec["root"]["dag"]["tasks"]["ImportSchemaGen"])
     # The split recipes and roots travel as parameters of the ExampleGen task.
     params = json.dumps(spec["root"]["dag"]["tasks"]["VocExampleGen"]["inputs"])
     assert "train_aug" in params and "gs://bucket/VOCdevkit/VOC2012" in params

@@ -60,7 +60,8 @@ def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(exampl
 
     fn_args = FnArgs(train_files=[str(examples / "Split-train" / "*")], eval_files=[str(examples / "Split-val" / "*")],
                      train_steps=6, eval_steps=None, model_run_dir=str(run_dir),
-                     serving_model_dir=str(tmp_path / "model" / "Format-Serving"), custom_config=config)
+                     serving_model_dir=str(tmp_path / "model" / "Format-Serving"),
+                     custom_config={**config, "serving_tta": {"scales": [0.75, 1.0], "flip": True}})
     report = run_fn(fn_args)
     assert report["steps"] == 6
     # Resumed inside epoch 2 at step 4: only epoch 2 ran (starting over would log 2 epochs and 6 more steps).
@@ -72,6 +73,13 @@ def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(exampl
     event_dirs = {os.path.basename(d) for d, _, files in os.walk(run_dir) if any(f.startswith("events.out") for f in files)}
     assert {"train", "validation", "validation_images"} <= event_dirs
     assert (tmp_path / "model" / "Format-Serving" / "saved_model.pb").is_file()
+    # The pipeline's serving_tta is what the export serves (and what the evaluator's "export" mode measures).
+    from components.miou_evaluator.evaluate import resolve_tta
+    from models.export import read_export_config
+    assert read_export_config(str(tmp_path / "model" / "Format-Serving"))["tta"]["scales"] == [0.75, 1.0]
+    tta = resolve_tta("export", str(tmp_path / "model" / "Format-Serving"))
+    assert tta.scales == (0.75, 1.0) and tta.flip
+    assert report["initial_step"] == 4
     model, hp = train_lib.load_trained_model(str(run_dir))
     assert hp.crop_size == 33 and model.output_shape[-1] == 21
 

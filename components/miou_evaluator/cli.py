@@ -5,9 +5,12 @@
         --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip --output-dir OUT
 
 Prints a summary and the path of OUT/index.html. With --miou-threshold or --baseline-model it
-also applies the pipeline's gate and exits 1 when the model would not be blessed.
+also applies the pipeline's gate and exits 1 when the model would not be blessed; the gate includes
+--max-eval-skipped-fraction (default 0.0: any skipped evaluation record means not blessed).
 """
 import logging
+
+from components.miou_evaluator import DEFAULT_MAX_EVAL_SKIPPED_FRACTION  # light: no Beam/TFX import
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,10 @@ def add_arguments(command, parser):
     gate.add_argument("--miou-threshold", type=float, help="blessed only if mIoU >= this (0..1)")
     gate.add_argument("--max-regression", type=float, default=0.0,
                       help="blessed only if mIoU >= baseline mIoU - this (default 0)")
+    gate.add_argument("--max-eval-skipped-fraction", type=float, default=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+                      help="blessed only if at most this fraction of the evaluation records were skipped "
+                           "(unreadable, labels out of range, ...), 0..1 "
+                           f"(default {DEFAULT_MAX_EVAL_SKIPPED_FRACTION}: only a complete evaluation is blessed)")
     parser.add_argument("--num-gallery", type=int, default=4, help="best and worst images in the gallery (default 4)")
     parser.add_argument("--max-images", type=int, help="evaluate a random sample of N images (quick look)")
     parser.add_argument("--batch-size", type=int, default=8,
@@ -93,9 +100,18 @@ def format_summary(result):
         return "n/a" if v is None else f"{100 * v:.2f}%"
 
     m, d = result["metrics"], result["data"]
+    skipped = ""
+    if d["images_skipped"]:
+        skipped = f" (skipped {d['images_skipped']}"
+        if "skipped_fraction" in d:
+            skipped += f" of {d['images_total']} records, {pct(d['skipped_fraction'])}"
+            if d.get("max_eval_skipped_fraction") is not None:
+                over = d["skipped_fraction"] > d["max_eval_skipped_fraction"]
+                skipped += (f", {'OVER' if over else 'within'} max_eval_skipped_fraction "
+                            f"{d['max_eval_skipped_fraction']:.4f}")
+        skipped += f": {d['skipped_by_reason']})"
     lines = [
-        f"images evaluated: {d['images_evaluated']}" + (f" (skipped {d['images_skipped']}: {d['skipped_by_reason']})"
-                                                        if d["images_skipped"] else ""),
+        f"images evaluated: {d['images_evaluated']}" + skipped,
         f"TTA: {result['tta_description']}",
         f"mIoU {pct(m['miou'])} (dataset-level over {result['num_classes_present']} present classes) | "
         f"pixel accuracy {pct(m['pixel_accuracy'])} | mean class accuracy {pct(m['mean_class_accuracy'])} | "
@@ -119,6 +135,9 @@ def main(command, args):
 
     if args.batch_size < 1:
         raise SystemExit(f"deeplab evaluate: --batch-size must be >= 1, got {args.batch_size}")
+    if not 0.0 <= args.max_eval_skipped_fraction <= 1.0:
+        raise SystemExit("deeplab evaluate: --max-eval-skipped-fraction is a fraction in [0, 1], "
+                         f"got {args.max_eval_skipped_fraction}")
     tta = _tta(args)
     if args.examples:
         pattern, refs = beam_eval.resolve_examples(args.examples, args.split), None
@@ -133,10 +152,11 @@ def main(command, args):
                       baseline_model_dir=args.baseline_model, tta=tta, miou_threshold=args.miou_threshold,
                       max_regression=args.max_regression, beam_args=_beam_args(args), num_gallery=args.num_gallery,
                       max_images=args.max_images, data_description=data, tensorboard=not args.no_tensorboard,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, max_eval_skipped_fraction=args.max_eval_skipped_fraction)
     print(format_summary(result))
     gated = args.miou_threshold is not None or args.baseline_model
-    if gated:
+    incomplete = any(c["name"] == "skipped_records" and not c["passed"] for c in result["blessing"]["checks"])
+    if gated or incomplete:  # an incomplete evaluation is always said, gated or not
         print(result["blessing"]["message"])
     print(f"report: {args.output_dir.rstrip('/')}/{report.INDEX_HTML}")
     return 1 if gated and not result["blessing"]["blessed"] else 0

@@ -20,8 +20,14 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from components import miou_evaluator
 from components.miou_evaluator import executor
 from components.miou_evaluator.beam_eval import DEFAULT_BATCH_SIZE
+from components.miou_evaluator.evaluate import check_max_eval_skipped_fraction
+
+# MiouEvaluator's default max_eval_skipped_fraction, 0.0: no skipped evaluation record is tolerated (pipeline
+# code takes it from here; the value lives in the package __init__, which `deeplab evaluate` reads without TFX).
+DEFAULT_MAX_EVAL_SKIPPED_FRACTION = miou_evaluator.DEFAULT_MAX_EVAL_SKIPPED_FRACTION
 
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
@@ -41,6 +47,7 @@ class MiouEvaluatorSpec(ComponentSpec):
         "num_gallery": ExecutionParameter(type=int, optional=True),
         "max_images": ExecutionParameter(type=int, optional=True),
         "batch_size": ExecutionParameter(type=int, optional=True),
+        "max_eval_skipped_fraction": ExecutionParameter(type=float, optional=True),
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -72,7 +79,8 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
                  baseline_model: Optional[types.BaseChannel] = None, eval_split: str = "val",
                  miou_threshold: float = 0.0, max_regression: float = 0.0,
                  tta: Union[None, Dict[str, Any], Any] = None, num_gallery: int = 4,
-                 max_images: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE):
+                 max_images: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_eval_skipped_fraction: float = DEFAULT_MAX_EVAL_SKIPPED_FRACTION):
         """Args:
           examples: Examples (ExampleGen output) holding `eval_split`.
           model: Model whose `Format-Serving` SavedModel has the `logits` signature (models.export).
@@ -90,6 +98,11 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
           batch_size: at most this many images per model call; images the model sees at the same
             size (same size, or same padded canvas with TTA `pad_multiple`) share a call. The
             confusion matrices do not depend on it; 1 runs one image per call.
+          max_eval_skipped_fraction: gate on completeness: blessed only if at most this fraction of
+            the evaluation records were skipped (unreadable, labels out of range, ...), i.e.
+            skipped / (evaluated + skipped) <= this; default DEFAULT_MAX_EVAL_SKIPPED_FRACTION (0.0):
+            a model is not blessed on a partial evaluation. Count, fraction, threshold and reasons
+            are in evaluation.json ('blessing' and 'data'), the report and the blessing message.
         """
         if not 0.0 <= float(miou_threshold) <= 1.0:
             raise ValueError(f"miou_threshold is an mIoU in [0, 1], got {miou_threshold!r}")
@@ -97,10 +110,12 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
             raise ValueError(f"max_regression is a non-negative mIoU tolerance, got {max_regression!r}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        max_eval_skipped_fraction = check_max_eval_skipped_fraction(max_eval_skipped_fraction)
         spec = MiouEvaluatorSpec(
             examples=examples, model=model, baseline_model=baseline_model, eval_split=eval_split,
             miou_threshold=float(miou_threshold), max_regression=float(max_regression), tta=tta_json(tta),
             num_gallery=int(num_gallery), max_images=max_images, batch_size=int(batch_size),
+            max_eval_skipped_fraction=max_eval_skipped_fraction,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))
         super().__init__(spec=spec)

@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 
-from components.miou_evaluator import beam_eval, metrics
+from components.miou_evaluator import DEFAULT_MAX_EVAL_SKIPPED_FRACTION, beam_eval, metrics
 from data.voc import IGNORE_LABEL, NUM_CLASSES, VOC_CLASSES
 
 log = logging.getLogger(__name__)
@@ -16,10 +16,51 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def decide_blessing(miou, miou_threshold=None, baseline_miou=None, max_regression=0.0):
+def check_max_eval_skipped_fraction(value, name="max_eval_skipped_fraction"):
+    """`value` as a float in [0, 1], or ValueError."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} is a fraction in [0, 1], got {value!r}") from None
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"{name} is a fraction in [0, 1], got {value!r}")
+    return fraction
+
+
+def skipped_records_check(images_evaluated, images_skipped, max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+                          skipped_by_reason=None):
+    """The 'skipped_records' check of the gate: passed iff skipped / (evaluated + skipped) <=
+    max_eval_skipped_fraction (equal passes), so a model is not blessed on a partial evaluation.
+    Returns (check {'name', 'passed', 'detail'}, {threshold, count, total, fraction, reasons})."""
+    threshold = check_max_eval_skipped_fraction(max_eval_skipped_fraction)
+    skipped, evaluated = int(images_skipped or 0), int(images_evaluated or 0)
+    total = evaluated + skipped
+    fraction = skipped / total if total else 0.0
+    passed = bool(fraction <= threshold)
+    reasons = dict(sorted((skipped_by_reason or {}).items()))
+    counted = f"{skipped} of {total}" if images_evaluated is not None else f"{skipped}"
+    detail = (f"{counted} evaluation records skipped (fraction {fraction:.4f}) "
+              f"{'<=' if passed else '>'} max_eval_skipped_fraction {threshold:.4f}")
+    if skipped:
+        detail += " (reasons: " + (", ".join(f"{r} {n}" for r, n in reasons.items()) or "unknown") + ")"
+    check = {"name": "skipped_records", "passed": passed, "detail": detail}
+    numbers = {"max_eval_skipped_fraction": threshold, "images_skipped": skipped, "images_total": total,
+               "skipped_fraction": fraction, "skipped_by_reason": reasons}
+    return check, numbers
+
+
+def decide_blessing(miou, miou_threshold=None, baseline_miou=None, max_regression=0.0, *, images_evaluated=None,
+                    images_skipped=0, skipped_by_reason=None,
+                    max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION):
     """The gate: blessed iff mIoU >= miou_threshold (when set) AND, when a baseline was evaluated,
-    mIoU >= baseline mIoU - max_regression. A model without an mIoU (no labelled pixels) is never
-    blessed. Returns {'blessed', 'checks': [...], 'message'}; every check states its numbers."""
+    mIoU >= baseline mIoU - max_regression AND at most `max_eval_skipped_fraction` of the evaluation
+    records were skipped (images_skipped / (images_evaluated + images_skipped); equal passes, so the
+    default 0.0 blesses only a complete evaluation). A model without an mIoU (no labelled pixels) is
+    never blessed. Returns {'blessed', 'checks': [...], 'message', ...}; every check states its numbers."""
+    if images_skipped and images_evaluated is None:
+        raise ValueError("decide_blessing needs images_evaluated to weigh images_skipped")
+    skipped_check, skipped_numbers = skipped_records_check(images_evaluated, images_skipped, max_eval_skipped_fraction,
+                                          skipped_by_reason)
     checks = []
     if miou is None:
         checks.append({"name": "has_miou", "passed": False,
@@ -38,12 +79,13 @@ def decide_blessing(miou, miou_threshold=None, baseline_miou=None, max_regressio
         else:
             checks.append({"name": "max_regression", "passed": True,
                            "detail": "no baseline model (no blessed model yet): regression check skipped"})
+    checks.append(skipped_check)
     blessed = all(c["passed"] for c in checks)
     failed = [c["detail"] for c in checks if not c["passed"]]
     message = ("BLESSED: " + "; ".join(c["detail"] for c in checks) if blessed
                else "NOT BLESSED: " + "; ".join(failed))
     return {"blessed": blessed, "miou_threshold": miou_threshold, "max_regression": max_regression,
-            "baseline_miou": baseline_miou, "checks": checks, "message": message}
+            "baseline_miou": baseline_miou, **skipped_numbers, "checks": checks, "message": message}
 
 
 def _model_section(cm, images, class_names):
@@ -76,6 +118,9 @@ def summarize(raw, class_names=VOC_CLASSES, tta=None, data_description=None, max
                            if beam_eval.BASELINE in raw["model_dirs"] else None),
         "data": dict(data_description or {}, images_evaluated=len(images),
                      images_skipped=len(raw["skipped"]), skipped_by_reason=skipped_by_reason,
+                     images_total=len(images) + len(raw["skipped"]),
+                     skipped_fraction=(len(raw["skipped"]) / (len(images) + len(raw["skipped"]))
+                                       if images or raw["skipped"] else 0.0),
                      skipped=[{"reason": r, "record": n, "detail": d}
                               for r, n, d in raw["skipped"][:beam_eval.MAX_SKIPPED_LISTED]],
                      sampled_max_images=max_images),
@@ -148,14 +193,18 @@ def resolve_tta(tta, model_dir=None):
 def evaluate(model_dir, output_dir, *, examples_pattern=None, sample_refs=None, baseline_model_dir=None,
              tta=None, miou_threshold=None, max_regression=0.0, class_names=VOC_CLASSES,
              ignore_label=IGNORE_LABEL, make_pipeline=None, beam_args=None, num_gallery=4,
-             max_images=None, data_description=None, tensorboard=True, batch_size=beam_eval.DEFAULT_BATCH_SIZE):
+             max_images=None, data_description=None, tensorboard=True, batch_size=beam_eval.DEFAULT_BATCH_SIZE,
+             max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION):
     """Evaluates `model_dir` (and `baseline_model_dir` on the same data in the same run), decides
     the blessing and writes the report into `output_dir`. Returns the evaluation dict (also in
     `output_dir/evaluation.json`); its 'blessing' entry holds the decision. `tta`: see resolve_tta.
     `batch_size`: at most this many images per model call (see beam_eval.EvaluateExampleFn; the
-    numbers do not depend on it); 1 is the one-image-per-call path."""
+    numbers do not depend on it); 1 is the one-image-per-call path. `max_eval_skipped_fraction`:
+    the gate's tolerance for skipped evaluation records (see decide_blessing; default 0.0: any
+    skipped record means not blessed)."""
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    max_eval_skipped_fraction = check_max_eval_skipped_fraction(max_eval_skipped_fraction)
     from components.miou_evaluator import report
 
     model_dirs = {beam_eval.CURRENT: beam_eval.resolve_model_dir(model_dir)}
@@ -175,10 +224,16 @@ def evaluate(model_dir, output_dir, *, examples_pattern=None, sample_refs=None, 
                          "check the examples path/split and the report of the data stage")
     result = summarize(raw, class_names, tta, data_description, max_images)
     baseline_miou = result["baseline"]["metrics"]["miou"] if result["baseline"] else None
-    result["blessing"] = decide_blessing(result["metrics"]["miou"], miou_threshold, baseline_miou, max_regression)
+    data = result["data"]
+    data["max_eval_skipped_fraction"] = max_eval_skipped_fraction
+    result["blessing"] = decide_blessing(
+        result["metrics"]["miou"], miou_threshold, baseline_miou, max_regression,
+        images_evaluated=data["images_evaluated"], images_skipped=data["images_skipped"],
+        skipped_by_reason=data["skipped_by_reason"], max_eval_skipped_fraction=max_eval_skipped_fraction)
     if raw["skipped"]:
-        log.warning("%d records were skipped: %s (listed in evaluation.json)", len(raw["skipped"]),
-                    result["data"]["skipped_by_reason"])
+        log.warning("%d of %d records were skipped (fraction %.4f, max_eval_skipped_fraction %.4f): %s "
+                    "(listed in evaluation.json)", data["images_skipped"], data["images_total"],
+                    data["skipped_fraction"], max_eval_skipped_fraction, data["skipped_by_reason"])
     import tensorflow as tf
     staging = f"{str(output_dir).rstrip('/')}/.staging"
     if tf.io.gfile.exists(staging):

@@ -53,6 +53,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         split = exec_properties.get("eval_split") or "val"
         tta = json.loads(exec_properties.get("tta") or "null")  # a TTAConfig dict, null or "export"
+        max_skipped = exec_properties.get("max_eval_skipped_fraction")
+        if max_skipped is None:  # a pipeline compiled before the parameter existed
+            max_skipped = component.DEFAULT_MAX_EVAL_SKIPPED_FRACTION
         result = evaluate(
             _model_dir(model), evaluation.uri,
             examples_pattern=_split_pattern(examples, split),
@@ -64,6 +67,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             num_gallery=int(exec_properties.get("num_gallery") or 4),
             max_images=exec_properties.get("max_images") or None,
             batch_size=int(exec_properties.get("batch_size") or component.DEFAULT_BATCH_SIZE),
+            max_eval_skipped_fraction=float(max_skipped),
             data_description={"examples": examples.uri, "split": split},
         )
         decision = result["blessing"]
@@ -73,6 +77,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 evaluation.set_float_custom_property(key, result["metrics"][key])
         evaluation.set_int_custom_property("images_evaluated", result["data"]["images_evaluated"])
         evaluation.set_int_custom_property("images_skipped", result["data"]["images_skipped"])
+        evaluation.set_float_custom_property("skipped_fraction", result["data"]["skipped_fraction"])
 
         blessing.set_string_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
         blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)

@@ -179,6 +179,18 @@ def per_image_csv(result):
     return buf.getvalue()
 
 
+def _skipped_summary(data, escape=html.escape):
+    """HTML: '1 of 8 records (12.50%) skipped; <b>over</b> the gate's limit of 0.00% (max_eval_skipped_fraction 0.0)'."""
+    text = (f"{data['images_skipped']} of {data.get('images_total', '?')} records "
+            f"({_pct(data.get('skipped_fraction'))}) skipped")
+    if data.get("max_eval_skipped_fraction") is not None:
+        allowed = data["max_eval_skipped_fraction"]
+        verdict = "within" if (data.get("skipped_fraction") or 0.0) <= allowed else "<b>over</b>"
+        text += (f"; {verdict} the gate's limit of {_pct(allowed)} "
+                 f"(max_eval_skipped_fraction {escape(repr(float(allowed)))})")
+    return text
+
+
 def index_html(result, files):
     """Self-contained HTML page (no external resources) over the files written beside it."""
     e = html.escape
@@ -220,7 +232,8 @@ def index_html(result, files):
     skipped = ""
     if d.get("images_skipped"):
         items = "".join(f"<li>{e(s['reason'])}: {e(s['record'])}: {e(s['detail'])}</li>" for s in d["skipped"])
-        skipped = f"<h3>Skipped records ({d['images_skipped']})</h3><ul>{items}</ul>"
+        skipped = (f"<h3>Skipped records ({d['images_skipped']})</h3>"
+                   f"<p>{_skipped_summary(d, e)}</p><ul>{items}</ul>")
 
     def img(key, alt):
         return f'<p><img src="{files[key]}" alt="{e(alt)}"></p>' if files.get(key) else ""
@@ -230,9 +243,11 @@ def index_html(result, files):
 
     described = [f"{k.replace('_', ' ')} <code>{e(str(v))}</code>" for k, v in d.items()
                  if k not in ("skipped", "skipped_by_reason", "images_evaluated", "images_skipped",
-                              "sampled_max_images") and v is not None]
+                              "sampled_max_images", "images_total", "skipped_fraction",
+                              "max_eval_skipped_fraction") and v is not None]
     data_line = ", ".join(described + [f"{d['images_evaluated']} images evaluated",
-                                       f"{d['images_skipped']} skipped"
+                                       (_skipped_summary(d, e) if "skipped_fraction" in d
+                                        else f"{d['images_skipped']} skipped")
                                        + (f" {e(json.dumps(d['skipped_by_reason']))}" if d["images_skipped"] else "")])
     if d.get("sampled_max_images"):
         data_line += f", <b>a random sample of at most {d['sampled_max_images']} images</b> (not the full split)"

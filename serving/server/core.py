@@ -8,6 +8,7 @@ and messages. Front ends only translate their wire format to `predict(...)` call
 import contextlib
 import logging
 import threading
+import uuid
 
 import grpc
 import numpy as np
@@ -40,6 +41,18 @@ class ServingError(Exception):
 
 def invalid(message):
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def internal_error(error, what):
+    """ServingError(INTERNAL) for an exception no code path anticipated (a bug, not a bad request).
+
+    The traceback goes to the server log under a fresh request id that the returned message carries
+    too: the client only sees one line, and the id is what lets an operator find the rest.
+    """
+    request_id = uuid.uuid4().hex[:12]
+    log.error("request %s (%s) failed with an unexpected error", request_id, what, exc_info=error)
+    return ServingError(grpc.StatusCode.INTERNAL, f"Internal error in {what} (request id {request_id}): "
+                                                  f"{type(error).__name__}: {error}")
 
 
 # tf.errors codes are the gRPC codes' numbers.
@@ -227,8 +240,8 @@ class Servable:
                     raise ServingError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
                 except ServingError:
                     raise
-                except Exception as e:  # a signature whose outputs cannot be split per request
-                    raise ServingError(grpc.StatusCode.INTERNAL, f"batching {sig_name}: {e}") from None
+                except Exception as e:  # a signature whose outputs cannot be split per request, or a bug
+                    raise internal_error(e, f"batching {sig_name}") from None
         wanted = set(output_filter) or set(outputs)
         return sig_name, {k: v for k, v in outputs.items() if k in wanted}
 

@@ -1,4 +1,5 @@
 """gRPC front end: TF Serving's PredictionService and ModelService on the shared core."""
+import functools
 import logging
 from concurrent import futures
 
@@ -6,7 +7,7 @@ import grpc
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
-from serving.server.core import ServingError
+from serving.server.core import ServingError, internal_error
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,25 @@ def _version_of(model_spec):
 def _abort(context, error):
     log.info("request refused: %s", error)
     context.abort(error.code, error.message)
+
+
+def _answered(method):
+    """Every RPC ends with a status: ServingErrors with their own code, anything else INTERNAL.
+
+    grpc would otherwise answer an escaped exception with UNKNOWN and a bare "Exception calling
+    application" that no log line can be matched to.
+    """
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except ServingError as e:
+            _abort(context, e)
+        except Exception as e:
+            if context.code() is not None:  # context.abort() itself raises; the status is already set
+                raise
+            _abort(context, internal_error(e, f"gRPC {method.__name__}"))
+    return wrapper
 
 
 def metadata_response(manager, model_spec):
@@ -53,34 +73,33 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, manager):
         self.manager = manager
 
+    @_answered
     def Predict(self, request, context):
-        try:
-            version, label = _version_of(request.model_spec)
-            return self.manager.get(request.model_spec.name, version, label).predict_request(request)
-        except ServingError as e:
-            _abort(context, e)
+        version, label = _version_of(request.model_spec)
+        return self.manager.get(request.model_spec.name, version, label).predict_request(request)
 
+    @_answered
     def GetModelMetadata(self, request, context):
-        try:
-            unsupported = [f for f in request.metadata_field if f != "signature_def"]
-            if unsupported or not request.metadata_field:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"Metadata field {unsupported[0] if unsupported else '(none)'} is not "
-                                   "supported; ask for metadata_field 'signature_def'")
-            return metadata_response(self.manager, request.model_spec)
-        except ServingError as e:
-            _abort(context, e)
+        unsupported = [f for f in request.metadata_field if f != "signature_def"]
+        if unsupported or not request.metadata_field:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Metadata field {unsupported[0] if unsupported else '(none)'} is not "
+                               "supported; ask for metadata_field 'signature_def'")
+        return metadata_response(self.manager, request.model_spec)
 
     def _unimplemented(self, what, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED,
                       f"{what} is not implemented by this server: DeepLab signatures are Predict signatures")
 
+    @_answered
     def Classify(self, request, context):
         self._unimplemented("Classify", context)
 
+    @_answered
     def Regress(self, request, context):
         self._unimplemented("Regress", context)
 
+    @_answered
     def MultiInference(self, request, context):
         self._unimplemented("MultiInference", context)
 
@@ -89,12 +108,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, manager):
         self.manager = manager
 
+    @_answered
     def GetModelStatus(self, request, context):
-        try:
-            return status_response(self.manager, request.model_spec)
-        except ServingError as e:
-            _abort(context, e)
+        return status_response(self.manager, request.model_spec)
 
+    @_answered
     def HandleReloadConfigRequest(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED,
                       "HandleReloadConfigRequest is not implemented: this server serves one model from "

@@ -4,7 +4,8 @@
   GET  /v1/models/NAME[/versions/N | /labels/L]           GetModelStatus as JSON
   GET  /v1/models/NAME[/versions/N | /labels/L]/metadata  GetModelMetadata as JSON
 
-Errors are `{ "error": "<message>" }` with TF Serving's status-code -> HTTP mapping.
+Errors are `{ "error": "<message>" }` with TF Serving's status-code -> HTTP mapping; an unexpected
+exception is a 500 whose message carries the request id of its logged traceback.
 Binary values travel as {"b64": "..."}, like TF Serving.
 """
 import base64
@@ -20,7 +21,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
-from serving.server.core import ServingError, invalid
+from serving.server.core import ServingError, internal_error, invalid
 from serving.server.grpc_api import metadata_response, status_response
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,10 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _reply(self, status, payload):
         body = (json.dumps(payload, indent=None) if not isinstance(payload, str) else payload).encode()
+        self._reply_started = True
         self.send_response(status)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -221,67 +225,89 @@ class RestHandler(BaseHTTPRequestHandler):
                 break
             length -= len(chunk)
 
+    def _answer(self, route):
+        """Run a route so that every request gets an answer: ServingErrors with their status, any
+        other exception a logged 500 (http.server would just drop the connection)."""
+        self._reply_started = False
+        try:
+            route()
+        except ServingError as e:
+            self._error(e)
+        except Exception as e:
+            # Closing is the safe state: the body may be unread and must not be parsed as the next request.
+            self.close_connection = True
+            if self._reply_started and isinstance(e, OSError):
+                log.info("REST %s %s: connection lost while answering: %s", self.command, self.path, e)
+                return
+            error = internal_error(e, f"REST {self.command} {self.path}")
+            if self._reply_started:  # half an answer is on the wire: the closed connection is all we can add
+                return
+            try:
+                self._error(error)
+            except OSError as write_error:
+                log.info("REST %s %s: could not send the 500: %s", self.command, self.path, write_error)
+
     def do_GET(self):
+        self._answer(self._get)
+
+    def do_POST(self):
+        self._answer(self._post)
+
+    def _get(self):
         manager = self.server.manager
         path = self.path.split("?", 1)[0]
         match = STATUS_RE.fullmatch(path)
-        try:
-            if not match:
-                raise invalid(f"Malformed request: GET {path}")
-            name, version, label, metadata = match.groups()
-            if not name:
-                raise invalid("Missing model name in request.")
-            spec = _model_spec(name, version, label)
-            if metadata:
-                response = metadata_response(manager, spec)
-                sig_map = get_model_metadata_pb2.SignatureDefMap()
-                response.metadata["signature_def"].Unpack(sig_map)
-                payload = {
-                    "model_spec": json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True,
-                                                            including_default_value_fields=True),
-                    "metadata": {"signature_def": json_format.MessageToDict(
-                        sig_map, preserving_proto_field_name=True)},
-                }
-            else:
-                payload = json_format.MessageToDict(status_response(manager, spec),
-                                                    preserving_proto_field_name=True,
-                                                    including_default_value_fields=True)
-            self._reply(200, json.dumps(payload, indent=1))
-        except ServingError as e:
-            self._error(e)
+        if not match:
+            raise invalid(f"Malformed request: GET {path}")
+        name, version, label, metadata = match.groups()
+        if not name:
+            raise invalid("Missing model name in request.")
+        spec = _model_spec(name, version, label)
+        if metadata:
+            response = metadata_response(manager, spec)
+            sig_map = get_model_metadata_pb2.SignatureDefMap()
+            response.metadata["signature_def"].Unpack(sig_map)
+            payload = {
+                "model_spec": json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True,
+                                                        including_default_value_fields=True),
+                "metadata": {"signature_def": json_format.MessageToDict(
+                    sig_map, preserving_proto_field_name=True)},
+            }
+        else:
+            payload = json_format.MessageToDict(status_response(manager, spec),
+                                                preserving_proto_field_name=True,
+                                                including_default_value_fields=True)
+        self._reply(200, json.dumps(payload, indent=1))
 
-    def do_POST(self):
+    def _post(self):
         manager, limits = self.server.manager, self.server.limits
         path = self.path.split("?", 1)[0]
-        try:
-            length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
-                self.close_connection = True
-                raise invalid("POST needs a Content-Length header")
-            if int(length) > limits.max_message_bytes:
-                self._discard_body(int(length), limits.max_message_bytes)
-                # 413, not the 429 RESOURCE_EXHAUSTED maps to: TF Serving's REST API has no body limit to
-                # copy, and 429 would invite clients to retry the same oversized request.
-                return self._error(ServingError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"Request body of {int(length)} bytes is larger than the server's limit of "
-                    f"{limits.max_message_bytes} bytes (--max-message-mb)"), status=413)
-            body = self.rfile.read(int(length))
-            match = PREDICT_RE.fullmatch(path)
-            if not match:
-                raise invalid(f"Malformed request: POST {path}")
-            name, version, label, method = match.groups()
-            if method.lower() != "predict":
-                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                   f"{method} is not implemented by this server: DeepLab signatures are "
-                                   "Predict signatures (use :predict)")
-            servable = manager.get(name, version, label)
-            sig_name, inputs, fmt = parse_predict_body(
-                body, lambda s: servable.signature(s, code=grpc.StatusCode.INVALID_ARGUMENT)[1].inputs)
-            _, outputs = servable.predict(sig_name, inputs)
-            self._reply(200, format_predict_response(outputs, fmt))
-        except ServingError as e:
-            self._error(e)
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            raise invalid("POST needs a Content-Length header")
+        if int(length) > limits.max_message_bytes:
+            self._discard_body(int(length), limits.max_message_bytes)
+            # 413, not the 429 RESOURCE_EXHAUSTED maps to: TF Serving's REST API has no body limit to
+            # copy, and 429 would invite clients to retry the same oversized request.
+            return self._error(ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"Request body of {int(length)} bytes is larger than the server's limit of "
+                f"{limits.max_message_bytes} bytes (--max-message-mb)"), status=413)
+        body = self.rfile.read(int(length))
+        match = PREDICT_RE.fullmatch(path)
+        if not match:
+            raise invalid(f"Malformed request: POST {path}")
+        name, version, label, method = match.groups()
+        if method.lower() != "predict":
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                               f"{method} is not implemented by this server: DeepLab signatures are "
+                               "Predict signatures (use :predict)")
+        servable = manager.get(name, version, label)
+        sig_name, inputs, fmt = parse_predict_body(
+            body, lambda s: servable.signature(s, code=grpc.StatusCode.INVALID_ARGUMENT)[1].inputs)
+        _, outputs = servable.predict(sig_name, inputs)
+        self._reply(200, format_predict_response(outputs, fmt))
 
 
 class RestServer(ThreadingHTTPServer):

@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 
+from pipeline import console
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 # google-api-core warns in every Beam worker process that Python 3.11 support ends in 2027: inherited
@@ -32,10 +34,6 @@ COMMANDS = {
 }
 
 
-QUIET_LOGGERS = ("apache_beam.runners.portability.local_job_service", "apache_beam.runners.worker",
-                 "apache_beam.runners.portability.fn_api_runner")
-
-
 def build_parser(command=None):
     parser = argparse.ArgumentParser(prog="deeplab", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
@@ -44,6 +42,10 @@ def build_parser(command=None):
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
+            if name in console.QUIET_COMMANDS:
+                p.add_argument("--verbose", action="store_true",
+                               help="print every log line (TensorFlow, Beam, TFX) here instead of only stages, "
+                                    "progress and the summary, with the rest in a log file")
             importlib.import_module(module).add_arguments(name, p)
     return parser
 
@@ -52,13 +54,17 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
     args = build_parser(command).parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The local Beam job service relays every worker's INFO line (harness start-up, channels): noise
-    # that buries the pipeline's own progress. Beam counters and component logs stay at INFO.
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return module.main(args.command, args) or 0
+    if args.command not in console.QUIET_COMMANDS or args.verbose:
+        console.verbose(args.log_level)
+        return importlib.import_module(COMMANDS[args.command][0]).main(args.command, args) or 0
+    with console.quiet(args.command, args) as log_path:
+        try:
+            return importlib.import_module(COMMANDS[args.command][0]).main(args.command, args) or 0
+        except Exception as e:  # pylint: disable=broad-except  # the traceback goes to the log, one line here
+            logging.getLogger("deeplab.failure").exception("deeplab %s failed", args.command)
+            print(f"deeplab {args.command} FAILED: {type(e).__name__}: {e}\n(traceback in {log_path})",
+                  file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

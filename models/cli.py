@@ -19,7 +19,8 @@ def add_arguments(command, parser):
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--val-split", default="val")
     parser.add_argument("--no-export", action="store_true", help="skip the TF Serving export")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress: 1 bar, 2 lines")
+    parser.add_argument("--progress", type=int, default=1, choices=(0, 1, 2),
+                        help="Keras progress: 0 none, 1 a bar, 2 a line per epoch (default %(default)s)")
     hparams_lib.add_flags(parser)
 
 
@@ -39,7 +40,7 @@ def main(command, args):
     from models.train import train  # after the cheap checks: importing TensorFlow takes seconds
     serving_dir = os.path.join(args.output_dir, "serving_model")
     report = train(hparams, train_dir, val_dir, os.path.join(args.output_dir, "model_run"),
-                   None if args.no_export else serving_dir, verbose=args.verbose)
+                   None if args.no_export else serving_dir, verbose=args.progress)
     summary = {k: report[k] for k in ("val_miou", "val_images", "steps", "train_seconds", "model", "serving_model_dir")}
     print(json.dumps(summary, indent=2))
     print(f"validation mIoU: {report['val_miou']:.4f}")

@@ -1,6 +1,8 @@
 """The whole pipeline end to end on a tiny config: `deeplab run` (ingest -> validate -> Trainer ->
 MiouEvaluator -> AtomicPusher) with LocalDagRunner, then the pushed model served by the local TF
 Serving-compatible endpoint answers the gRPC and REST clients exactly like the SavedModel in process."""
+import contextlib
+import io
 import json
 import os
 
@@ -23,9 +25,33 @@ def full_run(tmp_path_factory, in_process_beam):
     out = work / "out"
     argv = ["run", "--voc-root", voc_root, "--output-dir", str(out), "--miou-threshold", "0.0",
             "--eval-tta", "export"] + TINY + in_process_beam
-    assert runner.main(argv) == 0
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+        assert runner.main(argv) == 0
     report = json.load(open(out / "ingest_report.json"))
+    report["console"] = console.getvalue()
     return voc_root, out, report
+
+
+def test_console_shows_stages_and_summary_and_the_rest_goes_to_the_log(full_run):
+    _, out, report = full_run
+    lines = report["console"].splitlines()
+    log_line = lines[0]
+    assert log_line.startswith("log: ") and "--verbose" in log_line
+    log_path = log_line.split()[1]
+    assert os.path.dirname(log_path) == os.path.join(str(out), "logs")
+    stages = [line.split()[0] for line in lines if line.rstrip().endswith(")") and " done (" in line]
+    assert stages == ["VocExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "SchemaGate",
+                      "LabelStatsGen", "Trainer", "latest_blessed_model_resolver", "MiouEvaluator",
+                      "AtomicPusher"], lines
+    assert any(line.startswith("evaluation: mIoU") for line in lines)
+    assert len(lines) <= 60, report["console"]
+    for noise in ("FutureWarning", "cuda", "Component %s", "Component Trainer is running", "pipeline_node",
+                  "tensorflow/core"):
+        assert noise not in report["console"], noise
+    with open(log_path) as f:
+        log = f.read()
+    assert "Component Trainer is running" in log and "Trainer done" in log
 
 
 def test_run_trains_evaluates_blesses_and_pushes(full_run):

@@ -171,7 +171,7 @@ def test_deeplab_train_cli(examples, tmp_path):
     result = subprocess.run([sys.executable, "runner.py", "train", "--examples", str(examples), "--output-dir",
                              str(out), "--preset", "demo", "--alpha", "0.35", "--aspp-filters", "8", "--crop-size",
                              "33", "--batch-size", "2", "--train-steps", "2", "--steps-per-epoch", "2",
-                             "--precision", "float32", "--log-images", "0", "--no-export", "--verbose", "0"],
+                             "--precision", "float32", "--log-images", "0", "--no-export", "--progress", "0"],
                             cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]

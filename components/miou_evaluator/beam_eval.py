@@ -17,6 +17,7 @@ import heapq
 import logging
 import os
 import pickle
+import sys
 import time
 import uuid
 
@@ -291,8 +292,12 @@ class EvaluateExampleFn(beam.DoFn):
     """
 
     def __init__(self, model_dirs, tta_json, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL, log_every=25,
-                 batch_size=DEFAULT_BATCH_SIZE, max_buffered=None):
+                 batch_size=DEFAULT_BATCH_SIZE, max_buffered=None, expected_images=None):
         self._model_dirs = dict(model_dirs)
+        self._expected_images = expected_images
+        # A progress bar only where this DoFn runs in the launching process (in-process runner): worker
+        # subprocesses would draw competing bars on the one terminal, and only log.
+        self._launching_pid = os.getpid()
         self._tta_json = dict(tta_json)
         self._num_classes = int(num_classes)
         self._ignore_label = int(ignore_label)
@@ -315,6 +320,12 @@ class EvaluateExampleFn(beam.DoFn):
                             for name, path in self._model_dirs.items()}
         self._seen = 0
         self._started = time.time()
+        self._progress = None
+        if os.getpid() == self._launching_pid:
+            from tqdm import tqdm
+            # disable=None: no bar when stdout is not a terminal (CI logs, files)
+            self._progress = tqdm(total=self._expected_images, desc="evaluate", unit="img", file=sys.stdout,
+                                  disable=None, mininterval=1.0, leave=False)
         self._buffer = {}  # batch key -> [(serialized, image, label, filename)]
         self._buffered = 0
         log.info("Loaded %s for evaluation (TTA: %s, batch size %d)",
@@ -322,6 +333,10 @@ class EvaluateExampleFn(beam.DoFn):
 
     def start_bundle(self):
         self._buffer, self._buffered = {}, 0
+
+    def teardown(self):
+        if getattr(self, "_progress", None) is not None:
+            self._progress.close()
 
     def process(self, serialized):
         from data.tfrecord import parse_example_np
@@ -395,6 +410,8 @@ class EvaluateExampleFn(beam.DoFn):
         self._labelled.inc(labelled)
         self._ignored.inc(int(label.size - labelled))
         self._seen += 1
+        if self._progress is not None:
+            self._progress.update(1)
         if self._seen % self._log_every == 0:
             log.info("evaluated %d images on this worker (%.2f s/image)", self._seen,
                      (time.time() - self._started) / self._seen)
@@ -517,6 +534,20 @@ def _write_pickle(result, path):
 # ---------------------------------------------------------------------------------------------
 # the pipeline
 
+def _expected_images(examples_pattern, sample_refs, max_images):
+    """How many records the evaluation will see (the progress bar's total; a pass over the compressed records
+    costs well under a second per thousand images next to a model call each)."""
+    import tensorflow as tf
+
+    if sample_refs is not None:
+        total = len(sample_refs)
+    else:
+        files = tf.io.gfile.glob(examples_pattern)
+        compression = "GZIP" if all(f.endswith(".gz") for f in files) and files else None
+        total = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type=compression)) if files else 0
+    return min(total, int(max_images)) if max_images else total
+
+
 def run_beam_evaluation(model_dirs, tta, staging_dir, examples_pattern=None, sample_refs=None,
                         make_pipeline=None, beam_args=None, num_classes=NUM_CLASSES,
                         ignore_label=IGNORE_LABEL, num_gallery=4, max_images=None, batch_size=DEFAULT_BATCH_SIZE):
@@ -561,7 +592,9 @@ def run_beam_evaluation(model_dirs, tta, staging_dir, examples_pattern=None, sam
                    | "Unlist" >> beam.FlatMap(lambda xs: xs))
     _ = (records
          | "Evaluate" >> beam.ParDo(EvaluateExampleFn(model_dirs, tta.to_json_dict(), num_classes, ignore_label,
-                                                      batch_size=batch_size))
+                                                      batch_size=batch_size,
+                                                      expected_images=_expected_images(examples_pattern, sample_refs,
+                                                                                       max_images)))
          | "Combine" >> beam.CombineGlobally(CombineEvaluationFn(names, num_classes, num_gallery))
          | "Write" >> beam.Map(_write_pickle, result_path))
     pipeline_result = p.run()

@@ -1,0 +1,81 @@
+"""The quiet console (pipeline/console.py): stage lines, the project's warnings on the terminal, everything else
+(C-level stderr included) in the log file, and the process restored afterwards."""
+import argparse
+import io
+import logging
+import os
+import subprocess
+import sys
+import warnings
+
+from pipeline import console
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _record(msg, *args, name="absl"):
+    return logging.LogRecord(name, logging.INFO, __file__, 0, msg, args, None)
+
+
+def test_stage_lines_name_each_finished_component_and_cached_ones():
+    out = io.StringIO()
+    stages = console.StageLines(out)
+    for record in (_record("Component %s is running.", "VocExampleGen"),
+                   _record("Going to run a new execution %d", 1),
+                   _record("Component %s is finished.", "VocExampleGen"),
+                   _record("Component %s is running.", "StatisticsGen"),
+                   _record("A cached execution %d is used.", 2),
+                   _record("Component %s is finished.", "StatisticsGen")):
+        stages.handle(record)
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines] == ["VocExampleGen", "StatisticsGen"]
+    assert lines[0].endswith(" s)") and lines[1].endswith("(cached)")
+
+
+def test_log_path_is_under_the_run_folder_or_runs_logs(tmp_path):
+    local = console.log_path_for("run", argparse.Namespace(output_dir=str(tmp_path)), now=0)
+    assert os.path.dirname(local) == os.path.join(str(tmp_path), "logs") and "deeplab-run-" in local
+    remote = console.log_path_for("evaluate", argparse.Namespace(output_dir="gs://b/eval"), now=0)
+    assert os.path.dirname(remote) == console.FALLBACK_LOG_DIR
+
+
+def test_quiet_sends_noise_to_the_log_keeps_project_warnings_and_restores(tmp_path, capsys):
+    args = argparse.Namespace(output_dir=str(tmp_path))
+    handlers_before = list(logging.getLogger().handlers)
+    with warnings.catch_warnings(), console.quiet("run", args) as path:
+        warnings.simplefilter("always")
+        os.write(2, b"E external/local_xla/cuda_plugin: Unable to register cuDNN factory\n")
+        logging.getLogger("tensorflow").warning("AutoGraph could not transform <function>")
+        logging.getLogger("absl").info("Component %s is running.", "Trainer")
+        logging.getLogger("absl").info("Component %s is finished.", "Trainer")
+        logging.getLogger("components.voc_example_gen.executor").warning("3 masks had labels outside 0..20")
+        logging.getLogger("models.train").info("Training mobilenet_v2 for 750 steps")
+        warnings.warn("Python 3.11 support ends", FutureWarning)
+        print("summary line")
+    captured = capsys.readouterr()
+    terminal = captured.out + captured.err
+    assert f"log: {path}" in terminal and "summary line" in terminal
+    assert "Trainer" in terminal and "done (" in terminal
+    assert "3 masks had labels outside 0..20" in terminal  # about the user's data: visible
+    for noise in ("cuDNN", "AutoGraph", "FutureWarning", "Training mobilenet_v2", "is running"):
+        assert noise not in terminal, noise
+    log = open(path).read()
+    for line in ("cuDNN", "AutoGraph", "FutureWarning", "Training mobilenet_v2", "3 masks had labels"):
+        assert line in log, line
+    assert logging.getLogger().handlers == handlers_before
+    os.fstat(2)  # fd 2 is open again and is not the log file
+    assert os.fstat(2).st_ino != os.stat(path).st_ino
+
+
+def test_a_failing_command_prints_one_line_and_logs_the_traceback(tmp_path):
+    """`deeplab evaluate` on a model folder that does not exist: exit 1, one FAILED line naming the log."""
+    result = subprocess.run([sys.executable, os.path.join(REPO, "runner.py"), "evaluate", "--model",
+                             str(tmp_path / "no_model"), "--examples", str(tmp_path / "none*.gz"), "--output-dir",
+                             str(tmp_path / "eval")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    terminal = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode != 0
+    assert terminal[0].startswith("log: ")
+    assert len(terminal) <= 4, terminal
+    assert "Traceback" not in result.stderr
+    log_path = terminal[0].split()[1]
+    assert os.path.isfile(log_path)

@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench lock clean image
+.PHONY: setup demo test lint test-slow bench lock clean image
 
 $(STAMP): requirements.lock setup.py Makefile
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --user "uv==0.13.9" || $(PYTHON) -m pip install --quiet "uv==0.13.9"
@@ -27,6 +27,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# ruff (pinned in requirements.lock; settings in pyproject.toml): lint and format check, changes nothing.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-slow: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

@@ -4,15 +4,15 @@ Each command's arguments and body live beside the code they drive, in a module e
 `add_arguments(command, parser)` and `main(command, args) -> int`. Only the chosen command's module is
 imported, so `deeplab synth` does not pay for importing TFX.
 """
+
 import argparse
 import importlib
 import logging
 import os
 import sys
 
-from pipeline import console
+from pipeline import console  # importing a project package sets TF_USE_LEGACY_KERAS (data/__init__.py)
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 # google-api-core warns in every Beam worker process that Python 3.11 support ends in 2027: inherited
 # by the workers, this keeps one line per process out of the log.
@@ -25,7 +25,7 @@ COMMANDS = {
     "run": ("pipeline.cli", "run the whole pipeline locally (LocalDagRunner, sqlite MLMD, caching)"),
     "compile": ("pipeline.cli", "compile the pipeline for Kubeflow (KubeflowV2DagRunner)"),
     "schema": ("pipeline.schema_cli", "regenerate the curated data schema from a run's statistics (shows a diff)"),
-    "demo": ("pipeline.cli", "synthetic data -> pipeline -> summary, pictures and a served prediction"),
+    "demo": ("pipeline.demo", "synthetic data -> pipeline -> summary, pictures and a served prediction"),
     "train": ("models.cli", "train DeepLab V3 outside TFX on ExampleGen TFRecords"),
     "evaluate": ("components.miou_evaluator.cli", "evaluate an exported model: mIoU report"),
     "export": ("serving.cli", "re-export a trained model for TF Serving"),
@@ -43,9 +43,12 @@ def build_parser(command=None):
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             if name in console.QUIET_COMMANDS:
-                p.add_argument("--verbose", action="store_true",
-                               help="print every log line (TensorFlow, Beam, TFX) here instead of only stages, "
-                                    "progress and the summary, with the rest in a log file")
+                p.add_argument(
+                    "--verbose",
+                    action="store_true",
+                    help="print every log line (TensorFlow, Beam, TFX) here instead of only stages, "
+                    "progress and the summary, with the rest in a log file",
+                )
             importlib.import_module(module).add_arguments(name, p)
     return parser
 
@@ -62,8 +65,7 @@ def main(argv=None):
             return importlib.import_module(COMMANDS[args.command][0]).main(args.command, args) or 0
         except Exception as e:  # pylint: disable=broad-except  # the traceback goes to the log, one line here
             logging.getLogger("deeplab.failure").exception("deeplab %s failed", args.command)
-            print(f"deeplab {args.command} FAILED: {type(e).__name__}: {e}\n(traceback in {log_path})",
-                  file=sys.stderr)
+            print(f"deeplab {args.command} FAILED: {type(e).__name__}: {e}\n(traceback in {log_path})", file=sys.stderr)
             return 1
 
 

@@ -3,6 +3,7 @@
 `install_requires` lists what the code imports so Beam workers (`--setup_file ./setup.py`) and a
 Kubeflow image can install the project; `requirements.lock` pins the whole tested stack.
 """
+
 from setuptools import find_packages, setup
 
 setup(

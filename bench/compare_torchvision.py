@@ -67,6 +67,7 @@ Method:
     mnv2_os16 unless --configs is given; with --no-peer it needs no torch venv). About 5 minutes on a
     busy 2-core machine, mostly TF start-up and tracing.
 """
+
 import argparse
 import collections
 import datetime
@@ -89,12 +90,17 @@ MATMUL_N = 2048
 
 # ----------------------------------------------------------------------------------------------- common
 
+
 def _summary(times):
     ordered = sorted(times)
     mid = len(ordered) // 2
     median = ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
-    return {"median_s": median, "mean_s": sum(times) / len(times), "min_s": ordered[0],
-            "times_s": [round(t, 4) for t in times]}
+    return {
+        "median_s": median,
+        "mean_s": sum(times) / len(times),
+        "min_s": ordered[0],
+        "times_s": [round(t, 4) for t in times],
+    }
 
 
 def _time_calls(fn, warmup, steps):
@@ -155,10 +161,12 @@ def _derived(result, spec, peak_gflops):
 
 # ------------------------------------------------------------------------------------------ TF workers
 
+
 def _import_tf(spec):
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+
     if spec.get("threads"):
         tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -166,9 +174,11 @@ def _import_tf(spec):
 
 
 def _tf_threads(tf):
-    return {"tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-            "note": "0 = TF's default (all cores)"}
+    return {
+        "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "note": "0 = TF's default (all cores)",
+    }
 
 
 def _tf_matmul_peak(tf, repeats=10):
@@ -178,8 +188,11 @@ def _tf_matmul_peak(tf, repeats=10):
     matmul = tf.function(lambda x, y: tf.matmul(x, y))
     matmul(a, b).numpy()
     best = min(_timed(lambda: matmul(a, b).numpy()) for _ in range(repeats))
-    return {"what": f"float32 tf.matmul {n}x{n} @ {n}x{n}, best of {repeats}", "best_s": best,
-            "gflop_per_s": 2.0 * n ** 3 / best / 1e9}
+    return {
+        "what": f"float32 tf.matmul {n}x{n} @ {n}x{n}, best of {repeats}",
+        "best_s": best,
+        "gflop_per_s": 2.0 * n**3 / best / 1e9,
+    }
 
 
 def worker_peak(spec):
@@ -191,6 +204,7 @@ def _keras_forward_gflop(model, crop):
     """Analytic conv/dense FLOPs of one image: 2 * output elements * kh * kw * cin/groups per layer."""
     import tensorflow as tf
     import tf_keras as keras
+
     records = []
     patched = []
     for layer in model.submodules:
@@ -201,6 +215,7 @@ def _keras_forward_gflop(model, crop):
                 outputs = _original(inputs, *args, **kwargs)
                 records.append((_layer, tuple(outputs.shape)))
                 return outputs
+
             layer.call = wrapped
             patched.append(layer)
     try:
@@ -239,6 +254,7 @@ def worker_ours(spec):
     tf = _import_tf(spec)
     import numpy as np
     import tf_keras as keras
+
     from models.deeplab import build_deeplab_v3
     from models.losses import masked_softmax_cross_entropy
 
@@ -253,11 +269,20 @@ def worker_ours(spec):
 
     keras.utils.set_random_seed(0)
     model = build_deeplab_v3(num_classes=NUM_CLASSES, weights=None, **kwargs)
-    result = {"model": dict(kwargs, num_classes=NUM_CLASSES, multi_grid=[1, 2, 4], weight_decay=0.0,
-                            aspp="paper rates for the output stride + image pooling",
-                            compute_dtype=model.get_layer("logits").compute_dtype),
-              "params": int(model.count_params()), "tf_version": tf.__version__, **_tf_threads(tf),
-              "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
+    result = {
+        "model": dict(
+            kwargs,
+            num_classes=NUM_CLASSES,
+            multi_grid=[1, 2, 4],
+            weight_decay=0.0,
+            aspp="paper rates for the output stride + image pooling",
+            compute_dtype=model.get_layer("logits").compute_dtype,
+        ),
+        "params": int(model.count_params()),
+        "tf_version": tf.__version__,
+        **_tf_threads(tf),
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+    }
     result["forward_gflop_per_image"], result["counted_layers"] = _keras_forward_gflop(model, crop)
     optimizer = keras.optimizers.SGD(learning_rate=0.001, momentum=0.9)
     variables = model.trainable_variables
@@ -278,9 +303,11 @@ def worker_ours(spec):
         return loss
 
     fwd_fn, fb_fn, step_fn = tf.function(forward), tf.function(forward_backward), tf.function(train_step)
-    phases = [("forward", lambda: fwd_fn(images).numpy()),
-              ("forward_backward", lambda: fb_fn(images, labels)[0].numpy()),
-              ("train_step", lambda: step_fn(images, labels).numpy())]
+    phases = [
+        ("forward", lambda: fwd_fn(images).numpy()),
+        ("forward_backward", lambda: fb_fn(images, labels)[0].numpy()),
+        ("train_step", lambda: step_fn(images, labels).numpy()),
+    ]
     for name, fn in phases:
         _log(f"ours {config}: {name}")
         result[name] = _time_calls(fn, warmup, steps)
@@ -304,22 +331,25 @@ def worker_ours(spec):
 
 def _fit_step(tf, keras, spec, kwargs, images, labels_np):
     from models import hparams as hparams_lib
-    from models.train import build_model, compile_model
+    from models.model_io import build_model
+    from models.train import compile_model
 
     batch, warmup, steps = spec["batch"], spec["warmup"], spec["steps"]
     overrides = {k: v for k, v in kwargs.items() if k in ("backbone", "output_stride", "alpha")}
     requested = spec.get("fit_precision", "float32")
-    hp = hparams_lib.preset("paper", weights=None, crop_size=spec["crop"], batch_size=batch, precision=requested,
-                            **overrides)
+    hp = hparams_lib.preset(
+        "paper", weights=None, crop_size=spec["crop"], batch_size=batch, precision=requested, **overrides
+    )
     policy, reason = requested, "requested"
     if requested == "auto":
         from models.precision import resolve_precision
+
         policy, reason = resolve_precision(requested)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
         keras.utils.set_random_seed(0)
-        model = compile_model(build_model(hp, weights=False), hp, total_steps=hp.train_steps)
+        model = compile_model(build_model(hp.model, None, **hp.build_options()), hp, total_steps=hp.train_steps)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     labels = tf.constant(labels_np[..., None].astype("uint8"))
@@ -334,15 +364,21 @@ def _fit_step(tf, keras, spec, kwargs, images, labels_np):
     model.fit(dataset, epochs=1, steps_per_epoch=max(warmup, 1) + steps, verbose=0, callbacks=[Timer()])
     intervals = [b - a for a, b in zip([start] + ends[:-1], ends)]
     fit = _summary(intervals[-steps:])
-    fit.update(first_step_s=intervals[0], jit_compile=bool(hp.xla), precision=model.dtype_policy.name,
-               precision_reason=reason, compute_dtype=model.get_layer("logits").compute_dtype,
-               what="models.train.compile_model(preset 'paper', weights=None) + Model.fit on in-memory "
-                    "tf.data; interval between consecutive batch ends; includes weight decay and mIoU metric",
-               weight_decay=hp.weight_decay)
+    fit.update(
+        first_step_s=intervals[0],
+        jit_compile=bool(hp.xla),
+        precision=model.dtype_policy.name,
+        precision_reason=reason,
+        compute_dtype=model.get_layer("logits").compute_dtype,
+        what="models.train.compile_model(preset 'paper', weights=None) + Model.fit on in-memory "
+        "tf.data; interval between consecutive batch ends; includes weight decay and mIoU metric",
+        weight_decay=hp.weight_decay,
+    )
     return fit
 
 
 # ---------------------------------------------------------------------------------------- torch worker
+
 
 def _import_torchvision():
     import torch
@@ -350,8 +386,10 @@ def _import_torchvision():
 
     def _no_fake(*args, **kwargs):  # torchvision's compiled (CUDA) ops do not load; their fakes are not needed
         return lambda fn: fn
+
     torch.library.register_fake = _no_fake
     import torchvision
+
     return torch, torchvision
 
 
@@ -359,14 +397,18 @@ def _torch_model(torch, torchvision, config):
     from torchvision.models import mobilenet_v2, resnet50
     from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
+
     if config in ("r50_os16", "r50_os8"):
         dilation = [False, False, True] if config == "r50_os16" else [False, True, True]
         rates = (6, 12, 18) if config == "r50_os16" else (12, 24, 36)
-        backbone = IntermediateLayerGetter(resnet50(weights=None, replace_stride_with_dilation=dilation),
-                                           return_layers={"layer4": "out"})
+        backbone = IntermediateLayerGetter(
+            resnet50(weights=None, replace_stride_with_dilation=dilation), return_layers={"layer4": "out"}
+        )
         model = DeepLabV3(backbone, DeepLabHead(2048, NUM_CLASSES, atrous_rates=rates), None)
-        desc = (f"DeepLabV3(IntermediateLayerGetter(resnet50(weights=None, replace_stride_with_dilation="
-                f"{dilation}), layer4), DeepLabHead(2048, {NUM_CLASSES}, atrous_rates={rates}), aux=None)")
+        desc = (
+            f"DeepLabV3(IntermediateLayerGetter(resnet50(weights=None, replace_stride_with_dilation="
+            f"{dilation}), layer4), DeepLabHead(2048, {NUM_CLASSES}, atrous_rates={rates}), aux=None)"
+        )
         return model, desc
     if config == "mnv2_os16":
         features = mobilenet_v2(weights=None).features[:-1]  # drop the 1280-channel 1x1 conv, as ours
@@ -378,11 +420,14 @@ def _torch_model(torch, torchvision, config):
                         module.stride = (1, 1)
                     else:
                         module.dilation, module.padding = (2, 2), (2, 2)
-        backbone = IntermediateLayerGetter(torch.nn.Sequential(collections.OrderedDict(features=features)),
-                                           return_layers={"features": "out"})
+        backbone = IntermediateLayerGetter(
+            torch.nn.Sequential(collections.OrderedDict(features=features)), return_layers={"features": "out"}
+        )
         model = DeepLabV3(backbone, DeepLabHead(320, NUM_CLASSES, atrous_rates=(6, 12, 18)), None)
-        desc = ("DeepLabV3(mobilenet_v2(weights=None).features[:-1] with features[14] stride 1 and later "
-                "depthwise dilation 2 (output stride 16), DeepLabHead(320, 21, (6, 12, 18)), aux=None)")
+        desc = (
+            "DeepLabV3(mobilenet_v2(weights=None).features[:-1] with features[14] stride 1 and later "
+            "depthwise dilation 2 (output stride 16), DeepLabHead(320, 21, (6, 12, 18)), aux=None)"
+        )
         return model, desc
     raise ValueError(config)
 
@@ -397,8 +442,9 @@ def _torch_forward_gflop(torch, model, crop):
         else:
             total[0] += 2 * output.numel() * module.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     model.eval()
     with torch.no_grad():
         model(torch.zeros(1, 3, crop, crop))
@@ -411,17 +457,22 @@ def _torch_forward_gflop(torch, model, crop):
 def worker_theirs(spec):
     torch, torchvision = _import_torchvision()
     import torch.nn.functional as F
+
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     config, batch, crop = spec["config"], spec["batch"], spec["crop"]
     warmup, steps = spec["warmup"], spec["steps"]
     torch.manual_seed(0)
     model, desc = _torch_model(torch, torchvision, config)
-    result = {"model": desc, "params": int(sum(p.numel() for p in model.parameters())),
-              "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
-              "torch_num_threads": torch.get_num_threads(),
-              "torch_num_interop_threads": torch.get_num_interop_threads(),
-              "mkldnn": bool(torch.backends.mkldnn.is_available())}
+    result = {
+        "model": desc,
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+    }
     result["forward_gflop_per_image"], result["counted_layers"] = _torch_forward_gflop(torch, model, crop)
     images = torch.rand(batch, 3, crop, crop) * 255.0
     labels = torch.randint(0, NUM_CLASSES, (batch, crop, crop))
@@ -454,7 +505,7 @@ def worker_theirs(spec):
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.matmul(a, b)
     best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(5))
-    result["torch_matmul_gflop_per_s"] = 2.0 * n ** 3 / best / 1e9
+    result["torch_matmul_gflop_per_s"] = 2.0 * n**3 / best / 1e9
     return result
 
 
@@ -473,11 +524,14 @@ WORKERS = {"peak": worker_peak, "ours": worker_ours, "theirs": worker_theirs}
 
 # ----------------------------------------------------------------------------------------- orchestration
 
+
 def _check_peer(python):
-    code = ("import importlib.metadata as m, json\nout = {}\n"
-            "for name in ('torch', 'torchvision', 'numpy', 'pillow'):\n"
-            "    try:\n        out[name] = m.version(name)\n    except m.PackageNotFoundError:\n"
-            "        out[name] = None\nprint(json.dumps(out))")
+    code = (
+        "import importlib.metadata as m, json\nout = {}\n"
+        "for name in ('torch', 'torchvision', 'numpy', 'pillow'):\n"
+        "    try:\n        out[name] = m.version(name)\n    except m.PackageNotFoundError:\n"
+        "        out[name] = None\nprint(json.dumps(out))"
+    )
     try:
         done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -509,12 +563,19 @@ def ensure_torch_venv(path):
 def run_worker(python, kind, spec, timeout):
     with tempfile.TemporaryDirectory(prefix="compare_torchvision_") as tmp:
         out = os.path.join(tmp, "result.json")
-        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        env = dict(
+            os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")
+        )
         before = _loadavg()
         start = time.perf_counter()
         try:
-            done = subprocess.run([python, os.path.abspath(__file__), "--_worker", kind, "--_spec", json.dumps(spec),
-                                   "--_out", out], cwd=REPO, env=env, stdout=sys.stderr, timeout=timeout)
+            done = subprocess.run(
+                [python, os.path.abspath(__file__), "--_worker", kind, "--_spec", json.dumps(spec), "--_out", out],
+                cwd=REPO,
+                env=env,
+                stdout=sys.stderr,
+                timeout=timeout,
+            )
             code = done.returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
@@ -537,8 +598,10 @@ def _cpu_info():
                 info["model_name"] = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
-                info["flags"] = {flag: flag in flags for flag in
-                                 ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")}
+                info["flags"] = {
+                    flag: flag in flags
+                    for flag in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+                }
                 break
     except OSError:
         pass
@@ -547,8 +610,9 @@ def _cpu_info():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=None,
-                        help="default: all (--quick: mnv2_os16 only)")
+    parser.add_argument(
+        "--configs", nargs="+", choices=CONFIGS, default=None, help="default: all (--quick: mnv2_os16 only)"
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed steps per phase (after --warmup)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--crop", type=int, default=321)
@@ -556,8 +620,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads of both sides (0 = all cores)")
     parser.add_argument("--xla", action="store_true", help="also time our step with jit_compile=True")
     parser.add_argument("--no-fit", action="store_true", help="skip our Model.fit measurement")
-    parser.add_argument("--fit-precision", default="float32", choices=("float32", "auto", "mixed_bfloat16"),
-                        help="dtype policy of our Model.fit measurement (auto: models.precision decides)")
+    parser.add_argument(
+        "--fit-precision",
+        default="float32",
+        choices=("float32", "auto", "mixed_bfloat16"),
+        help="dtype policy of our Model.fit measurement (auto: models.precision decides)",
+    )
     parser.add_argument("--no-peer", action="store_true", help="ours only (no torch venv needed)")
     parser.add_argument("--torch-venv", default=os.path.join(REPO, ".venv-torch"))
     parser.add_argument("--peer-python", help="an existing python with torch and torchvision (skips the venv)")
@@ -581,24 +649,34 @@ def main(argv=None):
         args.configs = args.configs or ["mnv2_os16"]
     args.configs = args.configs or list(CONFIGS)
     ours_python = args.ours_python or next(
-        (p for p in (os.path.join(REPO, ".venv", "bin", "python"),) if os.path.exists(p)), sys.executable)
+        (p for p in (os.path.join(REPO, ".venv", "bin", "python"),) if os.path.exists(p)), sys.executable
+    )
     peer_python = None
     if not args.no_peer:
         peer_python = args.peer_python or ensure_torch_venv(args.torch_venv)
 
-    base = {"batch": args.batch, "crop": args.crop, "steps": args.steps, "warmup": args.warmup,
-            "threads": args.threads}
+    base = {"batch": args.batch, "crop": args.crop, "steps": args.steps, "warmup": args.warmup, "threads": args.threads}
     report = {
         "benchmark": "DeepLab V3 training step, ours (tf_keras) vs torchvision, float32, one run, one after the other",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(), "cpu": _cpu_info(),
-        "env": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
-        "settings": dict(base, num_classes=NUM_CLASSES, dtype="float32", xla=args.xla, fit=not args.no_fit,
-                         fit_precision=args.fit_precision,
-                         timing="median of --steps timed calls after --warmup calls; images/s = batch / median "
-                                "train step", flops="analytic conv+dense, training = 3 x forward"),
-        "ours_python": ours_python, "peer_python": peer_python,
+        "host": platform.node(),
+        "cpu": _cpu_info(),
+        "env": {
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        },
+        "settings": dict(
+            base,
+            num_classes=NUM_CLASSES,
+            dtype="float32",
+            xla=args.xla,
+            fit=not args.no_fit,
+            fit_precision=args.fit_precision,
+            timing="median of --steps timed calls after --warmup calls; images/s = batch / median train step",
+            flops="analytic conv+dense, training = 3 x forward",
+        ),
+        "ours_python": ours_python,
+        "peer_python": peer_python,
     }
     _log("matmul peak (TF)")
     peak = run_worker(ours_python, "peak", base, args.timeout)
@@ -634,7 +712,8 @@ def main(argv=None):
                     "forward_s": ours["forward_s"] / theirs["forward_s"],
                     "backward_s": ours["backward_s"] / theirs["backward_s"],
                     "achieved_gflop_per_s": ours["achieved_gflop_per_s"] / theirs["achieved_gflop_per_s"],
-                    "note": "images_per_s > 1: ours faster; forward_s/backward_s < 1: ours faster"}
+                    "note": "images_per_s > 1: ours faster; forward_s/backward_s < 1: ours faster",
+                }
                 if "fit" in ours and "images_per_s" in ours["fit"]:
                     entry["ours_over_theirs"]["fit_images_per_s"] = ours["fit"]["images_per_s"] / theirs["images_per_s"]
         if "error" not in ours:

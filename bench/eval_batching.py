@@ -23,6 +23,7 @@ and the steady-state per-image compute at batch 1 and N.
 Writes OUT/eval_batching.json and prints it. The CPU may be shared: compare the ratios, and the
 load averages recorded before and after.
 """
+
 import argparse
 import json
 import os
@@ -37,23 +38,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def prepare(out, images, seed=0):
     """(model_dir, {set name: examples dir}); built once, reused when present."""
-    from data.synthetic import generate_voc_dataset
     from examples_from_voc import write_examples
-    from models.export import build_model, export_serving_model, model_kwargs, randomize_weights
+
+    from data.synthetic import generate_voc_dataset
+    from models.export import export_serving_model
     from models.hparams import preset
+    from models.model_io import build_model, randomize_weights
+    from models.precision import resolve_export_precision
 
     model_dir = os.path.join(out, "model")
     if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
         hparams = preset("demo")
         precision = "auto"  # bfloat16 only where native (models/precision.py), as the demo preset trains
-        model = randomize_weights(build_model(model_kwargs(hparams), precision), seed=seed)
+        model = randomize_weights(build_model(hparams.model, resolve_export_precision(precision)[0]), seed=seed)
         export_serving_model(model, model_dir, hparams=hparams, warmup_sizes=())
     sets = {}
     for name, (lo, hi) in {"demo_sizes": (160, 320), "four_sizes": (250, 251)}.items():
         examples = os.path.join(out, f"examples_{name}_{images}")
         if not os.path.isdir(os.path.join(examples, "Split-val")):
-            root = generate_voc_dataset(os.path.join(out, f"voc_{name}_{images}"), num_train=0, num_val=images,
-                                        seed=seed, min_size=lo, max_size=hi)
+            root = generate_voc_dataset(
+                os.path.join(out, f"voc_{name}_{images}"),
+                num_train=0,
+                num_val=images,
+                seed=seed,
+                min_size=lo,
+                max_size=hi,
+            )
             write_examples(root, examples, splits=("val",))
         sets[name] = os.path.join(examples, "Split-val", "*")
     return model_dir, sets
@@ -78,13 +88,23 @@ def beam_run(model_dir, pattern, tta, batch_size, staging, beam_args=(), module=
 
     kwargs = {} if module is not None else {"batch_size": batch_size}
     module = module or beam_eval
-    raw = module.run_beam_evaluation({beam_eval.CURRENT: model_dir}, tta, staging_dir=staging,
-                                     examples_pattern=pattern, num_gallery=0, beam_args=list(beam_args), **kwargs)
+    raw = module.run_beam_evaluation(
+        {beam_eval.CURRENT: model_dir},
+        tta,
+        staging_dir=staging,
+        examples_pattern=pattern,
+        num_gallery=0,
+        beam_args=list(beam_args),
+        **kwargs,
+    )
     n = len(raw["images"][beam_eval.CURRENT])
-    return {"seconds": raw["seconds"], "images": n, "seconds_per_image": raw["seconds"] / n,
-            "model_calls": raw["counters"].get("model_calls"),
-            "inference_ms_per_image_mean": raw["counters"].get("inference_ms_per_image_mean")}, \
-        raw["cm"][beam_eval.CURRENT]
+    return {
+        "seconds": raw["seconds"],
+        "images": n,
+        "seconds_per_image": raw["seconds"] / n,
+        "model_calls": raw["counters"].get("model_calls"),
+        "inference_ms_per_image_mean": raw["counters"].get("inference_ms_per_image_mean"),
+    }, raw["cm"][beam_eval.CURRENT]
 
 
 def breakdown(model_dir, pattern, tta, batch_size, limit=24):
@@ -110,10 +130,14 @@ def breakdown(model_dir, pattern, tta, batch_size, limit=24):
         start = time.perf_counter()
         predictor.predict_batch(images, b)
         timed[b] = (time.perf_counter() - start) / len(images)
-    return {"load_seconds": load, "first_call_seconds": first,
-            "steady_seconds_per_image_batch_1": timed[1],
-            f"steady_seconds_per_image_batch_{batch_size}": timed[batch_size],
-            "steady_ratio": timed[1] / timed[batch_size], "images": len(images)}
+    return {
+        "load_seconds": load,
+        "first_call_seconds": first,
+        "steady_seconds_per_image_batch_1": timed[1],
+        f"steady_seconds_per_image_batch_{batch_size}": timed[batch_size],
+        "steady_ratio": timed[1] / timed[batch_size],
+        "images": len(images),
+    }
 
 
 def main(argv=None):
@@ -136,9 +160,16 @@ def main(argv=None):
     started = time.time()
     model_dir, sets = prepare(args.out, args.images)
     tta = TTAConfig()  # the demo's: EVAL_TTA "export" of a default export = whole image, scale 1
-    result = {"model": "demo preset (MobileNetV2 0.35, bfloat16), random weights", "tta": tta.describe(),
-              "batch_size": args.batch_size, "repeats": args.repeats, "beam_args": args.beam_arg,
-              "old_beam_eval": args.old_beam_eval, "loadavg_before": os.getloadavg(), "sets": {}}
+    result = {
+        "model": "demo preset (MobileNetV2 0.35, bfloat16), random weights",
+        "tta": tta.describe(),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "beam_args": args.beam_arg,
+        "old_beam_eval": args.old_beam_eval,
+        "loadavg_before": os.getloadavg(),
+        "sets": {},
+    }
     old = load_old_module(args.old_beam_eval) if args.old_beam_eval else None
     paths = {"one_image_path": (1, None), "batched": (args.batch_size, None)}
     if old is not None:
@@ -147,13 +178,17 @@ def main(argv=None):
         runs, cms = {p: [] for p in paths}, {}
         for r in range(args.repeats):
             for path, (b, module) in paths.items():  # alternate, so drifting load hits every path alike
-                row, cm = beam_run(model_dir, sets[name], tta, b, os.path.join(args.out, "staging"),
-                                   args.beam_arg, module)
+                row, cm = beam_run(
+                    model_dir, sets[name], tta, b, os.path.join(args.out, "staging"), args.beam_arg, module
+                )
                 runs[path].append(row)
                 cms.setdefault(path, cm)
                 assert np.array_equal(cms[path], cm), "a path gave different integers on a repeat"
-                print(f"{name} {path} (batch {b}) run {r}: {row['seconds_per_image']:.3f} s/image "
-                      f"({row['model_calls']} model calls)", flush=True)
+                print(
+                    f"{name} {path} (batch {b}) run {r}: {row['seconds_per_image']:.3f} s/image "
+                    f"({row['model_calls']} model calls)",
+                    flush=True,
+                )
         best = {p: min(rows, key=lambda x: x["seconds"]) for p, rows in runs.items()}
         spi = {p: row["seconds_per_image"] for p, row in best.items()}
         entry = dict(best)

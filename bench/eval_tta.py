@@ -7,6 +7,7 @@ measured in the same run, on a DeepLab V3 from models.deeplab (weights do not ma
 Writes OUT/eval_tta.json (seconds per image and ratio per configuration, load average before and
 after: the CPU may be shared) and OUT/eval_tta.png (bar chart of the ratios).
 """
+
 import argparse
 import json
 import os
@@ -53,24 +54,34 @@ def main(argv=None):
     images = np.random.default_rng(0).uniform(0, 255, size=(args.images, h, w, 3)).astype(np.float32)
     rows = {}
     for name, tta in configs(args.crop).items():
-        fn = tf.function(lambda x, tta=tta: predict_labels(lambda im: model(im, training=False), x, **tta.kwargs()),
-                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        fn = tf.function(
+            lambda x, tta=tta: predict_labels(lambda im: model(im, training=False), x, **tta.kwargs()),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        )
         fn(images[:1]).numpy()  # trace + warm-up, not timed
         start = time.perf_counter()
         for i in range(args.images):
-            fn(images[i:i + 1]).numpy()
+            fn(images[i : i + 1]).numpy()
         rows[name] = {"seconds_per_image": (time.perf_counter() - start) / args.images, "tta": tta.to_json_dict()}
         print(f"{name:28s} {rows[name]['seconds_per_image']:.3f} s/image", flush=True)
     base = rows["whole"]["seconds_per_image"]
     for row in rows.values():
         row["ratio_vs_whole"] = row["seconds_per_image"] / base
-    result = {"backbone": args.backbone, "alpha": args.alpha, "image_size_wh": [w, h], "images": args.images,
-              "configs": rows, "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    result = {
+        "backbone": args.backbone,
+        "alpha": args.alpha,
+        "image_size_wh": [w, h],
+        "images": args.images,
+        "configs": rows,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "eval_tta.json"), "w") as f:
         json.dump(result, f, indent=1)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

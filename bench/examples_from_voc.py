@@ -2,6 +2,7 @@
 tree, without running the TFX pipeline: the same data.tfrecord codec, so benches of the trainer do
 not depend on Beam. Bad samples are counted and reported, never dropped silently.
 """
+
 import collections
 import os
 

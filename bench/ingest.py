@@ -24,6 +24,7 @@ Measured (2 shared cores, load average 2-4 from other work; seconds loop / Beam,
     CPU estimate for idle cores 1.25-1.28x. Loop: ~3.1 ms of CPU per image; Beam: ~4.2 ms per image
     in the workers, plus ~7 s of CPU fixed (~19 s without compiled bytecode).
 """
+
 import argparse
 import json
 import os
@@ -53,8 +54,15 @@ def make_dataset(data_dir, num_images, min_size, max_size, seed):
     if not os.path.exists(stamp):
         shutil.rmtree(root, ignore_errors=True)
         num_val = num_images // 5
-        generate_voc_dataset(root, num_train=num_images - num_val, num_val=num_val, seed=seed,
-                             min_size=min_size, max_size=max_size, progress=True)
+        generate_voc_dataset(
+            root,
+            num_train=num_images - num_val,
+            num_val=num_val,
+            seed=seed,
+            min_size=min_size,
+            max_size=max_size,
+            progress=True,
+        )
         open(stamp, "w").close()
     return os.path.join(root, "VOC2012")
 
@@ -102,7 +110,10 @@ def run_beam(voc_root, splits, out_dir, beam_args, num_shards):
     exec_properties = {
         "input_config": proto_utils.proto_to_json(component.make_input_config(splits)),
         "output_config": proto_utils.proto_to_json(example_gen_pb2.Output()),
-        "voc_root": voc_root, "sbd_root": None, "max_rejected_fraction": 0.05, "num_shards": num_shards,
+        "voc_root": voc_root,
+        "sbd_root": None,
+        "max_rejected_fraction": 0.05,
+        "num_shards": num_shards,
     }
     started = time.perf_counter()
     # Building the executor includes TFX packaging itself for remote workers (an sdist; the DirectRunner
@@ -147,8 +158,17 @@ def use_pycache_prefix(prefix):
     os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix = os.path.abspath(prefix)
     sys.dont_write_bytecode = False
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run([sys.executable, "-W", "ignore", "-c", "import apache_beam.runners.worker.sdk_worker_main, "
-                    "components.voc_example_gen.transforms"], cwd=repo, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "ignore",
+            "-c",
+            "import apache_beam.runners.worker.sdk_worker_main, components.voc_example_gen.transforms",
+        ],
+        cwd=repo,
+        check=True,
+    )
 
 
 def read_back(out_dir):
@@ -160,8 +180,9 @@ def read_back(out_dir):
     from data.tfrecord import IMAGE_FILENAME, parse_light_example
 
     records = {}
-    for record in tf.data.TFRecordDataset(sorted(glob.glob(os.path.join(out_dir, "Split-*", "*.gz"))),
-                                          compression_type="GZIP"):
+    for record in tf.data.TFRecordDataset(
+        sorted(glob.glob(os.path.join(out_dir, "Split-*", "*.gz"))), compression_type="GZIP"
+    ):
         data = record.numpy()
         records[parse_light_example(data).features.feature[IMAGE_FILENAME].bytes_list.value[0]] = data
     return records
@@ -169,22 +190,37 @@ def read_back(out_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000],
-                        help="numbers of images: one loop run and one Beam run for each")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[2000, 10000],
+        help="numbers of images: one loop run and one Beam run for each",
+    )
     parser.add_argument("--min-size", type=int, default=300, help="image sides drawn from [min, max] (VOC: ~500x375)")
     parser.add_argument("--max-size", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="--direct_num_workers of the Beam run")
-    parser.add_argument("--running-mode", default="multi_processing", choices=["multi_processing", "multi_threading"],
-                        help="--direct_running_mode of the Beam run")
+    parser.add_argument(
+        "--running-mode",
+        default="multi_processing",
+        choices=["multi_processing", "multi_threading"],
+        help="--direct_running_mode of the Beam run",
+    )
     parser.add_argument("--num-shards", type=int, default=0, help="output files per split (0: runner decides)")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "deeplab_bench_ingest"))
-    parser.add_argument("--check-records", action="store_true",
-                        help="also read both outputs back and check that they hold the same records")
-    parser.add_argument("--pycache-prefix", metavar="DIR",
-                        help="compiled-bytecode cache for this process and the Beam workers (PYTHONPYCACHEPREFIX), "
-                             "filled before timing: measures a virtualenv with compiled bytecode where this one "
-                             "has none and PYTHONDONTWRITEBYTECODE is set (see worker_bytecode_cached in the output)")
+    parser.add_argument(
+        "--check-records",
+        action="store_true",
+        help="also read both outputs back and check that they hold the same records",
+    )
+    parser.add_argument(
+        "--pycache-prefix",
+        metavar="DIR",
+        help="compiled-bytecode cache for this process and the Beam workers (PYTHONPYCACHEPREFIX), "
+        "filled before timing: measures a virtualenv with compiled bytecode where this one "
+        "has none and PYTHONDONTWRITEBYTECODE is set (see worker_bytecode_cached in the output)",
+    )
     parser.add_argument("--output", help="also write the JSON result here")
     args = parser.parse_args()
     sizes = sorted(set(args.sizes))
@@ -198,11 +234,13 @@ def main():
     voc_root = make_dataset(args.data_dir, sizes[-1], args.min_size, args.max_size, args.seed)
     # Imports first, so that neither side's CPU or wall time includes them.
     import tensorflow  # noqa: F401  pylint: disable=unused-import
+
     from components.voc_example_gen import executor  # noqa: F401  pylint: disable=unused-import
+
     work = tempfile.mkdtemp(prefix="bench_ingest_")
     ids = open(os.path.join(voc_root, "ImageSets/Segmentation/trainval.txt")).read().split()
     beam_args = [f"--direct_running_mode={args.running_mode}", f"--direct_num_workers={args.workers}"]
-    read_all_files(voc_root, ids[:sizes[-1]])
+    read_all_files(voc_root, ids[: sizes[-1]])
     load_before = os.getloadavg()
     usable_cores = min(os.cpu_count(), args.workers + 1)  # the workers and the launcher
     runs = []
@@ -221,20 +259,24 @@ def main():
             beam_s, beam_cpu, init_s, report = run_beam(voc_root, splits, beam_dir, beam_args, args.num_shards)
             beam_written = sum(s["examples"] for s in report["splits"].values())
             assert beam_written == loop_written == min(size, len(ids)), (size, beam_written, loop_written)
-            run = {"images": loop_written,
-                   "loop_seconds": round(loop_s, 2), "beam_seconds": round(beam_s, 2),
-                   "beam_over_loop": round(loop_s / beam_s, 2),
-                   "loop_images_per_second": round(loop_written / loop_s, 1),
-                   "beam_images_per_second": round(beam_written / beam_s, 1),
-                   # CPU of the launcher and of the worker processes it started: compare with the loop's
-                   # to tell per-record overhead from waiting for a shared CPU.
-                   "loop_cpu_seconds": round(loop_cpu, 1), "beam_cpu_seconds": round(beam_cpu, 1),
-                   # The ratio on idle cores if Beam's CPU spread perfectly over the cores it can use (the
-                   # loop being CPU-bound): an upper estimate, for a machine shared with other work.
-                   "beam_over_loop_idle_cpu_estimate": round(loop_cpu / (beam_cpu / usable_cores), 2),
-                   "beam_executor_init_seconds": round(init_s, 2),
-                   "beam_shards": len(os.listdir(os.path.join(beam_dir, "Split-all"))),
-                   "load_average_1min_before": round(load, 2)}
+            run = {
+                "images": loop_written,
+                "loop_seconds": round(loop_s, 2),
+                "beam_seconds": round(beam_s, 2),
+                "beam_over_loop": round(loop_s / beam_s, 2),
+                "loop_images_per_second": round(loop_written / loop_s, 1),
+                "beam_images_per_second": round(beam_written / beam_s, 1),
+                # CPU of the launcher and of the worker processes it started: compare with the loop's
+                # to tell per-record overhead from waiting for a shared CPU.
+                "loop_cpu_seconds": round(loop_cpu, 1),
+                "beam_cpu_seconds": round(beam_cpu, 1),
+                # The ratio on idle cores if Beam's CPU spread perfectly over the cores it can use (the
+                # loop being CPU-bound): an upper estimate, for a machine shared with other work.
+                "beam_over_loop_idle_cpu_estimate": round(loop_cpu / (beam_cpu / usable_cores), 2),
+                "beam_executor_init_seconds": round(init_s, 2),
+                "beam_shards": len(os.listdir(os.path.join(beam_dir, "Split-all"))),
+                "load_average_1min_before": round(load, 2),
+            }
             if args.check_records:
                 loop_records, beam_records = read_back(loop_dir), read_back(beam_dir)
                 assert loop_records == beam_records, "the loop and Beam wrote different records"
@@ -252,8 +294,9 @@ def main():
             rate = extra / max(large[f"{side}_seconds"] - small[f"{side}_seconds"], 1e-6)
             large[f"{side}_marginal_images_per_second"] = round(rate, 1)
             large[f"{side}_fixed_seconds"] = round(large[f"{side}_seconds"] - large["images"] / rate, 1)
-        large["beam_over_loop_marginal"] = round(large["beam_marginal_images_per_second"]
-                                                 / large["loop_marginal_images_per_second"], 2)
+        large["beam_over_loop_marginal"] = round(
+            large["beam_marginal_images_per_second"] / large["loop_marginal_images_per_second"], 2
+        )
     result = {
         "runs": runs,
         "beam_over_loop": {str(run["images"]): run["beam_over_loop"] for run in runs},

@@ -15,8 +15,8 @@ Measured 2026-11-24 (2 shared CPU cores, load ~3.5, random init, mixed_bfloat16,
   output_stride 8, crop 321, no scale/flip, batch 4, adam 4e-3 (30 warm-up steps), 1200 steps (the
   defaults below): 0.9166 in 865 s -- TARGET REACHED (0.49, 0.82, 0.86, 0.89, 0.91, 0.92 per 200 steps;
   load 1.3-2.6), command: .venv/bin/python bench/overfit_voc_sample.py
-  output_stride 16, crop 385, same otherwise, 1600 steps: 0.8788 in 881 s (0.67, 0.75, 0.83, 0.85, 0.85, 0.87, 0.87, 0.88 per 200 steps; training-mode crop
-  mIoU 0.98)
+  output_stride 16, crop 385, same otherwise, 1600 steps: 0.8788 in 881 s
+  (0.67, 0.75, 0.83, 0.85, 0.85, 0.87, 0.87, 0.88 per 200 steps; training-mode crop mIoU 0.98)
   crop 513 (every crop is the whole image plus mean-pixel padding), batch 4, adam 5e-3: training-mode
   0.90 but whole-image 0.54 after 400 steps (stopped): the padding most likely shifts the image-pooling
   average, so crops that need little padding match the unpadded whole-image evaluation better.
@@ -25,6 +25,7 @@ Measured 2026-11-24 (2 shared CPU cores, load ~3.5, random init, mixed_bfloat16,
 At output stride 16 the whole-image figure stalls near 0.88 although the crops fit (loss 0.016): its
 coarse logits cap thin classes (bicycle, bottle); output stride 8 clears the 0.90 target.
 """
+
 import argparse
 import json
 import os
@@ -37,10 +38,29 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OVERFIT = dict(backbone="mobilenet_v2", alpha=0.5, output_stride=8, aspp_filters=128, weights=None,
-               crop_size=321, min_scale=1.0, max_scale=1.0, flip=False, batch_size=4, train_steps=1200,
-               steps_per_epoch=200, optimizer="adam", learning_rate=0.004, warmup_steps=30, weight_decay=0.0,
-               bn_decay=0.9, precision="auto", cache_decoded=True, checkpoint_every=400, log_images=3)
+OVERFIT = dict(
+    backbone="mobilenet_v2",
+    alpha=0.5,
+    output_stride=8,
+    aspp_filters=128,
+    weights=None,
+    crop_size=321,
+    min_scale=1.0,
+    max_scale=1.0,
+    flip=False,
+    batch_size=4,
+    train_steps=1200,
+    steps_per_epoch=200,
+    optimizer="adam",
+    learning_rate=0.004,
+    warmup_steps=30,
+    weight_decay=0.0,
+    bn_decay=0.9,
+    precision="auto",
+    cache_decoded=True,
+    checkpoint_every=400,
+    log_images=3,
+)
 
 
 def main(argv=None):
@@ -53,6 +73,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import logging
+
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from bench.examples_from_voc import write_examples
     from models import hparams as hparams_lib
@@ -69,13 +90,20 @@ def main(argv=None):
     # Training mIoU: the evaluation split IS the training split.
     report = train(hp, split_dir, split_dir, os.path.join(args.workdir, "run"), verbose=args.verbose)
     result = {
-        "images": stats[args.split], "train_miou_whole_images": round(report["val_miou"], 4),
-        "target": 0.90, "reached": report["val_miou"] >= 0.90, "steps": report["steps"],
-        "fit_seconds": report["train_seconds"], "total_seconds": round(time.time() - started, 1),
+        "images": stats[args.split],
+        "train_miou_whole_images": round(report["val_miou"], 4),
+        "target": 0.90,
+        "reached": report["val_miou"] >= 0.90,
+        "steps": report["steps"],
+        "fit_seconds": report["train_seconds"],
+        "total_seconds": round(time.time() - started, 1),
         "miou_per_epoch": [round(v, 4) for v in report["history"].get("val_miou", [])],
-        "cpus": os.cpu_count(), "loadavg_before": [round(v, 2) for v in load_before],
-        "loadavg_after": [round(v, 2) for v in os.getloadavg()], "hparams": report["hparams"],
-        "precision": report["precision_resolved"], "precision_reason": report["precision_reason"],
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+        "hparams": report["hparams"],
+        "precision": report["precision_resolved"],
+        "precision_reason": report["precision_reason"],
     }
     with open(os.path.join(args.workdir, "overfit_voc_sample.json"), "w") as f:
         json.dump(result, f, indent=2)

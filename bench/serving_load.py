@@ -24,6 +24,7 @@ Writes OUT/serving_load.json and OUT/serving_load.png (latency distributions).
 
 Writes OUT/serving_batching.json.
 """
+
 import argparse
 import concurrent.futures
 import json
@@ -45,16 +46,26 @@ def _bomb():
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0))
-            + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _summary(latencies, wall, total):
     import numpy as np
+
     lat = np.array(latencies) * 1000.0
-    return {"requests": total, "requests_per_s": round(total / wall, 2), "wall_s": round(wall, 3),
-            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
-            "max_ms": round(float(lat.max()), 2)}
+    return {
+        "requests": total,
+        "requests_per_s": round(total / wall, 2),
+        "wall_s": round(wall, 3),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p95_ms": round(float(np.percentile(lat, 95)), 2),
+        "max_ms": round(float(lat.max()), 2),
+    }
 
 
 def _run(call, n, threads, progress):
@@ -83,15 +94,22 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=200, help="requests per API")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--malformed", type=float, default=0.1, help="fraction of malformed requests")
-    parser.add_argument("--batching", action="store_true",
-                        help="measure server-side batching, response bytes and gRPC overhead (see above)")
+    parser.add_argument(
+        "--batching",
+        action="store_true",
+        help="measure server-side batching, response bytes and gRPC overhead (see above)",
+    )
     parser.add_argument("--batch-size", type=int, default=513, help="--batching: square image side (JPEG)")
     parser.add_argument("--clients", type=int, default=8, help="--batching: concurrent clients")
     parser.add_argument("--seconds", type=float, default=20.0, help="--batching: duration of each throughput run")
     parser.add_argument("--rounds", type=int, default=3, help="--batching: interleaved rounds for the overhead")
     parser.add_argument("--no-unbatched", action="store_true", help="--batching: skip the --no-batching run")
-    parser.add_argument("--server-args", default="", help="--batching: extra `deeplab serve` flags for the batched "
-                                                          "server, e.g. '--num-batch-threads 1 --max-batch-size 8'")
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help="--batching: extra `deeplab serve` flags for the batched "
+        "server, e.g. '--num-batch-threads 1 --max-batch-size 8'",
+    )
     args = parser.parse_args(argv)
     if args.batching:
         return batching_bench(args)
@@ -102,7 +120,7 @@ def main(argv=None):
 
     from components.atomic_pusher.executor import publish_atomically
     from data.synthetic import render_sample
-    from models import export
+    from models import export, model_io
     from serving.grpc_client import GrpcClient
     from serving.rest_client import RestClient, ServingClientError
 
@@ -111,10 +129,11 @@ def main(argv=None):
     model_dir = args.model_dir
     if model_dir is None:
         from models.deeplab import build_deeplab_v3
+
         kwargs = {"backbone": "mobilenet_v2", "alpha": 0.35, "aspp_filters": 16, "output_stride": 16}
         model_dir = os.path.join(args.out, "exported")
         if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
-            model = export.randomize_weights(build_deeplab_v3(**kwargs))
+            model = model_io.randomize_weights(build_deeplab_v3(**kwargs))
             w, h = args.size
             export.export_serving_model(model, model_dir, hparams={"model": kwargs}, warmup_sizes=[(h, w)])
     base = os.path.join(args.out, "models", "deeplab")
@@ -136,20 +155,45 @@ def main(argv=None):
 
     # Baseline: the same requests as in-process signature calls, same number of threads.
     with tqdm(total=n, desc="in-process", unit="req") as progress:
-        lat, results, wall = _run(lambda i: serving_default(images=tf.constant([encoded[i % 8]]))["segmentation_map"]
-                                  .numpy()[0], n, args.threads, progress)
+        lat, results, wall = _run(
+            lambda i: serving_default(images=tf.constant([encoded[i % 8]]))["segmentation_map"].numpy()[0],
+            n,
+            args.threads,
+            progress,
+        )
     rows["in_process"] = _summary([t for _, t in lat], wall, n)
     rows["in_process"]["correct"] = sum(np.array_equal(r, expected[i % 8]) for i, r in enumerate(results))
 
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "runner.py"), "--log-level", "WARNING", "serve",
-                             "--model-base-path", base, "--grpc-port", "0", "--rest-port", "0",
-                             "--poll-seconds", "0", "--threads", str(args.threads)],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(REPO, "runner.py"),
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--model-base-path",
+            base,
+            "--grpc-port",
+            "0",
+            "--rest-port",
+            "0",
+            "--poll-seconds",
+            "0",
+            "--threads",
+            str(args.threads),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         ports = json.loads(proc.stdout.readline())
-        clients = {"grpc": GrpcClient(f"127.0.0.1:{ports['grpc_port']}", timeout=120, retries=0),
-                   "rest": RestClient(f"127.0.0.1:{ports['rest_port']}", timeout=120, retries=0)}
+        clients = {
+            "grpc": GrpcClient(f"127.0.0.1:{ports['grpc_port']}", timeout=120, retries=0),
+            "rest": RestClient(f"127.0.0.1:{ports['rest_port']}", timeout=120, retries=0),
+        }
         for api, client in clients.items():
+
             def call(i, client=client):
                 if bad_every and i % bad_every == bad_every // 2:
                     try:
@@ -165,43 +209,81 @@ def main(argv=None):
             valid = [t for i, t in lat if results[i] == "ok"]
             rows[api] = _summary(valid, wall, n)
             rows[api].update({k: results.count(k) for k in sorted(set(results))})
-            rows[api]["ratio_vs_in_process"] = round(rows[api]["requests_per_s"] / rows["in_process"]["requests_per_s"], 3)
+            rows[api]["ratio_vs_in_process"] = round(
+                rows[api]["requests_per_s"] / rows["in_process"]["requests_per_s"], 3
+            )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
-    report = {"image_size_wh": [w, h], "threads": args.threads, "requests_per_api": n,
-              "malformed_fraction": args.malformed, "model_dir": model_dir, "results": rows,
-              "load_average_before": load_before, "load_average_after": os.getloadavg(),
-              "note": "requests_per_s of the served APIs counts all requests (malformed ones included) over the "
-                      "wall time; latencies are of the valid requests. The CPU may be shared: see load averages."}
+    report = {
+        "image_size_wh": [w, h],
+        "threads": args.threads,
+        "requests_per_api": n,
+        "malformed_fraction": args.malformed,
+        "model_dir": model_dir,
+        "results": rows,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "note": "requests_per_s of the served APIs counts all requests (malformed ones included) over the "
+        "wall time; latencies are of the valid requests. The CPU may be shared: see load averages.",
+    }
     with open(os.path.join(args.out, "serving_load.json"), "w") as f:
         json.dump(report, f, indent=2)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 3.5))
     names = list(rows)
-    ax.bar(names, [rows[k]["requests_per_s"] for k in names], color=["#888", "#1f77b4", "#ff7f0e"][:len(names)])
+    ax.bar(names, [rows[k]["requests_per_s"] for k in names], color=["#888", "#1f77b4", "#ff7f0e"][: len(names)])
     for i, k in enumerate(names):
-        ax.text(i, rows[k]["requests_per_s"], f"p50 {rows[k]['p50_ms']} ms\np95 {rows[k]['p95_ms']} ms",
-                ha="center", va="bottom", fontsize=8)
+        ax.text(
+            i,
+            rows[k]["requests_per_s"],
+            f"p50 {rows[k]['p50_ms']} ms\np95 {rows[k]['p95_ms']} ms",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_ylabel("requests / s")
     ax.set_title(f"serving_default, {w}x{h} PNG, {args.threads} threads")
     ax.margins(y=0.25)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "serving_load.png"), dpi=110)
     print(json.dumps(rows, indent=2))
-    bad = {api: r for api, r in rows.items() if api != "in_process" and (r.get("wrong map") or r.get("accepted malformed"))}
+    bad = {
+        api: r for api, r in rows.items() if api != "in_process" and (r.get("wrong map") or r.get("accepted malformed"))
+    }
     return 1 if bad else 0
 
 
 def _start_server(base, extra=()):
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "runner.py"), "--log-level", "WARNING", "serve",
-                             "--model-base-path", base, "--grpc-port", "0", "--rest-port", "-1",
-                             "--poll-seconds", "0", "--threads", "16", *extra],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(REPO, "runner.py"),
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--model-base-path",
+            base,
+            "--grpc-port",
+            "0",
+            "--rest-port",
+            "-1",
+            "--poll-seconds",
+            "0",
+            "--threads",
+            "16",
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     return proc, json.loads(proc.stdout.readline())
 
 
@@ -211,16 +293,21 @@ def _one_vs_many(target, encoded, expected, args):
 
     def make():
         return GrpcClient(target, timeout=300, retries=0)
+
     one = _closed_loop(make, encoded, expected, 1, args.seconds)
     many = _closed_loop(make, encoded, expected, args.clients, args.seconds)
-    return {"1 client": one, f"{args.clients} clients": many,
-            "ratio": round(many["requests_per_s"] / one["requests_per_s"], 2)}
+    return {
+        "1 client": one,
+        f"{args.clients} clients": many,
+        "ratio": round(many["requests_per_s"] / one["requests_per_s"], 2),
+    }
 
 
 def _closed_loop(make_client, encoded, expected, clients, seconds):
     """`clients` threads, each with its own channel, sending one image per request for `seconds`;
     returns requests/s, median latency, and whether every answer was right."""
     import numpy as np
+
     stop_at = time.perf_counter() + seconds
     lock = threading.Lock()
     latencies, wrong = [], []
@@ -249,8 +336,13 @@ def _closed_loop(make_client, encoded, expected, clients, seconds):
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"clients": clients, "requests": len(latencies), "requests_per_s": round(len(latencies) / wall, 3),
-            "p50_ms": round(float(np.median(latencies)) * 1000, 1), "wrong_maps": len(wrong)}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "requests_per_s": round(len(latencies) / wall, 3),
+        "p50_ms": round(float(np.median(latencies)) * 1000, 1),
+        "wrong_maps": len(wrong),
+    }
 
 
 def batching_bench(args):
@@ -287,17 +379,20 @@ def batching_bench(args):
         client = GrpcClient(target, timeout=300, retries=0)
         # -- bytes per response (one 513x513 image) --
         sizes = {}
-        for name, output_filter in (("all outputs (int64 map + float32 confidence)", []),
-                                    ("segmentation_map only (int64)", ["segmentation_map", "height", "width"]),
-                                    ("compact: segmentation_png (client default)", ["segmentation_png", "height", "width"])):
+        for name, output_filter in (
+            ("all outputs (int64 map + float32 confidence)", []),
+            ("segmentation_map only (int64)", ["segmentation_map", "height", "width"]),
+            ("compact: segmentation_png (client default)", ["segmentation_png", "height", "width"]),
+        ):
             request = predict_pb2.PredictRequest()
             request.model_spec.name = "deeplab"
             request.inputs["images"].CopyFrom(tf.make_tensor_proto([encoded[0]]))
             request.output_filter.extend(output_filter)
             sizes[name] = client.predictions.Predict(request, 300.0).ByteSize()
         report["bytes_per_response"] = sizes
-        report["int64_map_over_compact"] = round(sizes["segmentation_map only (int64)"] /
-                                                 sizes["compact: segmentation_png (client default)"], 1)
+        report["int64_map_over_compact"] = round(
+            sizes["segmentation_map only (int64)"] / sizes["compact: segmentation_png (client default)"], 1
+        )
 
         # -- gRPC overhead at batch 1 (1 client) vs the in-process call, interleaved rounds --
         n = max(3, int(args.seconds / 4))
@@ -319,7 +414,8 @@ def batching_bench(args):
         report["batch1_median_latency_ms"] = {k: round(v, 1) for k, v in med.items()}
         report["grpc_overhead_vs_in_process"] = {
             "compact (default)": round(med["grpc_compact"] / med["in_process"] - 1, 3),
-            "all outputs (int64 map)": round(med["grpc_all_outputs"] / med["in_process"] - 1, 3)}
+            "all outputs (int64 map)": round(med["grpc_all_outputs"] / med["in_process"] - 1, 3),
+        }
         client.close()
 
         # -- throughput, 1 vs N concurrent clients (compact answers) --
@@ -330,8 +426,7 @@ def batching_bench(args):
     if not args.no_unbatched:
         proc, ports = _start_server(base, ["--no-batching"])
         try:
-            report["throughput_batching_off"] = _one_vs_many(f"127.0.0.1:{ports['grpc_port']}", encoded, expected,
-                                                             args)
+            report["throughput_batching_off"] = _one_vs_many(f"127.0.0.1:{ports['grpc_port']}", encoded, expected, args)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -341,8 +436,12 @@ def batching_bench(args):
     with open(os.path.join(args.out, "serving_batching.json"), "w") as f:
         json.dump(report, f, indent=2)
     print(json.dumps(report, indent=2))
-    wrong = sum(v.get("wrong_maps", 0) for key in ("throughput_batching_on", "throughput_batching_off")
-                for v in report.get(key, {}).values() if isinstance(v, dict))
+    wrong = sum(
+        v.get("wrong_maps", 0)
+        for key in ("throughput_batching_on", "throughput_batching_off")
+        for v in report.get(key, {}).values()
+        if isinstance(v, dict)
+    )
     return 1 if wrong else 0
 
 

@@ -15,6 +15,7 @@ With 1500 steps: val mIoU 0.889 in 657 s. mixed_bfloat16 ran ~2.5x faster per st
 AMD Zen 2, AVX2 only) it is ~3x slower than float32, so the demo preset now uses precision auto
 (models/precision.py; the JSON records what it resolved to and why).
 """
+
 import argparse
 import json
 import os
@@ -41,12 +42,18 @@ def main(argv=None):
     parser.add_argument("--num-val", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override one hyper-parameter (JSON value), e.g. --set train_steps=1000")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one hyper-parameter (JSON value), e.g. --set train_steps=1000",
+    )
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
 
     import logging
+
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from bench.examples_from_voc import write_examples
     from data.synthetic import generate_voc_dataset
@@ -58,23 +65,35 @@ def main(argv=None):
     data_dir = os.path.join(args.workdir, f"data_{args.num_train}_{args.num_val}_{args.seed}")
     examples = os.path.join(data_dir, "examples")
     if not os.path.isdir(os.path.join(examples, "Split-val")):
-        voc = generate_voc_dataset(os.path.join(data_dir, "voc"), args.num_train, args.num_val, args.seed, progress=True)
+        voc = generate_voc_dataset(
+            os.path.join(data_dir, "voc"), args.num_train, args.num_val, args.seed, progress=True
+        )
         print(json.dumps(write_examples(voc, examples)))
     run_dir = os.path.join(args.workdir, "run")
     shutil.rmtree(run_dir, ignore_errors=True)
     load_before = os.getloadavg()
     started = time.time()
-    report = train(hp, os.path.join(examples, "Split-train"), os.path.join(examples, "Split-val"), run_dir,
-                   verbose=args.verbose)
+    report = train(
+        hp, os.path.join(examples, "Split-train"), os.path.join(examples, "Split-val"), run_dir, verbose=args.verbose
+    )
     result = {
-        "preset": args.preset, "overrides": overrides, "num_train": args.num_train, "num_val": args.num_val,
-        "val_miou": round(report["val_miou"], 4), "val_images": report["val_images"], "steps": report["steps"],
-        "fit_seconds": report["train_seconds"], "total_seconds": round(time.time() - started, 1),
+        "preset": args.preset,
+        "overrides": overrides,
+        "num_train": args.num_train,
+        "num_val": args.num_val,
+        "val_miou": round(report["val_miou"], 4),
+        "val_images": report["val_images"],
+        "steps": report["steps"],
+        "fit_seconds": report["train_seconds"],
+        "total_seconds": round(time.time() - started, 1),
         "val_miou_per_epoch": [round(v, 4) for v in report["history"].get("val_miou", [])],
-        "cpus": os.cpu_count(), "loadavg_before": [round(v, 2) for v in load_before],
-        "loadavg_after": [round(v, 2) for v in os.getloadavg()], "run_dir": run_dir,
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+        "run_dir": run_dir,
         "hparams": report["hparams"],
-        "precision": report["precision_resolved"], "precision_reason": report["precision_reason"],
+        "precision": report["precision_resolved"],
+        "precision_reason": report["precision_reason"],
     }
     with open(os.path.join(args.workdir, "train_synthetic.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -2,6 +2,7 @@
 
 Subclasses name their folders and the error hint; the readers then agree on every method.
 """
+
 from data import fileio
 
 
@@ -42,8 +43,10 @@ class ImageMaskDataset:
         try:
             return fileio.read_id_list(path)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{self.NAME} split list {path} does not exist ({self._missing_split_hint()}); "
-                                    f"check {self.ROOT_FLAG} and the split name") from None
+            raise FileNotFoundError(
+                f"{self.NAME} split list {path} does not exist ({self._missing_split_hint()}); "
+                f"check {self.ROOT_FLAG} and the split name"
+            ) from None
 
     def image_path(self, image_id):
         return fileio.join(self.root, self.IMAGE_DIR, f"{image_id}.jpg")
@@ -63,3 +66,97 @@ class ImageMaskDataset:
 
     def __repr__(self):
         return f"{type(self).__name__}({self.root!r})"
+
+
+def read_raw_mask(path):
+    """Pixel values of a mask file as stored: np [H, W] ids (palette 'P' indices, 'L', 16-bit 'I') or
+    uint8 [H, W, 3] colours (RGB/RGBA PNGs, alpha dropped). Raises FileNotFoundError / ValueError naming `path`."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        data = fileio.read_bytes(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask file {path} does not exist") from None
+    try:
+        mask = Image.open(io.BytesIO(data))
+        mask.load()
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        raise ValueError(f"{path}: cannot decode the mask ({e})") from e
+    if mask.mode in ("P", "L"):
+        return np.asarray(mask, dtype=np.uint8)  # palette indices ARE the ids (VOC convention)
+    if mask.mode in ("I", "I;16", "I;16B"):
+        return np.asarray(mask).astype(np.int64)
+    if mask.mode in ("RGB", "RGBA"):
+        return np.asarray(mask)[..., :3]
+    raise ValueError(f"{path}: mask mode {mask.mode} is neither class ids ('P', 'L', 16-bit) nor RGB colours")
+
+
+class LabelledDataset(ImageMaskDataset):
+    """Base of the readers of datasets with their own label map (`data.generic`, `data.cityscapes`,
+    `data.ade20k`): `ImageMaskDataset`'s methods plus a `data.label_map.LabelMap` that turns masks into
+    train ids, and generators that hold one image at a time.
+
+    Subclasses also set `SOURCE` (the `SampleRef.source` of their samples) and `LAYOUT` (the expected
+    folder layout, quoted in errors), and implement `split_ids`, `image_path`, `mask_path`.
+    """
+
+    SOURCE = None
+    LAYOUT = None
+
+    def __init__(self, root, label_map=None):
+        from data.label_map import LabelMap
+
+        super().__init__(root)
+        self.label_map = LabelMap.resolve(label_map if label_map is not None else self.default_label_map())
+
+    def default_label_map(self):
+        return None  # LabelMap.resolve(None) is VOC
+
+    def _missing_split_hint(self):
+        return f"available: {self.available_splits()}"
+
+    def available_splits(self):
+        raise NotImplementedError
+
+    def iter_refs(self, split):
+        """`data.splits.SampleRef`s of a split, lazily (paths only; nothing is read)."""
+        from data.splits import SampleRef
+
+        for image_id in self.split_ids(split):
+            yield SampleRef(image_id, self.SOURCE, self.image_path(image_id), self.mask_path(image_id))
+
+    def refs(self, split):
+        return list(self.iter_refs(split))
+
+    def load_raw_mask(self, image_id):
+        """The mask file's values as stored (see `read_raw_mask`)."""
+        return read_raw_mask(self.mask_path(image_id))
+
+    def load_mask(self, image_id):
+        """Train ids uint8 [H, W] (ignore = label_map.ignore_label); MaskValueError names the file and values."""
+        path = self.mask_path(image_id)
+        return self.label_map.encode_mask(read_raw_mask(path), source=path)
+
+    def load_image(self, image_id):
+        """uint8 [H, W, 3] RGB pixels of the image."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        path = self.image_path(image_id)
+        try:
+            data = fileio.read_bytes(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image file {path} does not exist") from None
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+
+    def iter_samples(self, split):
+        """(SampleRef, image uint8 [H, W, 3], train ids uint8 [H, W]) one at a time: a generator, so only one
+        decoded image is alive at once however large the split or its images (Cityscapes: 2048x1024)."""
+        for ref in self.iter_refs(split):
+            yield ref, self.load_image(ref.id), self.load_mask(ref.id)

@@ -4,6 +4,7 @@ Local paths go through the standard library so that `deeplab synth`, the readers
 do not pay ~15 s for importing TensorFlow; any path with a URL scheme goes through
 `tf.io.gfile`, which is what Dataflow workers need.
 """
+
 import os
 
 

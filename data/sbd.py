@@ -4,6 +4,7 @@ Layout (benchmark_RELEASE/dataset/): img/<id>.jpg, cls/<id>.mat (MATLAB struct `
 field `Segmentation` holds uint8 class ids 0..20; SBD has no 255 boundary bands), train.txt
 (8,498 ids) and val.txt (2,857 ids).
 """
+
 import io
 
 import numpy as np
@@ -28,10 +29,14 @@ class SbdDataset(ImageMaskDataset):
     @classmethod
     def _resolve(cls, root):
         for candidate in (root, fileio.join(root, "dataset")):
-            if fileio.isdir(fileio.join(candidate, cls.MASK_DIR)) or fileio.isdir(fileio.join(candidate, cls.IMAGE_DIR)):
+            if fileio.isdir(fileio.join(candidate, cls.MASK_DIR)) or fileio.isdir(
+                fileio.join(candidate, cls.IMAGE_DIR)
+            ):
                 return candidate
-        raise FileNotFoundError(f"no SBD dataset under {root!r}: expected img/ and cls/ there or in dataset/; "
-                                "pass --sbd-root pointing at benchmark_RELEASE (or its dataset/ folder)")
+        raise FileNotFoundError(
+            f"no SBD dataset under {root!r}: expected img/ and cls/ there or in dataset/; "
+            "pass --sbd-root pointing at benchmark_RELEASE (or its dataset/ folder)"
+        )
 
     def _missing_split_hint(self):
         return "SBD ships train.txt and val.txt"
@@ -63,6 +68,7 @@ def read_sbd_mask(path_or_bytes):
     if segmentation.ndim != 2:
         raise ValueError(f"{name}: GTcls.Segmentation has shape {segmentation.shape}, expected [H, W]")
     if segmentation.size and (segmentation.min() < 0 or segmentation.max() > 255):
-        raise ValueError(f"{name}: GTcls.Segmentation values {segmentation.min()}..{segmentation.max()} "
-                         "do not fit class ids 0..255")
+        raise ValueError(
+            f"{name}: GTcls.Segmentation values {segmentation.min()}..{segmentation.max()} do not fit class ids 0..255"
+        )
     return segmentation.astype(np.uint8)

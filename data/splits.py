@@ -4,6 +4,7 @@ A recipe resolves to a list of `SampleRef`s; reading and validating the files ha
 `data.tfrecord.load_sample`, so an id whose files are missing is returned here and reported (and
 counted) there instead of aborting the whole ingest.
 """
+
 import collections
 import logging
 import posixpath
@@ -23,7 +24,7 @@ RECIPES = {
     "sbd_val": "SBD dataset/val.txt (2,857 ids, SBD annotations)",
     "train_aug": "SBD train+val + VOC train - VOC val (10,582 ids); VOC annotation where both exist",
     "sbd_train_minus_voc_val": "the reference repo's custom_train.txt: VOC train ids absent from SBD, then "
-                               "SBD train - VOC val (SBD annotation first)",
+    "SBD train - VOC val (SBD annotation first)",
     "file:PATH": "ids (or image paths) listed in PATH, one per line; looked up in VOC first, then SBD",
 }
 
@@ -35,18 +36,25 @@ class MissingDatasetError(ValueError):
 def _need(root, dataset, recipe):
     if root is None:
         flag = "--voc-root" if dataset == "VOC" else "--sbd-root"
-        what = ("VOCdevkit/VOC2012 (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)" if dataset == "VOC"
-                else "benchmark_RELEASE/dataset (img/, cls/, train.txt, val.txt)")
-        raise MissingDatasetError(f"split recipe {recipe!r} needs the {dataset} dataset, but no {dataset} root was "
-                                  f"given: pass {flag} pointing at {what}")
+        what = (
+            "VOCdevkit/VOC2012 (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)"
+            if dataset == "VOC"
+            else "benchmark_RELEASE/dataset (img/, cls/, train.txt, val.txt)"
+        )
+        raise MissingDatasetError(
+            f"split recipe {recipe!r} needs the {dataset} dataset, but no {dataset} root was "
+            f"given: pass {flag} pointing at {what}"
+        )
 
 
 def _open(voc_root, sbd_root):
     from data.sbd import SbdDataset
     from data.voc import VocDevkit
 
-    return (VocDevkit(voc_root) if voc_root is not None else None,
-            SbdDataset(sbd_root) if sbd_root is not None else None)
+    return (
+        VocDevkit(voc_root) if voc_root is not None else None,
+        SbdDataset(sbd_root) if sbd_root is not None else None,
+    )
 
 
 def _refs(dataset, source, ids):
@@ -131,10 +139,11 @@ def resolve_recipe(name, voc_root=None, sbd_root=None):
     FileNotFoundError for a missing list file.
     """
     if name.startswith("file:"):
-        path = name[len("file:"):]
+        path = name[len("file:") :]
         if voc_root is None and sbd_root is None:
-            raise MissingDatasetError(f"split recipe {name!r} needs a dataset to look its ids up in: pass --voc-root "
-                                      "and/or --sbd-root")
+            raise MissingDatasetError(
+                f"split recipe {name!r} needs a dataset to look its ids up in: pass --voc-root and/or --sbd-root"
+            )
         try:
             # Lines may also be paths, as in DeepLab-ResNet's train_aug.txt
             # ("/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png"): keep the file stem.
@@ -155,10 +164,10 @@ def resolve_recipe(name, voc_root=None, sbd_root=None):
     voc, sbd = _open(voc_root if needs_voc else None, sbd_root if needs_sbd else None)
 
     if name.startswith("voc_"):
-        split = name[len("voc_"):]
+        split = name[len("voc_") :]
         return _refs(voc, "voc", _unique(voc.split_ids(split), voc.split_path(split)))
     if name in ("sbd_train", "sbd_val"):
-        split = name[len("sbd_"):]
+        split = name[len("sbd_") :]
         return _refs(sbd, "sbd", _unique(sbd.split_ids(split), sbd.split_path(split)))
 
     voc_train, voc_val = voc.split_ids("train"), voc.split_ids("val")
@@ -167,11 +176,17 @@ def resolve_recipe(name, voc_root=None, sbd_root=None):
         # VOC's own annotation wins where an id is in both: it is the official, finer one with
         # 255 bands on object outlines (SBD masks have none, and a few disagree with VOC's).
         voc_ids = set(voc_train)
-        return [SampleRef(i, "voc", voc.image_path(i), voc.mask_path(i)) if i in voc_ids
-                else SampleRef(i, "sbd", sbd.image_path(i), sbd.mask_path(i))
-                for i in train_aug_ids(voc_train, voc_val, sbd_train, sbd_val)]
+        return [
+            SampleRef(i, "voc", voc.image_path(i), voc.mask_path(i))
+            if i in voc_ids
+            else SampleRef(i, "sbd", sbd.image_path(i), sbd.mask_path(i))
+            for i in train_aug_ids(voc_train, voc_val, sbd_train, sbd_val)
+        ]
     # sbd_train_minus_voc_val: like the reference notebook, SBD's annotation for SBD ids, VOC's otherwise.
     sbd_ids = set(sbd_train) | set(sbd_val)
-    return [SampleRef(i, "sbd", sbd.image_path(i), sbd.mask_path(i)) if i in sbd_ids
-            else SampleRef(i, "voc", voc.image_path(i), voc.mask_path(i))
-            for i in reference_custom_train_ids(voc_train, voc_val, sbd_train, sbd_val)]
+    return [
+        SampleRef(i, "sbd", sbd.image_path(i), sbd.mask_path(i))
+        if i in sbd_ids
+        else SampleRef(i, "voc", voc.image_path(i), voc.mask_path(i))
+        for i in reference_custom_train_ids(voc_train, voc_val, sbd_train, sbd_val)
+    ]

@@ -14,6 +14,7 @@ TensorFlow is imported only by the functions that return or parse `tf.train.Exam
 wire-identical protobuf-only copy of the message (Beam workers must not pay ~12 s for importing
 TensorFlow).
 """
+
 import collections
 import functools
 import io
@@ -55,7 +56,8 @@ REASONS = {
 }
 
 Sample = collections.namedtuple(
-    "Sample", ["image_bytes", "image_format", "mask_png", "height", "width", "filename", "converted"])
+    "Sample", ["image_bytes", "image_format", "mask_png", "height", "width", "filename", "converted"]
+)
 Sample.__doc__ = """One validated image/mask pair, ready for `to_example`.
 
 image_bytes: encoded image (the source JPEG/PNG bytes unchanged, or a PNG when `converted`).
@@ -86,9 +88,21 @@ class BadSample(Exception):
 
 
 # PIL mode -> name used in Sample.converted ("<name>_to_rgb").
-_MODE_NAMES = {"L": "grayscale", "LA": "grayscale_alpha", "1": "bilevel", "I": "grayscale32", "I;16": "grayscale16",
-               "F": "float", "CMYK": "cmyk", "RGBA": "rgba", "P": "palette", "PA": "palette_alpha",
-               "YCbCr": "ycbcr", "LAB": "lab", "HSV": "hsv"}
+_MODE_NAMES = {
+    "L": "grayscale",
+    "LA": "grayscale_alpha",
+    "1": "bilevel",
+    "I": "grayscale32",
+    "I;16": "grayscale16",
+    "F": "float",
+    "CMYK": "cmyk",
+    "RGBA": "rgba",
+    "P": "palette",
+    "PA": "palette_alpha",
+    "YCbCr": "ycbcr",
+    "LAB": "lab",
+    "HSV": "hsv",
+}
 
 
 def _encode_png(array):
@@ -113,8 +127,12 @@ def _decode_image(data, path, copy_rgb_jpeg=False):
             image.draft("RGB", (1, 1))  # no-op (full decode) for JPEGs PIL cannot draft
         image.load()
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise BadSample("corrupt_image", path, f"cannot decode the image ({e}); re-download or re-export the file "
-                        "(a truncated JPEG usually means an interrupted copy)") from e
+        raise BadSample(
+            "corrupt_image",
+            path,
+            f"cannot decode the image ({e}); re-download or re-export the file "
+            "(a truncated JPEG usually means an interrupted copy)",
+        ) from e
     return image, size
 
 
@@ -162,10 +180,10 @@ def _png_as_class_ids(data):
             return None
         length, kind = struct.unpack_from(">I4s", data, pos)
         end = pos + 12 + length
-        if end > len(data) or zlib.crc32(view[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+        if end > len(data) or zlib.crc32(view[pos + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
             return None
         if kind == b"IHDR" and header is None and length == 13:
-            header = data[pos + 8:end - 4]
+            header = data[pos + 8 : end - 4]
         elif kind == b"IDAT" and header is not None:
             idat.append(view[pos:end])
         elif kind == b"IEND":
@@ -175,8 +193,9 @@ def _png_as_class_ids(data):
         pos = end
     if header is None or not idat or header[8] != 8 or header[9] not in (0, 3):  # bit depth, colour type
         return None
-    return b"".join([_PNG_SIGNATURE, _png_chunk(b"IHDR", header[:9] + b"\x00" + header[10:]), *idat,
-                     _png_chunk(b"IEND", b"")])
+    return b"".join(
+        [_PNG_SIGNATURE, _png_chunk(b"IHDR", header[:9] + b"\x00" + header[10:]), *idat, _png_chunk(b"IEND", b"")]
+    )
 
 
 def _mask_array_from_png(data, path, num_classes):
@@ -194,12 +213,19 @@ def _mask_array_from_png(data, path, num_classes):
         _check_labels(values, path, num_classes)
         return values.astype(np.uint8)
     if mask.mode in ("RGB", "RGBA"):
-        raise BadSample("rgb_mask", path, f"the mask is a {mask.mode} colour image, not class ids; convert colour "
-                        "masks to palette indices (mode 'P' with the VOC palette) or a single-channel PNG of "
-                        "class ids, e.g. with DeepLab's remove_gt_colormap.py")
-    raise BadSample("rgb_mask" if mask.mode == "CMYK" else "unsupported_mask", path,
-                    f"mask mode {mask.mode} is not class ids; save masks as palette ('P') or grayscale ('L') "
-                    f"PNGs whose values are class ids 0..{num_classes - 1} and {IGNORE_LABEL}")
+        raise BadSample(
+            "rgb_mask",
+            path,
+            f"the mask is a {mask.mode} colour image, not class ids; convert colour "
+            "masks to palette indices (mode 'P' with the VOC palette) or a single-channel PNG of "
+            "class ids, e.g. with DeepLab's remove_gt_colormap.py",
+        )
+    raise BadSample(
+        "rgb_mask" if mask.mode == "CMYK" else "unsupported_mask",
+        path,
+        f"mask mode {mask.mode} is not class ids; save masks as palette ('P') or grayscale ('L') "
+        f"PNGs whose values are class ids 0..{num_classes - 1} and {IGNORE_LABEL}",
+    )
 
 
 def _check_labels(mask, path, num_classes):
@@ -211,9 +237,12 @@ def _check_labels(mask, path, num_classes):
     bad = [int(v) for v in values if not (0 <= v < num_classes or v == IGNORE_LABEL)]
     if bad:
         shown = bad[:20] + (["..."] if len(bad) > 20 else [])
-        raise BadSample("label_out_of_range", path,
-                        f"mask values {shown} are outside class ids 0..{num_classes - 1} and ignore {IGNORE_LABEL}; "
-                        "colour masks must be saved as palette indices, and other datasets need their ids remapped")
+        raise BadSample(
+            "label_out_of_range",
+            path,
+            f"mask values {shown} are outside class ids 0..{num_classes - 1} and ignore {IGNORE_LABEL}; "
+            "colour masks must be saved as palette indices, and other datasets need their ids remapped",
+        )
 
 
 def read_mask(path, num_classes=NUM_CLASSES):
@@ -226,8 +255,12 @@ def _read_mask(path, num_classes):
     try:
         data = fileio.read_bytes(path)
     except FileNotFoundError:
-        raise BadSample("missing_mask", path, "mask file not found; every listed id needs a mask "
-                        "(SegmentationClass/<id>.png or cls/<id>.mat), or remove the id from the list") from None
+        raise BadSample(
+            "missing_mask",
+            path,
+            "mask file not found; every listed id needs a mask "
+            "(SegmentationClass/<id>.png or cls/<id>.mat), or remove the id from the list",
+        ) from None
     if str(path).lower().endswith(".mat"):
         from data.sbd import read_sbd_mask
 
@@ -254,8 +287,11 @@ def load_sample(ref, num_classes=NUM_CLASSES):
     try:
         image_bytes = fileio.read_bytes(ref.image_path)
     except FileNotFoundError:
-        raise BadSample("missing_image", ref.image_path, f"id {ref.id!r} is listed but has no image file; "
-                        "check the dataset root or remove the id from the list") from None
+        raise BadSample(
+            "missing_image",
+            ref.image_path,
+            f"id {ref.id!r} is listed but has no image file; check the dataset root or remove the id from the list",
+        ) from None
     image, (width, height) = _decode_image(image_bytes, ref.image_path, copy_rgb_jpeg=True)
     converted = None
     if image.format in ("JPEG", "MPO") and image.mode == "RGB":  # MPO: a camera JPEG with extra frames
@@ -270,12 +306,21 @@ def load_sample(ref, num_classes=NUM_CLASSES):
 
     mask, mask_png = _read_mask(ref.mask_path, num_classes)
     if mask.shape != (height, width):
-        raise BadSample("size_mismatch", ref.mask_path,
-                        f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {ref.image_path} is "
-                        f"{width}x{height}; the pair does not belong together, fix or drop it")
-    return Sample(image_bytes=image_bytes, image_format=image_format,
-                  mask_png=mask_png if mask_png is not None else _encode_png(mask),
-                  height=height, width=width, filename=str(ref.id), converted=converted)
+        raise BadSample(
+            "size_mismatch",
+            ref.mask_path,
+            f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {ref.image_path} is "
+            f"{width}x{height}; the pair does not belong together, fix or drop it",
+        )
+    return Sample(
+        image_bytes=image_bytes,
+        image_format=image_format,
+        mask_png=mask_png if mask_png is not None else _encode_png(mask),
+        height=height,
+        width=width,
+        filename=str(ref.id),
+        converted=converted,
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -288,8 +333,9 @@ def _light_example_class():
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     f = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="deeplab_tfx_light_example.proto", package="deeplab_tfx_light",
-                                              syntax="proto3")
+    file = descriptor_pb2.FileDescriptorProto(
+        name="deeplab_tfx_light_example.proto", package="deeplab_tfx_light", syntax="proto3"
+    )
 
     def message(name, fields, nested=()):
         m = file.message_type.add(name=name)
@@ -306,16 +352,25 @@ def _light_example_class():
     message("BytesList", [("value", 1, f.TYPE_BYTES, f.LABEL_REPEATED, None, None)])
     message("FloatList", [("value", 1, f.TYPE_FLOAT, f.LABEL_REPEATED, None, None)])
     message("Int64List", [("value", 1, f.TYPE_INT64, f.LABEL_REPEATED, None, None)])
-    feature = message("Feature", [("bytes_list", 1, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.BytesList", 0),
-                                  ("float_list", 2, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.FloatList", 0),
-                                  ("int64_list", 3, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.Int64List", 0)])
+    feature = message(
+        "Feature",
+        [
+            ("bytes_list", 1, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.BytesList", 0),
+            ("float_list", 2, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.FloatList", 0),
+            ("int64_list", 3, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.Int64List", 0),
+        ],
+    )
     feature.oneof_decl.add(name="kind")
     entry = descriptor_pb2.DescriptorProto(name="FeatureEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
     entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
-    entry.field.add(name="value", number=2, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
-                    type_name=".deeplab_tfx_light.Feature")
-    message("Features", [("feature", 1, f.TYPE_MESSAGE, f.LABEL_REPEATED, ".deeplab_tfx_light.Features.FeatureEntry",
-                          None)], nested=[entry])
+    entry.field.add(
+        name="value", number=2, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL, type_name=".deeplab_tfx_light.Feature"
+    )
+    message(
+        "Features",
+        [("feature", 1, f.TYPE_MESSAGE, f.LABEL_REPEATED, ".deeplab_tfx_light.Features.FeatureEntry", None)],
+        nested=[entry],
+    )
     message("Example", [("features", 1, f.TYPE_MESSAGE, f.LABEL_OPTIONAL, ".deeplab_tfx_light.Features", None)])
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
@@ -357,14 +412,16 @@ def example_bytes(sample):
     `tf.train.Example.SerializeToString(deterministic=True)`: map entries sorted by key, so the same
     sample always gives the same bytes (tests check both against TensorFlow and `parse_light_example`).
     """
-    values = {IMAGE_ENCODED: bytes(sample.image_bytes),
-              IMAGE_FILENAME: sample.filename.encode("utf-8"),
-              IMAGE_FORMAT: sample.image_format.encode("utf-8"),
-              IMAGE_HEIGHT: sample.height,
-              IMAGE_WIDTH: sample.width,
-              IMAGE_CHANNELS: 3,
-              LABEL_ENCODED: bytes(sample.mask_png),
-              LABEL_FORMAT: b"png"}
+    values = {
+        IMAGE_ENCODED: bytes(sample.image_bytes),
+        IMAGE_FILENAME: sample.filename.encode("utf-8"),
+        IMAGE_FORMAT: sample.image_format.encode("utf-8"),
+        IMAGE_HEIGHT: sample.height,
+        IMAGE_WIDTH: sample.width,
+        IMAGE_CHANNELS: 3,
+        LABEL_ENCODED: bytes(sample.mask_png),
+        LABEL_FORMAT: b"png",
+    }
     # Example.features (field 1) -> Features.feature (field 1, one entry per key, sorted by key's bytes).
     return _length_delimited(1, b"".join(_feature_entry(key, values[key]) for key in sorted(values)))
 
@@ -405,8 +462,10 @@ def _get(example, key, kind, name):
     feature = example.features.feature.get(key)
     values = getattr(feature, kind).value if feature is not None else []
     if len(values) != 1:
-        raise ValueError(f"record {name!r}: feature {key!r} is missing or not a single {kind} value; "
-                         "was it written by data.tfrecord.to_example?")
+        raise ValueError(
+            f"record {name!r}: feature {key!r} is missing or not a single {kind} value; "
+            "was it written by data.tfrecord.to_example?"
+        )
     return values[0]
 
 
@@ -415,7 +474,8 @@ def parse_example_np(serialized):
 
     Decoding uses PIL (no TF graph), so Python-side consumers (reports, galleries, clients) stay
     cheap. PIL's JPEG pixels equal `tf.io.decode_jpeg(..., dct_method="INTEGER_ACCURATE")` exactly
-    (TF's default fast DCT differs by a few levels). Accepts the serialized bytes or a tf.train.Example. Raises ValueError for a malformed record.
+    (TF's default fast DCT differs by a few levels). Accepts the serialized bytes or a tf.train.Example.
+    Raises ValueError for a malformed record.
     """
     example = _as_example(serialized)
     feature = example.features.feature.get(IMAGE_FILENAME)
@@ -429,8 +489,10 @@ def parse_example_np(serialized):
     height = _get(example, IMAGE_HEIGHT, "int64_list", filename)
     width = _get(example, IMAGE_WIDTH, "int64_list", filename)
     if image.shape[:2] != (height, width) or label.shape != (height, width):
-        raise ValueError(f"record {filename!r}: image {image.shape[:2]} / label {label.shape} do not match "
-                         f"image/height,width = ({height}, {width})")
+        raise ValueError(
+            f"record {filename!r}: image {image.shape[:2]} / label {label.shape} do not match "
+            f"image/height,width = ({height}, {width})"
+        )
     return image, label, filename
 
 
@@ -450,8 +512,9 @@ def reference_record_to_example(serialized, filename="", num_classes=NUM_CLASSES
         image_raw = _get(example, REF_IMAGE_RAW, "bytes_list", name)
         annotation_raw = _get(example, REF_ANNOTATION_RAW, "bytes_list", name)
     except ValueError as e:
-        raise BadSample("corrupt_image", name, f"{e}; expected the reference keys height, width, image_raw, "
-                        "annotation_raw") from e
+        raise BadSample(
+            "corrupt_image", name, f"{e}; expected the reference keys height, width, image_raw, annotation_raw"
+        ) from e
     if height <= 0 or width <= 0:
         raise BadSample("size_mismatch", name, f"height={height}, width={width} is not a valid image size")
     if len(image_raw) == height * width:
@@ -460,15 +523,30 @@ def reference_record_to_example(serialized, filename="", num_classes=NUM_CLASSES
     elif len(image_raw) == height * width * 3:
         image = np.frombuffer(image_raw, dtype=np.uint8).reshape(height, width, 3)
     else:
-        raise BadSample("size_mismatch", name, f"image_raw has {len(image_raw)} bytes but height*width*3 = "
-                        f"{height * width * 3}; the record is truncated or its height/width are wrong")
+        raise BadSample(
+            "size_mismatch",
+            name,
+            f"image_raw has {len(image_raw)} bytes but height*width*3 = "
+            f"{height * width * 3}; the record is truncated or its height/width are wrong",
+        )
     if len(annotation_raw) != height * width:
-        raise BadSample("size_mismatch", name, f"annotation_raw has {len(annotation_raw)} bytes but height*width = "
-                        f"{height * width}; the record is truncated or its height/width are wrong")
+        raise BadSample(
+            "size_mismatch",
+            name,
+            f"annotation_raw has {len(annotation_raw)} bytes but height*width = "
+            f"{height * width}; the record is truncated or its height/width are wrong",
+        )
     mask = np.frombuffer(annotation_raw, dtype=np.uint8).reshape(height, width)
     _check_labels(mask, name, num_classes)
-    sample = Sample(image_bytes=_encode_png(image), image_format="png", mask_png=_encode_png(mask),
-                    height=height, width=width, filename=filename, converted=None)
+    sample = Sample(
+        image_bytes=_encode_png(image),
+        image_format="png",
+        mask_png=_encode_png(mask),
+        height=height,
+        width=width,
+        filename=filename,
+        converted=None,
+    )
     return to_example(sample)
 
 
@@ -479,5 +557,11 @@ def reference_example(image, mask):
     """
     image = np.ascontiguousarray(image, dtype=np.uint8)
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    return _features({REF_HEIGHT: image.shape[0], REF_WIDTH: image.shape[1],
-                      REF_IMAGE_RAW: image.tobytes(), REF_ANNOTATION_RAW: mask.tobytes()})
+    return _features(
+        {
+            REF_HEIGHT: image.shape[0],
+            REF_WIDTH: image.shape[1],
+            REF_IMAGE_RAW: image.tobytes(),
+            REF_ANNOTATION_RAW: mask.tobytes(),
+        }
+    )

@@ -1,4 +1,5 @@
 """Pictures of label maps: colour masks, overlays and image grids (every mask PNG of the project)."""
+
 import os
 
 import numpy as np

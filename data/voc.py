@@ -2,6 +2,7 @@
 
 These constants are the single source of truth for the project (see docs/ARCHITECTURE.md).
 """
+
 import functools
 
 import numpy as np
@@ -14,9 +15,27 @@ IGNORE_LABEL = 255
 
 # Index = class id, as in the VOC 2012 devkit.
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 assert len(VOC_CLASSES) == NUM_CLASSES
 
@@ -67,8 +86,10 @@ class VocDevkit(ImageMaskDataset):
     @classmethod
     def _resolve(cls, root):
         if not fileio.isdir(root):
-            raise FileNotFoundError(f"VOC root {root!r} is not a directory: pass --voc-root pointing at "
-                                    "VOCdevkit/VOC2012 (the folder holding JPEGImages/ and SegmentationClass/)")
+            raise FileNotFoundError(
+                f"VOC root {root!r} is not a directory: pass --voc-root pointing at "
+                "VOCdevkit/VOC2012 (the folder holding JPEGImages/ and SegmentationClass/)"
+            )
         if cls._is_voc_dir(root):
             return root
         for parent in (root, fileio.join(root, "VOCdevkit")):
@@ -80,11 +101,14 @@ class VocDevkit(ImageMaskDataset):
             if len(candidates) == 1:
                 return fileio.join(parent, candidates[0])
             if len(candidates) > 1:
-                raise ValueError(f"VOC root {root!r} is ambiguous: it holds {candidates}; pass one of them "
-                                 "with --voc-root")
-        raise FileNotFoundError(f"no VOC dataset under {root!r}: expected JPEGImages/ and ImageSets/Segmentation/ "
-                                "there, in VOC2012/ or in VOCdevkit/VOC2012/; pass --voc-root pointing at "
-                                "VOCdevkit/VOC2012")
+                raise ValueError(
+                    f"VOC root {root!r} is ambiguous: it holds {candidates}; pass one of them with --voc-root"
+                )
+        raise FileNotFoundError(
+            f"no VOC dataset under {root!r}: expected JPEGImages/ and ImageSets/Segmentation/ "
+            "there, in VOC2012/ or in VOCdevkit/VOC2012/; pass --voc-root pointing at "
+            "VOCdevkit/VOC2012"
+        )
 
     def _missing_split_hint(self):
         return f"available: {self.available_splits()}"

@@ -1,5 +1,3 @@
-import os
+from data import use_legacy_keras
 
-# TFX 1.16 and TFMA 0.47 are built on Keras 2; TF 2.16's tf.keras is Keras 3 unless this is set
-# before TensorFlow is first imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+use_legacy_keras()  # before anything here imports TensorFlow (see data/__init__.py)

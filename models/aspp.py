@@ -4,6 +4,7 @@ Branches, each conv-BN-ReLU with `filters` channels: one 1x1 conv, one 3x3 atrou
 and image pooling (global average -> 1x1 conv -> bilinear upsample to the feature size). The
 branches are concatenated and fused by a 1x1 conv-BN-ReLU.
 """
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -32,8 +33,9 @@ class ImagePooling(keras.layers.Layer):
         self.bn_decay = bn_decay
         self.bn_epsilon = bn_epsilon
         self.weight_decay = weight_decay
-        self.conv = ConvBNReLU(filters, 1, bn_decay=bn_decay, bn_epsilon=bn_epsilon, weight_decay=weight_decay,
-                               name="conv_bn_relu")
+        self.conv = ConvBNReLU(
+            filters, 1, bn_decay=bn_decay, bn_epsilon=bn_epsilon, weight_decay=weight_decay, name="conv_bn_relu"
+        )
 
     def call(self, inputs, training=None):
         pooled = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
@@ -42,8 +44,9 @@ class ImagePooling(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon,
-                      weight_decay=self.weight_decay)
+        config.update(
+            filters=self.filters, bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon, weight_decay=self.weight_decay
+        )
         return config
 
 
@@ -55,8 +58,16 @@ class ASPP(keras.layers.Layer):
     `image_pooling=False` drops the image-level branch.
     """
 
-    def __init__(self, rates=_RATES_AT_16, filters=256, image_pooling=True, bn_decay=0.9997, bn_epsilon=1e-5,
-                 weight_decay=0.0, **kwargs):
+    def __init__(
+        self,
+        rates=_RATES_AT_16,
+        filters=256,
+        image_pooling=True,
+        bn_decay=0.9997,
+        bn_epsilon=1e-5,
+        weight_decay=0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.rates = tuple(int(r) for r in rates)
         self.filters = filters
@@ -66,8 +77,9 @@ class ASPP(keras.layers.Layer):
         self.weight_decay = weight_decay
         common = dict(bn_decay=bn_decay, bn_epsilon=bn_epsilon, weight_decay=weight_decay)
         self.branches = [ConvBNReLU(filters, 1, name="conv_1x1", **common)]
-        self.branches += [ConvBNReLU(filters, 3, dilation_rate=r, name=f"conv_3x3_rate{r}", **common)
-                          for r in self.rates]
+        self.branches += [
+            ConvBNReLU(filters, 3, dilation_rate=r, name=f"conv_3x3_rate{r}", **common) for r in self.rates
+        ]
         if image_pooling:
             self.branches.append(ImagePooling(filters, name="image_pooling", **common))
         self.concat = keras.layers.Concatenate(axis=-1, name="concat")
@@ -79,6 +91,12 @@ class ASPP(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(rates=list(self.rates), filters=self.filters, image_pooling=self.image_pooling,
-                      bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon, weight_decay=self.weight_decay)
+        config.update(
+            rates=list(self.rates),
+            filters=self.filters,
+            image_pooling=self.image_pooling,
+            bn_decay=self.bn_decay,
+            bn_epsilon=self.bn_epsilon,
+            weight_decay=self.weight_decay,
+        )
         return config

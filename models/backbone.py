@@ -11,14 +11,13 @@ Inputs are preprocessed images in [-1, 1] (models.layers.Preprocess); outputs ar
 (ResNet: after post_bn/post_relu, 2048 channels; MobileNetV2: the last inverted residual block,
 320*alpha channels, as DeepLab's model-zoo MobileNetV2 which drops the 1280-channel 1x1 conv).
 """
+
 import collections
 
 import tf_keras as keras
 
+from models.config import BACKBONES, OUTPUT_STRIDES, default_bn_epsilon
 from models.layers import AtrousConv2D, l2_regularizer
-
-BACKBONES = ("resnet_v2_50", "resnet_v2_101", "mobilenet_v2")
-OUTPUT_STRIDES = (8, 16, 32)
 
 # ResNet-v2: (stack name, bottleneck filters, units, stride of the last unit).
 _RESNET_STACKS = {
@@ -26,9 +25,25 @@ _RESNET_STACKS = {
     "resnet_v2_101": (("conv2", 64, 3, 2), ("conv3", 128, 4, 2), ("conv4", 256, 23, 2), ("conv5", 512, 3, 1)),
 }
 # MobileNetV2 inverted residual blocks: (filters, stride, expansion); block_id = index.
-_MOBILENET_BLOCKS = ((16, 1, 1), (24, 2, 6), (24, 1, 6), (32, 2, 6), (32, 1, 6), (32, 1, 6), (64, 2, 6),
-                     (64, 1, 6), (64, 1, 6), (64, 1, 6), (96, 1, 6), (96, 1, 6), (96, 1, 6), (160, 2, 6),
-                     (160, 1, 6), (160, 1, 6), (320, 1, 6))
+_MOBILENET_BLOCKS = (
+    (16, 1, 1),
+    (24, 2, 6),
+    (24, 1, 6),
+    (32, 2, 6),
+    (32, 1, 6),
+    (32, 1, 6),
+    (64, 2, 6),
+    (64, 1, 6),
+    (64, 1, 6),
+    (64, 1, 6),
+    (96, 1, 6),
+    (96, 1, 6),
+    (96, 1, 6),
+    (160, 2, 6),
+    (160, 1, 6),
+    (160, 1, 6),
+    (320, 1, 6),
+)
 
 UnitSpec = collections.namedtuple("UnitSpec", ["name", "filters", "stride", "rate"])
 UnitSpec.__doc__ = "One residual unit after the atrous rewrite: applied stride (1 or 2) and dilation rate."
@@ -101,8 +116,9 @@ def _resnet_unit(x, spec, conv_shortcut, bn_decay, bn_epsilon, weight_decay):
     preact = _bn(name + "_preact_bn", bn_decay, bn_epsilon)(x)
     preact = keras.layers.Activation("relu", name=name + "_preact_relu")(preact)
     if conv_shortcut:
-        shortcut = keras.layers.Conv2D(4 * spec.filters, 1, strides=spec.stride, kernel_regularizer=reg,
-                                       name=name + "_0_conv")(preact)
+        shortcut = keras.layers.Conv2D(
+            4 * spec.filters, 1, strides=spec.stride, kernel_regularizer=reg, name=name + "_0_conv"
+        )(preact)
     elif spec.stride > 1:
         shortcut = keras.layers.MaxPooling2D(1, strides=spec.stride, name=name + "_0_subsample")(x)
     else:
@@ -113,19 +129,28 @@ def _resnet_unit(x, spec, conv_shortcut, bn_decay, bn_epsilon, weight_decay):
     if spec.stride > 1:
         # Keras' explicit padding for the strided conv (equals "same" only for odd sizes).
         y = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name=name + "_2_pad")(y)
-        y = keras.layers.Conv2D(spec.filters, 3, strides=spec.stride, use_bias=False, kernel_regularizer=reg,
-                                name=name + "_2_conv")(y)
+        y = keras.layers.Conv2D(
+            spec.filters, 3, strides=spec.stride, use_bias=False, kernel_regularizer=reg, name=name + "_2_conv"
+        )(y)
     else:
-        y = AtrousConv2D(spec.filters, 3, padding="same", dilation_rate=spec.rate, use_bias=False,
-                                kernel_regularizer=reg, name=name + "_2_conv")(y)
+        y = AtrousConv2D(
+            spec.filters,
+            3,
+            padding="same",
+            dilation_rate=spec.rate,
+            use_bias=False,
+            kernel_regularizer=reg,
+            name=name + "_2_conv",
+        )(y)
     y = _bn(name + "_2_bn", bn_decay, bn_epsilon)(y)
     y = keras.layers.Activation("relu", name=name + "_2_relu")(y)
     y = keras.layers.Conv2D(4 * spec.filters, 1, kernel_regularizer=reg, name=name + "_3_conv")(y)
     return keras.layers.Add(name=name + "_out")([shortcut, y])
 
 
-def build_resnet_v2(backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4), bn_decay=0.9997,
-                    bn_epsilon=1e-5, weight_decay=0.0):
+def build_resnet_v2(
+    backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4), bn_decay=0.9997, bn_epsilon=1e-5, weight_decay=0.0
+):
     """Pre-activation ResNet-v2 feature extractor: [B,H,W,3] in [-1,1] -> [B,h,w,2048] at 1/output_stride."""
     reg = l2_regularizer(weight_decay)
     inputs = keras.Input(shape=(None, None, 3), name="preprocessed_images")
@@ -147,14 +172,22 @@ def _inverted_residual(x, spec, expansion, block_id, bn_decay, bn_epsilon, weigh
     prefix = f"{spec.name}_"
     y = x
     if block_id:
-        y = keras.layers.Conv2D(expansion * in_channels, 1, use_bias=False, kernel_regularizer=reg,
-                                name=prefix + "expand")(y)
+        y = keras.layers.Conv2D(
+            expansion * in_channels, 1, use_bias=False, kernel_regularizer=reg, name=prefix + "expand"
+        )(y)
         y = _bn(prefix + "expand_BN", bn_decay, bn_epsilon)(y)
         y = keras.layers.ReLU(6.0, name=prefix + "expand_relu")(y)
     # "same" for the strided depthwise too: equals Keras' ZeroPadding((0,1),(0,1)) on even sizes and
     # keeps ceil(H/2) rows on odd sizes.
-    y = keras.layers.DepthwiseConv2D(3, strides=spec.stride, padding="same", dilation_rate=spec.rate,
-                                     use_bias=False, depthwise_regularizer=reg, name=prefix + "depthwise")(y)
+    y = keras.layers.DepthwiseConv2D(
+        3,
+        strides=spec.stride,
+        padding="same",
+        dilation_rate=spec.rate,
+        use_bias=False,
+        depthwise_regularizer=reg,
+        name=prefix + "depthwise",
+    )(y)
     y = _bn(prefix + "depthwise_BN", bn_decay, bn_epsilon)(y)
     y = keras.layers.ReLU(6.0, name=prefix + "depthwise_relu")(y)
     y = keras.layers.Conv2D(spec.filters, 1, use_bias=False, kernel_regularizer=reg, name=prefix + "project")(y)
@@ -167,8 +200,15 @@ def _inverted_residual(x, spec, expansion, block_id, bn_decay, bn_epsilon, weigh
 def build_mobilenet_v2(output_stride=16, alpha=1.0, bn_decay=0.9997, bn_epsilon=1e-3, weight_decay=0.0):
     """MobileNetV2 feature extractor: [B,H,W,3] in [-1,1] -> [B,h,w,make_divisible(320*alpha)]."""
     inputs = keras.Input(shape=(None, None, 3), name="preprocessed_images")
-    x = keras.layers.Conv2D(make_divisible(32 * alpha, 8), 3, strides=2, padding="same", use_bias=False,
-                            kernel_regularizer=l2_regularizer(weight_decay), name="Conv1")(inputs)
+    x = keras.layers.Conv2D(
+        make_divisible(32 * alpha, 8),
+        3,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_regularizer=l2_regularizer(weight_decay),
+        name="Conv1",
+    )(inputs)
     x = _bn("bn_Conv1", bn_decay, bn_epsilon)(x)
     x = keras.layers.ReLU(6.0, name="Conv1_relu")(x)
     for block_id, spec in enumerate(mobilenet_v2_block_specs(output_stride, alpha)):
@@ -178,20 +218,17 @@ def build_mobilenet_v2(output_stride=16, alpha=1.0, bn_decay=0.9997, bn_epsilon=
 
 # The epsilon each backbone's ImageNet weights were trained with (Keras ResNetV2 / MobileNetV2): their moving
 # variances only normalise correctly with it, so a MobileNetV2 built with ResNet's 1e-5 starts off-distribution.
-DEFAULT_BN_EPSILON = {"resnet_v2_50": 1e-5, "resnet_v2_101": 1e-5, "mobilenet_v2": 1e-3}
-
-
-def default_bn_epsilon(backbone):
-    """BatchNormalization epsilon matching `backbone`'s ImageNet weights."""
-    if backbone not in DEFAULT_BN_EPSILON:
-        raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
-    return DEFAULT_BN_EPSILON[backbone]
-
-
-def build_backbone(backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4), alpha=1.0, bn_decay=0.9997,
-                   bn_epsilon=None, weight_decay=0.0):
+def build_backbone(
+    backbone="resnet_v2_50",
+    output_stride=16,
+    multi_grid=(1, 2, 4),
+    alpha=1.0,
+    bn_decay=0.9997,
+    bn_epsilon=None,
+    weight_decay=0.0,
+):
     """Build a backbone by name (one of BACKBONES). `alpha` is MobileNetV2's width multiplier, `multi_grid` ResNet's;
-    bn_epsilon None = the backbone's own (DEFAULT_BN_EPSILON)."""
+    bn_epsilon None = the backbone's own (models.config.DEFAULT_BN_EPSILON)."""
     if bn_epsilon is None:
         bn_epsilon = default_bn_epsilon(backbone)
     if backbone.startswith("resnet_v2"):

@@ -7,20 +7,30 @@ Writes OUT/model_run (logs, checkpoints, model.keras, hparams.json, train_report
 and OUT/serving_model (TF Serving SavedModel); prints the validation mIoU. Run again with the same
 OUT to resume an interrupted run.
 """
+
 import json
 import os
 
 
 def add_arguments(command, parser):
     from models import hparams as hparams_lib
-    parser.add_argument("--examples", required=True,
-                        help="ExampleGen output directory holding Split-<train split>/ and Split-<val split>/")
+
+    parser.add_argument(
+        "--examples",
+        required=True,
+        help="ExampleGen output directory holding Split-<train split>/ and Split-<val split>/",
+    )
     parser.add_argument("--output-dir", required=True, help="where model_run/ and serving_model/ are written")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--val-split", default="val")
     parser.add_argument("--no-export", action="store_true", help="skip the TF Serving export")
-    parser.add_argument("--progress", type=int, default=1, choices=(0, 1, 2),
-                        help="Keras progress: 0 none, 1 a bar, 2 a line per epoch (default %(default)s)")
+    parser.add_argument(
+        "--progress",
+        type=int,
+        default=1,
+        choices=(0, 1, 2),
+        help="Keras progress: 0 none, 1 a bar, 2 a line per epoch (default %(default)s)",
+    )
     hparams_lib.add_flags(parser)
 
 
@@ -28,20 +38,31 @@ def _split_dir(examples, split):
     path = os.path.join(examples, f"Split-{split}")
     if not os.path.isdir(path):
         found = sorted(n for n in os.listdir(examples) if n.startswith("Split-")) if os.path.isdir(examples) else []
-        raise SystemExit(f"deeplab train: {path} does not exist (found {found or 'no Split-* folders'}); "
-                         "--examples must be an ExampleGen output (the Examples artifact uri)")
+        raise SystemExit(
+            f"deeplab train: {path} does not exist (found {found or 'no Split-* folders'}); "
+            "--examples must be an ExampleGen output (the Examples artifact uri)"
+        )
     return path
 
 
 def main(command, args):
     from models import hparams as hparams_lib
+
     hparams = hparams_lib.from_flags(args)
     train_dir, val_dir = _split_dir(args.examples, args.train_split), _split_dir(args.examples, args.val_split)
     from models.train import train  # after the cheap checks: importing TensorFlow takes seconds
+
     serving_dir = os.path.join(args.output_dir, "serving_model")
-    report = train(hparams, train_dir, val_dir, os.path.join(args.output_dir, "model_run"),
-                   None if args.no_export else serving_dir, verbose=args.progress)
+    report = train(
+        hparams,
+        train_dir,
+        val_dir,
+        os.path.join(args.output_dir, "model_run"),
+        None if args.no_export else serving_dir,
+        verbose=args.progress,
+    )
     summary = {k: report[k] for k in ("val_miou", "val_images", "steps", "train_seconds", "model", "serving_model_dir")}
     print(json.dumps(summary, indent=2))
-    print(f"validation mIoU: {report['val_miou']:.4f}")
+    miou = report["val_miou"]
+    print("validation mIoU: " + ("none (no labelled pixel)" if miou is None else f"{miou:.4f}"))
     return 0

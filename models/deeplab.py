@@ -11,10 +11,12 @@ image pooling on, any output stride; asserted in tests/test_model_deeplab.py):
   mobilenet_v2 alpha 1.0  1,843,264    4,558,165   (Keras MobileNetV2 no-top minus its 1280-channel Conv_1)
 The head (ASPP + logits) is 15,543,573 after ResNet (2048 channels) and 2,714,901 after MobileNetV2 (320).
 """
+
 import tf_keras as keras
 
 from models import backbone as backbones
 from models.aspp import ASPP, aspp_rates_for
+from models.config import default_bn_epsilon
 from models.layers import Preprocess, ResizeLike, l2_regularizer
 
 # Measured with count_params() (see the module docstring).
@@ -25,8 +27,15 @@ def custom_objects():
     """The custom layers, for keras.models.load_model of an h5 file (the .keras format finds them itself)."""
     from models.aspp import ImagePooling
     from models.layers import AtrousConv2D, ConvBNReLU
-    return {"Preprocess": Preprocess, "ConvBNReLU": ConvBNReLU, "ResizeLike": ResizeLike, "ASPP": ASPP,
-            "ImagePooling": ImagePooling, "AtrousConv2D": AtrousConv2D}
+
+    return {
+        "Preprocess": Preprocess,
+        "ConvBNReLU": ConvBNReLU,
+        "ResizeLike": ResizeLike,
+        "ASPP": ASPP,
+        "ImagePooling": ImagePooling,
+        "AtrousConv2D": AtrousConv2D,
+    }
 
 
 def freeze_batch_norm(model):
@@ -41,11 +50,27 @@ def freeze_batch_norm(model):
     return model
 
 
-def build_deeplab_v3(num_classes=21, backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4),
-                     aspp_rates=None, bn_decay=0.9997, bn_epsilon=None, weights=None, *, alpha=1.0,
-                     aspp_filters=256, image_pooling=True, weight_decay=0.0, freeze_bn=False,
-                     name="deeplab_v3"):
+def build_deeplab_v3(
+    num_classes=21,
+    backbone="resnet_v2_50",
+    output_stride=16,
+    multi_grid=(1, 2, 4),
+    aspp_rates=None,
+    bn_decay=0.9997,
+    bn_epsilon=None,
+    weights=None,
+    *,
+    alpha=1.0,
+    aspp_filters=256,
+    image_pooling=True,
+    weight_decay=0.0,
+    freeze_bn=False,
+    name="deeplab_v3",
+):
     """Build DeepLab V3.
+
+    The network-defining arguments are the fields of models.config.ModelConfig
+    (`ModelConfig.build()` calls this); `weights`, `weight_decay` and `freeze_bn` are training-time options.
 
     Args:
       num_classes: output classes (21 for VOC).
@@ -68,13 +93,14 @@ def build_deeplab_v3(num_classes=21, backbone="resnet_v2_50", output_stride=16, 
     """
     rates = aspp_rates_for(output_stride) if aspp_rates is None else tuple(aspp_rates)
     if bn_epsilon is None:
-        bn_epsilon = backbones.default_bn_epsilon(backbone)
-    features_model = backbones.build_backbone(backbone, output_stride, tuple(multi_grid), alpha, bn_decay,
-                                              bn_epsilon, weight_decay)
+        bn_epsilon = default_bn_epsilon(backbone)
+    features_model = backbones.build_backbone(
+        backbone, output_stride, tuple(multi_grid), alpha, bn_decay, bn_epsilon, weight_decay
+    )
     if weights is not None:
         from models.weights import load_imagenet_weights
-        load_imagenet_weights(features_model, backbone, alpha=alpha,
-                              path=None if weights == "imagenet" else weights)
+
+        load_imagenet_weights(features_model, backbone, alpha=alpha, path=None if weights == "imagenet" else weights)
     images = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
     x = Preprocess(name="preprocess")(images)
     x = features_model(x)

@@ -10,12 +10,16 @@ Presets:
          minutes (measured by bench/train_synthetic.py).
   finetune_os8 - the paper's second stage: output_stride 8, frozen BN, lr 0.001, on top of `paper`.
 """
+
 import argparse
 import dataclasses
 import json
 import typing
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: models/precision.py decides
+from models.config import ModelConfig
+from models.precision import REQUESTS as PRECISION_REQUESTS  # auto: models/precision.py decides
+
+MODEL_FIELDS = ModelConfig.field_names()  # accepted flat (presets, --set, custom_config, old hparams.json)
 # Recorded by models.train in hparams.json beside the fields (what "auto" resolved to, and why);
 # from_json drops them, so a model_run's hparams.json reloads (and "auto" resolves again where it runs).
 RECORDED_KEYS = ("precision_resolved", "precision_reason")
@@ -24,18 +28,15 @@ OPTIMIZERS = ("sgd", "adam")
 
 @dataclasses.dataclass
 class HParams:
-    """All knobs of model building, input pipeline and training (defaults = the paper's VOC setup)."""
-    # model
-    backbone: str = "resnet_v2_50"
-    output_stride: int = 16
-    multi_grid: typing.Tuple[int, ...] = (1, 2, 4)
-    aspp_rates: typing.Optional[typing.Tuple[int, ...]] = None  # None = paper rates for output_stride
-    aspp_filters: int = 256
-    image_pooling: bool = True
-    alpha: float = 1.0  # MobileNetV2 width multiplier
-    num_classes: int = 21
-    bn_decay: float = 0.9997
-    bn_epsilon: typing.Optional[float] = None  # None = the backbone's (models.backbone.DEFAULT_BN_EPSILON)
+    """All knobs of model building, input pipeline and training (defaults = the paper's VOC setup).
+
+    The network itself is `model` (models.config.ModelConfig); its fields also read flat
+    (`hparams.backbone`) and are accepted flat by from_dict/preset/replace and the flags. to_dict()
+    nests them under "model"; from_dict() reads both that and the flat hparams.json of older versions.
+    """
+
+    # model (the network) and the training-time build options
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     freeze_bn: bool = False
     weights: typing.Optional[str] = "imagenet"  # None, "imagenet" (local Keras h5) or a path
     # input pipeline
@@ -66,31 +67,32 @@ class HParams:
     seed: int = 0
 
     def __post_init__(self):
-        self.multi_grid = tuple(int(v) for v in self.multi_grid)
-        if self.aspp_rates is not None:
-            self.aspp_rates = tuple(int(v) for v in self.aspp_rates)
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
         checks = [
-            (self.backbone in ("resnet_v2_50", "resnet_v2_101", "mobilenet_v2"), "backbone",
-             "resnet_v2_50, resnet_v2_101 or mobilenet_v2"),
-            (self.output_stride in (8, 16, 32), "output_stride", "8, 16 or 32"),
-            (self.precision in PRECISIONS, "precision", " or ".join(PRECISIONS)),
+            (self.precision in PRECISION_REQUESTS, "precision", " or ".join(PRECISION_REQUESTS)),
             (self.optimizer in OPTIMIZERS, "optimizer", " or ".join(OPTIMIZERS)),
-            (self.crop_size > 0 and self.batch_size > 0 and self.train_steps > 0, "crop_size/batch_size/train_steps",
-             "positive integers"),
+            (
+                self.crop_size > 0 and self.batch_size > 0 and self.train_steps > 0,
+                "crop_size/batch_size/train_steps",
+                "positive integers",
+            ),
             (0 < self.min_scale <= self.max_scale, "min_scale/max_scale", "0 < min_scale <= max_scale"),
         ]
         for ok, field, expected in checks:
             if not ok:
-                raise ValueError(f"hyper-parameter {field}: got {getattr(self, field.split('/')[0])!r}, "
-                                 f"expected {expected}")
-        if self.bn_epsilon is None:
-            from models.backbone import default_bn_epsilon
-            # resolved here so hparams.json records the value the network was built with
-            self.bn_epsilon = default_bn_epsilon(self.backbone)
+                raise ValueError(
+                    f"hyper-parameter {field}: got {getattr(self, field.split('/')[0])!r}, expected {expected}"
+                )
 
     def to_dict(self):
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        """JSON-ready dict: the network under "model" (ModelConfig.to_dict()), the rest flat."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        return {"model": self.model.to_dict(), **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
+
+    def build_options(self):
+        """The training-time arguments of models.model_io.build_model (ImageNet init, L2, frozen BN)."""
+        return dict(weights=self.weights, weight_decay=self.weight_decay, freeze_bn=self.freeze_bn)
 
     def to_json(self, path=None, **recorded):
         """JSON text; also written to `path` (local or gfile URI) when given. `recorded`: RECORDED_KEYS
@@ -101,36 +103,60 @@ class HParams:
         text = json.dumps({**self.to_dict(), **recorded}, indent=2, sort_keys=True)
         if path:
             import tensorflow as tf
+
             with tf.io.gfile.GFile(path, "w") as f:
                 f.write(text + "\n")
         return text
 
     @classmethod
     def from_dict(cls, values):
-        """Build from a dict; unknown keys are an error naming the key (typos must not pass silently)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        """Build from a dict, nested ({"model": {...}, ...}, to_dict's shape) or flat (model fields at the
+        top, as presets, --set and older hparams.json); unknown keys are an error naming the key (typos
+        must not pass silently)."""
+        values = flatten(values)
+        names = {f.name for f in dataclasses.fields(cls)} - {"model"}
+        unknown = sorted(set(values) - names - set(MODEL_FIELDS))
         if unknown:
-            raise ValueError(f"unknown hyper-parameter(s) {unknown}; known: {sorted(names)}")
-        return cls(**values)
+            raise ValueError(f"unknown hyper-parameter(s) {unknown}; known: {sorted(names | set(MODEL_FIELDS))}")
+        model = ModelConfig.from_dict({k: v for k, v in values.items() if k in MODEL_FIELDS})
+        return cls(model=model, **{k: v for k, v in values.items() if k in names})
 
     @classmethod
     def from_json(cls, path):
         import tensorflow as tf
+
         with tf.io.gfile.GFile(path) as f:
             values = json.load(f)
         return cls.from_dict({k: v for k, v in values.items() if k not in RECORDED_KEYS})
 
     def replace(self, **overrides):
+        """A copy with fields replaced; model fields may be given flat (replace(output_stride=8))."""
+        model = {k: overrides.pop(k) for k in list(overrides) if k in MODEL_FIELDS}
+        if model:
+            overrides["model"] = overrides.get("model", self.model).replace(**model)
         return dataclasses.replace(self, **overrides)
 
-    def model_kwargs(self):
-        """Arguments of models.deeplab.build_deeplab_v3."""
-        return dict(num_classes=self.num_classes, backbone=self.backbone, output_stride=self.output_stride,
-                    multi_grid=self.multi_grid, aspp_rates=self.aspp_rates, bn_decay=self.bn_decay,
-                    bn_epsilon=self.bn_epsilon, weights=self.weights, alpha=self.alpha,
-                    aspp_filters=self.aspp_filters, image_pooling=self.image_pooling,
-                    weight_decay=self.weight_decay, freeze_bn=self.freeze_bn)
+
+def _model_property(name):
+    return property(lambda self: getattr(self.model, name), doc=f"model.{name} (read-only; see replace())")
+
+
+for _name in MODEL_FIELDS:
+    setattr(HParams, _name, _model_property(_name))
+
+
+def flatten(values):
+    """`values` with a nested "model" section (dict or ModelConfig) moved to the top level; a model field
+    given both ways is an error."""
+    values = dict(values)
+    model = values.pop("model", None)
+    if model is None:
+        return values
+    model = model.to_dict() if isinstance(model, ModelConfig) else dict(model)
+    both = sorted(set(model) & set(values))
+    if both:
+        raise ValueError(f"model field(s) {both} given both flat and under 'model'")
+    return {**model, **values}
 
 
 PRESETS = {
@@ -139,10 +165,24 @@ PRESETS = {
     # bench/train_synthetic.py (300 train / 60 val synthetic images, 2 shared CPU cores, load ~5):
     # val mIoU 0.869 over the 60 whole val images after 750 steps, 395 s fit / 407 s total.
     "demo": {
-        "backbone": "mobilenet_v2", "alpha": 0.35, "output_stride": 16, "aspp_filters": 64, "aspp_rates": (3, 6, 9),
-        "weights": None, "crop_size": 129, "min_scale": 0.5, "max_scale": 1.5, "batch_size": 16,
-        "train_steps": 750, "steps_per_epoch": 250, "optimizer": "adam", "learning_rate": 0.003,
-        "weight_decay": 1e-5, "bn_decay": 0.99, "precision": "auto", "cache_decoded": True,
+        "backbone": "mobilenet_v2",
+        "alpha": 0.35,
+        "output_stride": 16,
+        "aspp_filters": 64,
+        "aspp_rates": (3, 6, 9),
+        "weights": None,
+        "crop_size": 129,
+        "min_scale": 0.5,
+        "max_scale": 1.5,
+        "batch_size": 16,
+        "train_steps": 750,
+        "steps_per_epoch": 250,
+        "optimizer": "adam",
+        "learning_rate": 0.003,
+        "weight_decay": 1e-5,
+        "bn_decay": 0.99,
+        "precision": "auto",
+        "cache_decoded": True,
         "checkpoint_every": 250,
     },
 }
@@ -152,7 +192,7 @@ def preset(name="paper", **overrides):
     """HParams of a named preset (PRESETS) with overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    return HParams.from_dict({**PRESETS[name], **overrides})
+    return HParams.from_dict({**PRESETS[name], **flatten(overrides)})
 
 
 def from_custom_config(custom_config, train_steps=None, eval_steps=None):
@@ -185,6 +225,7 @@ def _parse_bool(text):
 def _parse_optional(kind):
     def parse(text):
         return None if str(text).lower() in ("none", "") else kind(text)
+
     return parse
 
 
@@ -195,25 +236,44 @@ def _parse_ints(text):
     return tuple(int(v) for v in text.replace(",", " ").split()) if text else ()
 
 
+def _flag_fields():
+    """The dataclass fields that get a flag: the model's, then HParams' own."""
+    return [*dataclasses.fields(ModelConfig), *(f for f in dataclasses.fields(HParams) if f.name != "model")]
+
+
 def add_flags(parser):
     """One --flag per HParams field (e.g. --output-stride 8, --multi-grid 1,2,4, --weights none) plus --preset."""
-    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS),
-                        help="starting hyper-parameters (default: paper); flags override single values")
-    for field in dataclasses.fields(HParams):
+    parser.add_argument(
+        "--preset",
+        default="paper",
+        choices=sorted(PRESETS),
+        help="starting hyper-parameters (default: paper); flags override single values",
+    )
+    for field in _flag_fields():
         flag = "--" + field.name.replace("_", "-")
         kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}.get(
-            getattr(field.type, "__name__", ""), None)
+            getattr(field.type, "__name__", ""), None
+        )
         if kind is None:
             type_text = str(field.type)
-            kind = (_parse_ints if "Tuple" in type_text else
-                    _parse_optional(int) if "int" in type_text else _parse_optional(str))
+            kind = (
+                _parse_ints
+                if "Tuple" in type_text
+                else _parse_optional(int)
+                if "int" in type_text
+                else _parse_optional(str)
+            )
         # SUPPRESS: a flag not given leaves no attribute, so "--weights none" can still override.
-        parser.add_argument(flag, dest=f"hp_{field.name}", type=kind, default=argparse.SUPPRESS,
-                            help=f"(default from the preset; paper: {field.default!r})")
+        parser.add_argument(
+            flag,
+            dest=f"hp_{field.name}",
+            type=kind,
+            default=argparse.SUPPRESS,
+            help=f"(default from the preset; paper: {field.default!r})",
+        )
 
 
 def from_flags(args):
     """HParams from argparse results of add_flags: preset values overridden by the flags given."""
-    overrides = {f.name: getattr(args, f"hp_{f.name}") for f in dataclasses.fields(HParams)
-                 if hasattr(args, f"hp_{f.name}")}
+    overrides = {f.name: getattr(args, f"hp_{f.name}") for f in _flag_fields() if hasattr(args, f"hp_{f.name}")}
     return preset(getattr(args, "preset", "paper"), **overrides)

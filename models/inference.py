@@ -9,15 +9,17 @@ model produces. Everything is plain TensorFlow with dynamic shapes: it runs eage
 [B, h, w, C] at the same size, e.g. a `tf_keras.Model` from `models.deeplab.build_deeplab_v3` or a
 loaded SavedModel's `logits` signature.
 """
+
 import dataclasses
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
 # ImageNet mean RGB (0..255): padding with it makes padded pixels ~0 after the backbone's
 # normalisation, so they look like "nothing" instead of a black frame. Same value the DeepLab
-# research code pads with.
+# research code pads with. The one pad value of images: inference canvases here, training crops
+# (models.input_pipeline) and the serving signatures (models.export).
 MEAN_RGB = (123.68, 116.779, 103.939)
 
 MODES = ("whole", "sliding")
@@ -30,6 +32,7 @@ class TTAConfig:
 
     `kwargs()` gives the keyword arguments of `predict_logits` / `predict_labels`.
     """
+
     scales: Tuple[float, ...] = (1.0,)
     flip: bool = False
     mode: str = "whole"
@@ -43,8 +46,15 @@ class TTAConfig:
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
         if self.crop_size is not None:
             object.__setattr__(self, "crop_size", _pair(self.crop_size, "crop_size"))
-        _validate(self.scales, self.mode, self.crop_size, self.stride_fraction, self.average,
-                  self.pad_multiple, self.pad_offset)
+        _validate(
+            self.scales,
+            self.mode,
+            self.crop_size,
+            self.stride_fraction,
+            self.average,
+            self.pad_multiple,
+            self.pad_offset,
+        )
 
     def kwargs(self):
         return dataclasses.asdict(self)
@@ -73,14 +83,18 @@ class TTAConfig:
         """Inverse of `to_json_dict`; unknown keys are an error (a typo would silently change TTA)."""
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown TTA setting(s) {sorted(unknown)}; known: "
-                             f"{[f.name for f in dataclasses.fields(cls)]}")
+            raise ValueError(
+                f"unknown TTA setting(s) {sorted(unknown)}; known: {[f.name for f in dataclasses.fields(cls)]}"
+            )
         return cls(**d)
 
     def describe(self):
         """Short human-readable summary, e.g. 'whole, scales 0.5/1.0/1.5, flip, average logits'."""
-        parts = [self.mode if self.mode == "whole" else
-                 f"sliding {self.crop_size[0]}x{self.crop_size[1]} stride {self.stride_fraction:.2f}"]
+        parts = [
+            self.mode
+            if self.mode == "whole"
+            else f"sliding {self.crop_size[0]}x{self.crop_size[1]} stride {self.stride_fraction:.2f}"
+        ]
         parts.append("scales " + "/".join(f"{s:g}" for s in self.scales))
         if self.flip:
             parts.append("flip")
@@ -112,8 +126,9 @@ def _validate(scales, mode, crop_size, stride_fraction, average, pad_multiple, p
     if average not in AVERAGES:
         raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
     if pad_multiple is not None and (int(pad_multiple) < 1 or not 0 <= int(pad_offset) < int(pad_multiple)):
-        raise ValueError(f"pad_multiple must be >= 1 and 0 <= pad_offset < pad_multiple, "
-                         f"got {pad_multiple!r}, {pad_offset!r}")
+        raise ValueError(
+            f"pad_multiple must be >= 1 and 0 <= pad_offset < pad_multiple, got {pad_multiple!r}, {pad_offset!r}"
+        )
 
 
 def _pad_to(images, height, width, pad_value):
@@ -165,7 +180,7 @@ def _sliding(logits_fn, images, crop_size, stride_fraction, pad_value):
 
     def window_logits(k):
         y, x = ys[k // nx], xs[k % nx]
-        logits = logits_fn(padded[:, y:y + ch, x:x + cw, :])
+        logits = logits_fn(padded[:, y : y + ch, x : x + cw, :])
         # Place the window's logits on the full canvas (zeros elsewhere) so windows just add up.
         placed = tf.pad(logits, [[0, 0], [y, ph - y - ch], [x, pw - x - cw], [0, 0]])
         ones = tf.pad(tf.ones([ch, cw], tf.float32), [[y, ph - y - ch], [x, pw - x - cw]])
@@ -180,16 +195,32 @@ def _sliding(logits_fn, images, crop_size, stride_fraction, pad_value):
         return k + 1, total + placed, count + ones
 
     _, total, count = tf.while_loop(
-        lambda k, *_: k < n_windows, body, (tf.constant(1), total, count),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None, None, num_classes]),
-                          tf.TensorShape([None, None])))
+        lambda k, *_: k < n_windows,
+        body,
+        (tf.constant(1), total, count),
+        shape_invariants=(
+            tf.TensorShape([]),
+            tf.TensorShape([None, None, None, num_classes]),
+            tf.TensorShape([None, None]),
+        ),
+    )
     logits = total / count[tf.newaxis, :, :, tf.newaxis]
     return logits[:, :h, :w, :]
 
 
-def predict_logits(logits_fn, images, scales=(1.0,), flip=False, mode="whole", crop_size=None,
-                   stride_fraction=2.0 / 3.0, average="logits", pad_multiple=None, pad_offset=0,
-                   pad_value=MEAN_RGB):
+def predict_logits(
+    logits_fn,
+    images,
+    scales=(1.0,),
+    flip=False,
+    mode="whole",
+    crop_size=None,
+    stride_fraction=2.0 / 3.0,
+    average="logits",
+    pad_multiple=None,
+    pad_offset=0,
+    pad_value=MEAN_RGB,
+):
     """Logits with test-time augmentation: float32 [B, H, W, C] at the input size.
 
     Args:
@@ -267,8 +298,8 @@ def predict_labels(logits_fn, images, **kwargs):
 # mode at scale 1 without flip with `pad_multiple`, the same padded canvas (the one-image path
 # pads each image to that canvas before the model, so padding it up front is the same tensor).
 
-def shared_canvas(height, width, scales=(1.0,), flip=False, mode="whole", pad_multiple=None, pad_offset=0,
-                  **_):
+
+def shared_canvas(height, width, scales=(1.0,), flip=False, mode="whole", pad_multiple=None, pad_offset=0, **_):
     """(canvas_height, canvas_width) when images of this size can be padded up front to the canvas
     the one-image path of `predict_logits` pads them to (whole mode, scale 1, no flip,
     `pad_multiple` set), else None. Takes `TTAConfig.kwargs()`; plain Python ints."""
@@ -297,8 +328,11 @@ def size_groups(shapes, batch_size, **tta_kwargs):
     by_key = {}
     for i, shape in enumerate(shapes):
         by_key.setdefault(batch_key(shape[0], shape[1], **tta_kwargs), []).append(i)
-    return [(key, members[k:k + batch_size]) for key, members in by_key.items()
-            for k in range(0, len(members), batch_size)]
+    return [
+        (key, members[k : k + batch_size])
+        for key, members in by_key.items()
+        for k in range(0, len(members), batch_size)
+    ]
 
 
 def pad_to_canvas(images, height, width, pad_value=MEAN_RGB):

@@ -6,13 +6,12 @@ left-right flip -> optional colour jitter -> batch. Evaluation: whole images, ba
 batches). All randomness is stateless and seeded by (seed, element index), so `deterministic=True`
 (ordered reads and maps, no file shuffling) gives the same batches on every run.
 """
+
 import tensorflow as tf
 
 from data import tfrecord
 from data.voc import IGNORE_LABEL
-
-# ImageNet mean pixel (RGB, 0..255): padding with it makes padded pixels ~0 after mean removal.
-MEAN_PIXEL = (123.68, 116.78, 103.94)
+from models.inference import MEAN_RGB  # the one pad value of images, training crops and inference alike
 
 _FEATURES = {
     tfrecord.IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string),
@@ -33,8 +32,10 @@ def list_files(patterns):
         files.extend(tf.io.gfile.glob(pattern))
     files = sorted(set(files))
     if not files:
-        raise FileNotFoundError(f"no TFRecord files match {list(patterns)}; expected an ExampleGen split "
-                                f"directory such as <examples>/Split-train/ holding data_tfrecord-*.gz")
+        raise FileNotFoundError(
+            f"no TFRecord files match {list(patterns)}; expected an ExampleGen split "
+            f"directory such as <examples>/Split-train/ holding data_tfrecord-*.gz"
+        )
     return files
 
 
@@ -45,9 +46,12 @@ def _record_dataset(files, deterministic, seed):
     compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
     if any(f.endswith(".gz") for f in files) and not compression:
         raise ValueError(f"mixed GZIP and plain TFRecord files in {files[:5]}...; give one split directory")
-    return files_ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
-                               cycle_length=min(4, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
-                               deterministic=deterministic)
+    return files_ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+        cycle_length=min(4, len(files)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
 
 
 def decode_rgb(encoded):
@@ -56,9 +60,11 @@ def decode_rgb(encoded):
     JPEGs use the accurate integer DCT so training, the serving signatures and the evaluator (PIL, through
     data.tfrecord.parse_example_np) see the same pixels; TF's default fast DCT is off by up to ~20 levels.
     """
-    image = tf.cond(tf.io.is_jpeg(encoded),
-                    lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
-                    lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+    )
     image.set_shape([None, None, 3])
     return image
 
@@ -68,18 +74,21 @@ def parse_example(serialized):
     features = tf.io.parse_single_example(serialized, _FEATURES)
     image = decode_rgb(features[tfrecord.IMAGE_ENCODED])
     label = tf.io.decode_png(features[tfrecord.LABEL_ENCODED], channels=1)
-    tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(label)[:2],
-                              message="image and segmentation mask sizes differ in a TFRecord example")
+    tf.debugging.assert_equal(
+        tf.shape(image)[:2],
+        tf.shape(label)[:2],
+        message="image and segmentation mask sizes differ in a TFRecord example",
+    )
     return image, label
 
 
 def pad_to_size(image, label, height, width):
-    """Pad bottom/right up to at least (height, width): image with MEAN_PIXEL, label with IGNORE_LABEL."""
+    """Pad bottom/right up to at least (height, width): image with MEAN_RGB, label with IGNORE_LABEL."""
     shape = tf.shape(image)
     pad_h = tf.maximum(height - shape[0], 0)
     pad_w = tf.maximum(width - shape[1], 0)
     paddings = [[0, pad_h], [0, pad_w], [0, 0]]
-    mean = tf.constant(MEAN_PIXEL, tf.float32)
+    mean = tf.constant(MEAN_RGB, tf.float32)
     image = tf.pad(image - mean, paddings) + mean
     label = tf.pad(tf.cast(label, tf.int32) - IGNORE_LABEL, paddings) + IGNORE_LABEL
     return image, tf.cast(label, tf.uint8)
@@ -98,8 +107,8 @@ def augment(image, label, seed, crop_size, min_scale=0.5, max_scale=2.0, flip=Tr
     shape = tf.shape(image)
     top = tf.random.stateless_uniform((), seeds[1], 0, shape[0] - crop_size + 1, dtype=tf.int32)
     left = tf.random.stateless_uniform((), seeds[2], 0, shape[1] - crop_size + 1, dtype=tf.int32)
-    image = image[top:top + crop_size, left:left + crop_size]
-    label = label[top:top + crop_size, left:left + crop_size]
+    image = image[top : top + crop_size, left : left + crop_size]
+    label = label[top : top + crop_size, left : left + crop_size]
     if flip:
         do_flip = tf.random.stateless_uniform((), seeds[3]) < 0.5
         image = tf.cond(do_flip, lambda: tf.reverse(image, [1]), lambda: image)
@@ -121,16 +130,26 @@ def train_dataset(patterns, hparams, batch_size=None, deterministic=False, seed=
     batch_size = batch_size or hparams.batch_size
     files = list_files(patterns)
     ds = _record_dataset(files, deterministic, seed).map(
-        parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+    )
     if hparams.cache_decoded:
         ds = ds.cache()
     ds = ds.shuffle(hparams.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     # The element index seeds the augmentation: every repeat of an image gets new crops.
     ds = ds.enumerate().map(
-        lambda i, example: augment(example[0], example[1], tf.stack([tf.cast(seed, tf.int64), i]),
-                                   hparams.crop_size, hparams.min_scale, hparams.max_scale, hparams.flip,
-                                   hparams.color_jitter),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        lambda i, example: augment(
+            example[0],
+            example[1],
+            tf.stack([tf.cast(seed, tf.int64), i]),
+            hparams.crop_size,
+            hparams.min_scale,
+            hparams.max_scale,
+            hparams.flip,
+            hparams.color_jitter,
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return _with_options(ds, deterministic)
 
@@ -142,15 +161,17 @@ def eval_dataset(patterns, batch_size=1, repeat=False, drop_remainder=False):
     ignore mask keeps out of the metric but still changes context near the border; batch 1 is exact.
     """
     ds = _record_dataset(list_files(patterns), True, 0).map(
-        lambda s: tuple(_to_float(*parse_example(s))), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        lambda s: tuple(_to_float(*parse_example(s))), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     if batch_size == 1:
         ds = ds.batch(1)
     else:
         # padded_batch pads with one scalar: pad (image - mean) with 0 so the padding is the mean pixel.
-        mean = tf.constant(MEAN_PIXEL, tf.float32)
+        mean = tf.constant(MEAN_RGB, tf.float32)
         ds = ds.map(lambda image, label: (image - mean, label))
-        ds = ds.padded_batch(batch_size, padding_values=(0.0, tf.constant(IGNORE_LABEL, tf.uint8)),
-                             drop_remainder=drop_remainder)
+        ds = ds.padded_batch(
+            batch_size, padding_values=(0.0, tf.constant(IGNORE_LABEL, tf.uint8)), drop_remainder=drop_remainder
+        )
         ds = ds.map(lambda image, label: (image + mean, label))
     if repeat:
         ds = ds.repeat()

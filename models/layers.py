@@ -3,6 +3,7 @@
 All layers accept dynamic spatial shapes (any H, W, odd included): sizes are read with tf.shape at
 run time, never from the static shape.
 """
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -32,8 +33,9 @@ class Preprocess(keras.layers.Layer):
 class ConvBNReLU(keras.layers.Layer):
     """Conv2D (no bias) -> BatchNormalization -> ReLU, the unit of every ASPP branch and the head."""
 
-    def __init__(self, filters, kernel_size=1, dilation_rate=1, bn_decay=0.9997, bn_epsilon=1e-5,
-                 weight_decay=0.0, **kwargs):
+    def __init__(
+        self, filters, kernel_size=1, dilation_rate=1, bn_decay=0.9997, bn_epsilon=1e-5, weight_decay=0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
@@ -42,8 +44,15 @@ class ConvBNReLU(keras.layers.Layer):
         self.bn_epsilon = bn_epsilon
         self.weight_decay = weight_decay
         self.conv = AtrousConv2D(
-            filters, kernel_size, padding="same", dilation_rate=dilation_rate, use_bias=False,
-            kernel_initializer="he_normal", kernel_regularizer=l2_regularizer(weight_decay), name="conv")
+            filters,
+            kernel_size,
+            padding="same",
+            dilation_rate=dilation_rate,
+            use_bias=False,
+            kernel_initializer="he_normal",
+            kernel_regularizer=l2_regularizer(weight_decay),
+            name="conv",
+        )
         self.bn = keras.layers.BatchNormalization(momentum=bn_decay, epsilon=bn_epsilon, name="bn")
         self.relu = keras.layers.ReLU(name="relu")
 
@@ -52,8 +61,14 @@ class ConvBNReLU(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, kernel_size=self.kernel_size, dilation_rate=self.dilation_rate,
-                      bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon, weight_decay=self.weight_decay)
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            dilation_rate=self.dilation_rate,
+            bn_decay=self.bn_decay,
+            bn_epsilon=self.bn_epsilon,
+            weight_decay=self.weight_decay,
+        )
         return config
 
 
@@ -129,8 +144,15 @@ class AtrousConv2D(keras.layers.Conv2D):
 
     def convolution_op(self, inputs, kernel):
         rate = self.dilation_rate[0]
-        if (rate > 1 and self.dilation_rate[0] == self.dilation_rate[1] and self.padding == "same"
-                and self.strides == (1, 1) and self.kernel_size[0] == self.kernel_size[1]
-                and self.kernel_size[0] % 2 == 1 and self.groups == 1 and self.data_format == "channels_last"):
+        if (
+            rate > 1
+            and self.dilation_rate[0] == self.dilation_rate[1]
+            and self.padding == "same"
+            and self.strides == (1, 1)
+            and self.kernel_size[0] == self.kernel_size[1]
+            and self.kernel_size[0] % 2 == 1
+            and self.groups == 1
+            and self.data_format == "channels_last"
+        ):
             return atrous_conv2d_same(inputs, kernel, rate)
         return super().convolution_op(inputs, kernel)

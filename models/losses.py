@@ -4,6 +4,7 @@ Weight decay is not here: it lives in the model as kernel regularizers (models.l
 and Keras adds `model.losses` to this loss in every training step (the reference repo declared
 its L2 regularizer but never added it to the loss).
 """
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -21,8 +22,7 @@ def masked_softmax_cross_entropy(labels, logits, ignore_label=IGNORE_LABEL):
         labels = tf.squeeze(labels, axis=-1)
     valid = tf.not_equal(labels, ignore_label)
     safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
-    per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels,
-                                                               logits=tf.cast(logits, tf.float32))
+    per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=tf.cast(logits, tf.float32))
     weights = tf.cast(valid, tf.float32)
     return tf.reduce_sum(per_pixel * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 

@@ -1,22 +1,11 @@
-"""Streaming mean IoU for training and validation (confusion matrix accumulated in TF, 255 ignored)."""
-import numpy as np
+"""Streaming mean IoU for training and validation (confusion matrix accumulated in TF, 255 ignored).
+
+The NumPy mIoU of a finished confusion matrix is models.confusion.iou_from_confusion."""
+
 import tensorflow as tf
 import tf_keras as keras
 
 from data.voc import IGNORE_LABEL
-
-
-def iou_from_confusion(confusion):
-    """Per-class IoU (NaN for classes absent from both labels and predictions) and their mean.
-
-    confusion[i, j] = pixels of true class i predicted as j.
-    """
-    confusion = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-    return iou, float(np.nanmean(iou)) if np.any(union > 0) else 0.0
 
 
 @keras.saving.register_keras_serializable(package="deeplab")
@@ -31,8 +20,9 @@ class StreamingMeanIoU(keras.metrics.Metric):
         super().__init__(name=name, **kwargs)
         self.num_classes = num_classes
         self.ignore_label = ignore_label
-        self.confusion = self.add_weight("confusion", shape=(num_classes, num_classes), initializer="zeros",
-                                         dtype=tf.float64)
+        self.confusion = self.add_weight(
+            "confusion", shape=(num_classes, num_classes), initializer="zeros", dtype=tf.float64
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         labels = tf.cast(y_true, tf.int32)
@@ -40,8 +30,12 @@ class StreamingMeanIoU(keras.metrics.Metric):
             labels = tf.squeeze(labels, axis=-1)
         predictions = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
         valid = tf.not_equal(labels, self.ignore_label)
-        confusion = tf.math.confusion_matrix(tf.boolean_mask(labels, valid), tf.boolean_mask(predictions, valid),
-                                             num_classes=self.num_classes, dtype=tf.float64)
+        confusion = tf.math.confusion_matrix(
+            tf.boolean_mask(labels, valid),
+            tf.boolean_mask(predictions, valid),
+            num_classes=self.num_classes,
+            dtype=tf.float64,
+        )
         self.confusion.assign_add(confusion)
 
     def per_class_iou(self):

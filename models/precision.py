@@ -13,8 +13,8 @@ an explicit reduced precision that the hardware only emulates is allowed but log
 `deeplab export` speaks "float32" / "bfloat16" (models/export.py): resolve_export_precision maps the same
 decision onto those two (no float16 export: a GPU without native bfloat16 exports float32).
 """
+
 import logging
-import os
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ def read_cpu_flags(path="/proc/cpuinfo"):
 def gpu_compute_capabilities():
     """[(device name, (major, minor) or None)] of the visible GPUs (TensorFlow's view)."""
     import tensorflow as tf
+
     found = []
     for device in tf.config.list_physical_devices("GPU"):
         try:
@@ -101,8 +102,11 @@ def _native(cpu_flags, gpus):
         what = f"{name} has compute capability {_format_cc(weakest)}"
         if len(gpus) > 1:
             what = f"{len(gpus)} GPUs, the weakest {what}"
-        return (weakest is not None and weakest >= BF16_MIN_COMPUTE_CAPABILITY,
-                weakest is not None and weakest >= FP16_MIN_COMPUTE_CAPABILITY, what)
+        return (
+            weakest is not None and weakest >= BF16_MIN_COMPUTE_CAPABILITY,
+            weakest is not None and weakest >= FP16_MIN_COMPUTE_CAPABILITY,
+            what,
+        )
     if cpu_flags is None:
         return False, False, "no GPU; CPU flags unknown (no /proc/cpuinfo)"
     native = [flag for flag in NATIVE_BF16_CPU_FLAGS if flag in cpu_flags]
@@ -126,11 +130,17 @@ def resolve_precision(requested=AUTO, *, cpu_flags=None, gpus=None):
     bf16, fp16, what = _native(cpu_flags, gpus)
     if requested != AUTO:
         if requested == "mixed_bfloat16" and not bf16:
-            log.warning("precision mixed_bfloat16 requested but bfloat16 is not native here (%s): it is emulated "
-                        "and usually slower than float32 (precision auto would pick the fastest)", what)
+            log.warning(
+                "precision mixed_bfloat16 requested but bfloat16 is not native here (%s): it is emulated "
+                "and usually slower than float32 (precision auto would pick the fastest)",
+                what,
+            )
         elif requested == "mixed_float16" and not fp16:
-            log.warning("precision mixed_float16 requested but float16 is not native here (%s): it is emulated "
-                        "and usually slower than float32", what)
+            log.warning(
+                "precision mixed_float16 requested but float16 is not native here (%s): it is emulated "
+                "and usually slower than float32",
+                what,
+            )
         return requested, "requested"
     if bf16:
         return "mixed_bfloat16", f"auto: {what} (native bfloat16)"
@@ -147,8 +157,9 @@ def resolve_export_precision(requested=AUTO, *, cpu_flags=None, gpus=None):
     requested = str(requested or AUTO).strip().lower()
     if requested not in (AUTO,) + EXPORT_PRECISIONS:
         raise ValueError(f"export precision must be one of auto, {', '.join(EXPORT_PRECISIONS)}; got {requested!r}")
-    policy, reason = resolve_precision("mixed_bfloat16" if requested == "bfloat16" else requested,
-                                       cpu_flags=cpu_flags, gpus=gpus)
+    policy, reason = resolve_precision(
+        "mixed_bfloat16" if requested == "bfloat16" else requested, cpu_flags=cpu_flags, gpus=gpus
+    )
     if policy == "mixed_bfloat16":
         return "bfloat16", reason
     if policy == "mixed_float16":  # the export has no float16 graph

@@ -8,7 +8,7 @@ train(hparams, train_files, eval_files, model_run_dir, serving_model_dir) does, 
   validation image at its own size -> model.keras + hparams.json + train_report.json in
   model_run_dir -> TF Serving SavedModel (models.export) in serving_model_dir.
 """
-import contextlib
+
 import json
 import logging
 import math
@@ -20,15 +20,14 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import input_pipeline
-from models.deeplab import build_deeplab_v3, custom_objects
+from models.confusion import iou_from_confusion
 from models.losses import MaskedSparseCrossEntropy
-from models.metrics import StreamingMeanIoU, iou_from_confusion
+from models.metrics import StreamingMeanIoU
+from models.model_io import build_model, precision_policy, save_model, with_precision, write_hparams
 from models.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
-MODEL_FILENAME = "model.keras"
-HPARAMS_FILENAME = "hparams.json"
 REPORT_FILENAME = "train_report.json"
 
 
@@ -53,14 +52,20 @@ class PolyDecay(keras.optimizers.schedules.LearningRateSchedule):
         return lr
 
     def get_config(self):
-        return dict(base_learning_rate=self.base_learning_rate, decay_steps=self.decay_steps, power=self.power,
-                    end_learning_rate=self.end_learning_rate, warmup_steps=self.warmup_steps)
+        return dict(
+            base_learning_rate=self.base_learning_rate,
+            decay_steps=self.decay_steps,
+            power=self.power,
+            end_learning_rate=self.end_learning_rate,
+            warmup_steps=self.warmup_steps,
+        )
 
 
 def build_optimizer(hparams, total_steps):
     """SGD with momentum (paper) or Adam (the reference repo used Adam 1e-5), on the poly schedule."""
-    schedule = PolyDecay(hparams.learning_rate, total_steps, hparams.lr_power, hparams.end_learning_rate,
-                         hparams.warmup_steps)
+    schedule = PolyDecay(
+        hparams.learning_rate, total_steps, hparams.lr_power, hparams.end_learning_rate, hparams.warmup_steps
+    )
     if hparams.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=hparams.momentum)
     return keras.optimizers.Adam(schedule)
@@ -90,28 +95,13 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
 
 
-@contextlib.contextmanager
-def precision_policy(name):
-    """Set the global Keras dtype policy inside the block (mixed_bfloat16 / mixed_float16 / float32)."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def build_model(hparams, weights=True):
-    """The DeepLab V3 of `hparams` under the current dtype policy; weights=False skips ImageNet init."""
-    kwargs = hparams.model_kwargs()
-    if not weights:
-        kwargs["weights"] = None
-    return build_deeplab_v3(**kwargs)
-
-
 def compile_model(model, hparams, total_steps):
-    model.compile(optimizer=build_optimizer(hparams, total_steps), loss=MaskedSparseCrossEntropy(),
-                  metrics=[StreamingMeanIoU(hparams.num_classes, name="miou")], jit_compile=bool(hparams.xla))
+    model.compile(
+        optimizer=build_optimizer(hparams, total_steps),
+        loss=MaskedSparseCrossEntropy(),
+        metrics=[StreamingMeanIoU(hparams.num_classes, name="miou")],
+        jit_compile=bool(hparams.xla),
+    )
     return model
 
 
@@ -144,6 +134,7 @@ class PredictionImages(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         from data.visualize import overlay, save_grid
+
         rows = []
         for image, label in self.samples:
             logits = self.model(image[None], training=False)
@@ -155,8 +146,11 @@ class PredictionImages(keras.callbacks.Callback):
             for i, row in enumerate(rows):
                 tf.summary.image(f"overlay_{i}/image_truth_prediction", np.concatenate(row, axis=1)[None], step=step)
         os.makedirs(os.path.join(self.run_dir, "predictions"), exist_ok=True)
-        save_grid(rows, os.path.join(self.run_dir, "predictions", f"epoch_{epoch + 1:03d}.png"),
-                  titles=["image", "ground truth", f"prediction @ step {step}"])
+        save_grid(
+            rows,
+            os.path.join(self.run_dir, "predictions", f"epoch_{epoch + 1:03d}.png"),
+            titles=["image", "ground truth", f"prediction @ step {step}"],
+        )
 
 
 class InitialStep(keras.callbacks.Callback):
@@ -197,9 +191,13 @@ def evaluate_miou(model, eval_files, num_classes, max_images=None):
         if max_images and count >= max_images:
             break
     confusion = metric.confusion.numpy()
-    per_class, miou = iou_from_confusion(confusion)
-    return {"miou": miou, "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class],
-            "images": count, "pixels": int(confusion.sum())}
+    per_class, miou = iou_from_confusion(confusion)  # miou None when no class was seen
+    return {
+        "miou": miou,
+        "per_class_iou": [None if np.isnan(v) else float(v) for v in per_class],
+        "images": count,
+        "pixels": int(confusion.sum()),
+    }
 
 
 def _epochs(hparams):
@@ -208,18 +206,20 @@ def _epochs(hparams):
     return epochs, math.ceil(hparams.train_steps / epochs)
 
 
-def float32_copy(model, hparams):
-    """A float32 model with `model`'s weights (for saving/export after mixed-precision training)."""
-    if model.compute_dtype == "float32":
-        return model
-    with precision_policy("float32"):
-        copy = build_model(hparams, weights=False)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=None, strategy=None, callbacks=(),
-          verbose=1, deterministic=False, export=True, backup_dir=None, serving_tta=None):
+def train(
+    hparams,
+    train_files,
+    eval_files,
+    model_run_dir,
+    serving_model_dir=None,
+    strategy=None,
+    callbacks=(),
+    verbose=1,
+    deterministic=False,
+    export=True,
+    backup_dir=None,
+    serving_tta=None,
+):
     """Train DeepLab V3 and write its artifacts; returns the report dict (also train_report.json).
 
     train_files / eval_files: glob patterns or directories of ExampleGen TFRecords (GZIP).
@@ -232,18 +232,32 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
     strategy = strategy or get_strategy()
     chief = is_chief(strategy)
     # Non-chief workers must write somewhere private (MultiWorkerMirroredStrategy convention).
-    run_dir = model_run_dir if chief else os.path.join(model_run_dir, "workers", f"worker_{strategy.cluster_resolver.task_id}")
+    run_dir = (
+        model_run_dir
+        if chief
+        else os.path.join(model_run_dir, "workers", f"worker_{strategy.cluster_resolver.task_id}")
+    )
     tf.io.gfile.makedirs(run_dir)
     epochs, steps_per_epoch = _epochs(hparams)
     total_steps = epochs * steps_per_epoch
     policy, precision_reason = resolve_precision(hparams.precision)  # "auto" -> the policy native here
-    log.info("Training %s (output_stride %d, crop %d, batch %d) for %d steps (%d epochs x %d) on %d replica(s), "
-             "precision %s (%s)%s", hparams.backbone, hparams.output_stride, hparams.crop_size, hparams.batch_size,
-             total_steps, epochs, steps_per_epoch, strategy.num_replicas_in_sync, policy, precision_reason,
-             ", XLA" if hparams.xla else "")
+    log.info(
+        "Training %s (output_stride %d, crop %d, batch %d) for %d steps (%d epochs x %d) on %d replica(s), "
+        "precision %s (%s)%s",
+        hparams.backbone,
+        hparams.output_stride,
+        hparams.crop_size,
+        hparams.batch_size,
+        total_steps,
+        epochs,
+        steps_per_epoch,
+        strategy.num_replicas_in_sync,
+        policy,
+        precision_reason,
+        ", XLA" if hparams.xla else "",
+    )
     if chief:
-        hparams.to_json(os.path.join(run_dir, HPARAMS_FILENAME), precision_resolved=policy,
-                        precision_reason=precision_reason)
+        write_hparams(run_dir, hparams, precision_resolved=policy, precision_reason=precision_reason)
 
     keras.utils.set_random_seed(hparams.seed)
     train_ds = input_pipeline.train_dataset(train_files, hparams, deterministic=deterministic)
@@ -257,47 +271,70 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
         val_ds = input_pipeline.eval_dataset(eval_files)
     if hparams.eval_steps:
         val_ds = val_ds.take(hparams.eval_steps)
-    with precision_policy(policy), strategy.scope():
-        model = compile_model(build_model(hparams), hparams, total_steps)
+    with precision_policy(policy), strategy.scope():  # metrics and optimizer too are made under the policy
+        model = compile_model(build_model(hparams.model, None, **hparams.build_options()), hparams, total_steps)
 
     initial_step = InitialStep()
     fit_callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir or os.path.join(run_dir, "backup"),
-                                         save_freq=hparams.checkpoint_every, delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(
+            backup_dir or os.path.join(run_dir, "backup"), save_freq=hparams.checkpoint_every, delete_checkpoint=False
+        ),
         initial_step,
         keras.callbacks.TensorBoard(run_dir, update_freq=max(1, min(50, steps_per_epoch))),
         LearningRateLogger(run_dir, every=max(1, min(50, steps_per_epoch))),
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoints", "best_miou"), monitor="val_miou",
-                                        mode="max", save_best_only=True, save_weights_only=True),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(run_dir, "checkpoints", "best_miou"),
+            monitor="val_miou",
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+        ),
     ]
     if chief and hparams.log_images:
         fit_callbacks.append(PredictionImages(_first_samples(eval_files, hparams.log_images), run_dir))
     fit_callbacks.extend(callbacks)
-    history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds,
-                        callbacks=fit_callbacks, verbose=verbose)
+    history = model.fit(
+        train_ds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=val_ds,
+        callbacks=fit_callbacks,
+        verbose=verbose,
+    )
     fit_seconds = time.time() - started
 
-    final = float32_copy(model, hparams)
+    final = with_precision(model, "float32", hparams.model)  # saved and exported in float32
     evaluation = evaluate_miou(final, eval_files, hparams.num_classes)
     report = {
-        "val_miou": evaluation["miou"], "val_per_class_iou": evaluation["per_class_iou"],
-        "val_images": evaluation["images"], "steps": int(model.optimizer.iterations.numpy()),
+        "val_miou": evaluation["miou"],
+        "val_per_class_iou": evaluation["per_class_iou"],
+        "val_images": evaluation["images"],
+        "steps": int(model.optimizer.iterations.numpy()),
         "initial_step": initial_step.step,
-        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "train_seconds": round(fit_seconds, 1),
-        "replicas": strategy.num_replicas_in_sync, "history": {k: [float(v) for v in vals]
-                                                             for k, vals in history.history.items()},
-        "hparams": hparams.to_dict(), "precision_resolved": policy, "precision_reason": precision_reason,
-        "model": None, "serving_model_dir": None,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "train_seconds": round(fit_seconds, 1),
+        "replicas": strategy.num_replicas_in_sync,
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "hparams": hparams.to_dict(),
+        "precision_resolved": policy,
+        "precision_reason": precision_reason,
+        "model": None,
+        "serving_model_dir": None,
     }
-    log.info("Validation mIoU over %d whole images: %.4f", evaluation["images"], evaluation["miou"])
+    log.info(
+        "Validation mIoU over %d whole images: %s",
+        evaluation["images"],
+        "none (no labelled pixel)" if evaluation["miou"] is None else f"{evaluation['miou']:.4f}",
+    )
     # Every worker saves and exports (saving a MultiWorkerMirrored model runs collective ops that
     # need all workers); non-chief workers write into their private run_dir, deleted afterwards.
-    model_path = os.path.join(run_dir, MODEL_FILENAME)
-    final.save(model_path)
+    model_path = save_model(final, run_dir)
     export_dir = serving_model_dir if chief else os.path.join(run_dir, "serving_model")
     if serving_model_dir and export:
         from models.export import export_serving_model
-        export_serving_model(final, export_dir, hparams=hparams, tta=serving_tta)
+
+        export_serving_model(final, export_dir, hparams=hparams, config=hparams.model, tta=serving_tta)
     if chief:
         report["model"] = model_path
         report["serving_model_dir"] = serving_model_dir if (serving_model_dir and export) else None
@@ -306,11 +343,3 @@ def train(hparams, train_files, eval_files, model_run_dir, serving_model_dir=Non
     else:
         tf.io.gfile.rmtree(run_dir)
     return report
-
-
-def load_trained_model(model_run_dir):
-    """(model, hparams) saved by train() in model_run_dir."""
-    from models.hparams import HParams
-    model = keras.models.load_model(os.path.join(model_run_dir, MODEL_FILENAME), custom_objects=custom_objects(),
-                                    compile=False)
-    return model, HParams.from_json(os.path.join(model_run_dir, HPARAMS_FILENAME))

@@ -18,6 +18,7 @@ Writes (TFX artifacts):
     train_report.json (with `initial_step`: 0, or the step a resumed run started from), predictions/*.png.
   model (fn_args.serving_model_dir): the TF Serving SavedModel from models.export.
 """
+
 import hashlib
 import json
 import logging
@@ -43,15 +44,20 @@ def split_custom_config(custom_config):
 def hparams_from_fn_args(fn_args):
     """HParams from custom_config, with the Trainer's train/eval steps (when set) taking precedence."""
     config, _, _ = split_custom_config(getattr(fn_args, "custom_config", None))
-    return hparams_lib.from_custom_config(config, train_steps=getattr(fn_args, "train_steps", None),
-                                          eval_steps=getattr(fn_args, "eval_steps", None))
+    return hparams_lib.from_custom_config(
+        config, train_steps=getattr(fn_args, "train_steps", None), eval_steps=getattr(fn_args, "eval_steps", None)
+    )
 
 
 def resume_identity(hparams, train_files, eval_files, serving_tta=None):
     """What must be equal for a checkpoint to be continued: the hyper-parameters, the example files (a new
     ExampleGen artifact has new URIs) and the export settings."""
-    return {"hparams": hparams.to_dict(), "train_files": sorted(train_files), "eval_files": sorted(eval_files),
-            "serving_tta": serving_tta}
+    return {
+        "hparams": hparams.to_dict(),
+        "train_files": sorted(train_files),
+        "eval_files": sorted(eval_files),
+        "serving_tta": serving_tta,
+    }
 
 
 def resume_dir_for(resume_root, identity):
@@ -65,14 +71,21 @@ def _prepare_resume_dir(resume_root, identity):
 
     state_dir = resume_dir_for(resume_root, identity)
     config_path = posixpath.join(state_dir, RESUME_CONFIG_FILENAME)
-    others = [d.rstrip("/") for d in (tf.io.gfile.listdir(resume_root) if tf.io.gfile.isdir(resume_root) else [])
-              if posixpath.join(str(resume_root), d.rstrip("/")) != state_dir]
+    others = [
+        d.rstrip("/")
+        for d in (tf.io.gfile.listdir(resume_root) if tf.io.gfile.isdir(resume_root) else [])
+        if posixpath.join(str(resume_root), d.rstrip("/")) != state_dir
+    ]
     if tf.io.gfile.exists(config_path):
-        log.info("Found the training state of this configuration in %s: resuming from its last checkpoint",
-                 state_dir)
+        log.info("Found the training state of this configuration in %s: resuming from its last checkpoint", state_dir)
     elif others:
-        log.warning("The configuration or the data changed since the unfinished training(s) in %s (%s): "
-                    "starting afresh from step 0 in %s", resume_root, ", ".join(sorted(others)), state_dir)
+        log.warning(
+            "The configuration or the data changed since the unfinished training(s) in %s (%s): "
+            "starting afresh from step 0 in %s",
+            resume_root,
+            ", ".join(sorted(others)),
+            state_dir,
+        )
     else:
         log.info("No unfinished training of this configuration: starting from step 0 (state in %s)", state_dir)
     tf.io.gfile.makedirs(state_dir)
@@ -92,12 +105,24 @@ def run_fn(fn_args):
     backup_dir = None
     if resume_root:
         backup_dir = _prepare_resume_dir(resume_root, resume_identity(hparams, train_files, eval_files, serving_tta))
-    report = train_lib.train(hparams, train_files, eval_files, fn_args.model_run_dir, fn_args.serving_model_dir,
-                             backup_dir=backup_dir, serving_tta=serving_tta)
+    report = train_lib.train(
+        hparams,
+        train_files,
+        eval_files,
+        fn_args.model_run_dir,
+        fn_args.serving_model_dir,
+        backup_dir=backup_dir,
+        serving_tta=serving_tta,
+    )
     if backup_dir:
         # Finished and exported: a later run with the same settings is a TFX cache hit or a deliberate re-run,
         # neither of which should continue from this state.
         tf.io.gfile.rmtree(backup_dir)
-    log.info("Trainer done: validation mIoU %.4f over %d images, %d steps (started at step %d)", report["val_miou"],
-             report["val_images"], report["steps"], report["initial_step"])
+    log.info(
+        "Trainer done: validation mIoU %s over %d images, %d steps (started at step %d)",
+        "none" if report["val_miou"] is None else "%.4f" % report["val_miou"],
+        report["val_images"],
+        report["steps"],
+        report["initial_step"],
+    )
     return report

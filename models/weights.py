@@ -5,6 +5,7 @@ $DEEPLAB_WEIGHTS_DIR or ~/.keras/models (where Keras caches it), or pass its pat
 use tf_keras.applications layer names (models/backbone.py), so weights map layer by layer by name;
 the shapes are checked, and every backbone layer with weights must be found in the file.
 """
+
 import os
 
 import h5py
@@ -25,8 +26,10 @@ def expected_weights_file(backbone, alpha=1.0):
         return name, _RESNET_URL + name
     if backbone == "mobilenet_v2":
         if float(alpha) not in _MOBILENET_ALPHAS:
-            raise ValueError(f"no ImageNet weights exist for mobilenet_v2 alpha={alpha}; "
-                             f"Keras publishes alpha in {_MOBILENET_ALPHAS}")
+            raise ValueError(
+                f"no ImageNet weights exist for mobilenet_v2 alpha={alpha}; "
+                f"Keras publishes alpha in {_MOBILENET_ALPHAS}"
+            )
         name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_224_no_top.h5"
         return name, _MOBILENET_URL + name
     raise ValueError(f"unknown backbone {backbone!r}")
@@ -35,16 +38,23 @@ def expected_weights_file(backbone, alpha=1.0):
 def find_weights_file(backbone, alpha=1.0, path=None):
     """The local weights file: `path` if given, else the expected name in $DEEPLAB_WEIGHTS_DIR or ~/.keras/models."""
     name, url = expected_weights_file(backbone, alpha)
-    candidates = [path] if path else [
-        os.path.join(d, name) for d in (os.environ.get("DEEPLAB_WEIGHTS_DIR"),
-                                        os.path.expanduser("~/.keras/models")) if d]
+    candidates = (
+        [path]
+        if path
+        else [
+            os.path.join(d, name)
+            for d in (os.environ.get("DEEPLAB_WEIGHTS_DIR"), os.path.expanduser("~/.keras/models"))
+            if d
+        ]
+    )
     for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
     raise FileNotFoundError(
         f"ImageNet weights for {backbone} not found (looked at: {', '.join(candidates)}). "
         f"Download {name} from {url} (on a machine with network: "
-        f"`curl -LO {url}`) and put it in $DEEPLAB_WEIGHTS_DIR or ~/.keras/models, or pass its path.")
+        f"`curl -LO {url}`) and put it in $DEEPLAB_WEIGHTS_DIR or ~/.keras/models, or pass its path."
+    )
 
 
 def _read_h5_weights(path):
@@ -75,13 +85,17 @@ def load_imagenet_weights(backbone_model, backbone, alpha=1.0, path=None):
         if not layer.weights:
             continue
         if layer.name not in stored:
-            raise ValueError(f"{path}: no weights for layer {layer.name!r}; is it the file of {backbone} "
-                             f"(alpha={alpha})? expected {expected_weights_file(backbone, alpha)[0]}")
+            raise ValueError(
+                f"{path}: no weights for layer {layer.name!r}; is it the file of {backbone} "
+                f"(alpha={alpha})? expected {expected_weights_file(backbone, alpha)[0]}"
+            )
         arrays = stored[layer.name]
         shapes = [tuple(w.shape) for w in layer.weights]
         if [a.shape for a in arrays] != shapes:
-            raise ValueError(f"{path}: layer {layer.name!r} has shapes {[a.shape for a in arrays]} in the file, "
-                             f"the backbone needs {shapes} (wrong backbone or alpha?)")
+            raise ValueError(
+                f"{path}: layer {layer.name!r} has shapes {[a.shape for a in arrays]} in the file, "
+                f"the backbone needs {shapes} (wrong backbone or alpha?)"
+            )
         layer.set_weights(arrays)
         loaded += 1
     unused = sorted(set(stored) - {layer.name for layer in backbone_model.layers})

@@ -1,8 +1,12 @@
 """Defaults of the deeplab-tfx pipeline (TFX template style): one place to read and override them.
 
 Everything here is a plain value; `pipeline/pipeline.py:create_pipeline()` takes each as a keyword
-argument and `pipeline/cli.py` maps flags onto them.
+argument and `pipeline/cli.py` maps flags onto them (`RunOptions`). The custom components
+(components/*/component.py), `deeplab serve|predict` (serving/cli.py, serving/predict.py) and the demo
+(pipeline/demo.py) take their defaults from here too: this module imports nothing of the project, so any
+layer can import it without a cycle.
 """
+
 import os
 import posixpath
 
@@ -16,8 +20,12 @@ METADATA_FILENAME = "metadata.sqlite"
 # Data (see README "Data"): the pipeline never downloads; point these at unpacked VOC 2012 / SBD.
 VOC_ROOT = None
 SBD_ROOT = None
+# The split the Trainer fits on and the split it and MiouEvaluator evaluate on (also the names the
+# --train-recipe / --val-recipe shortcuts set).
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "val"
 # output split name -> recipe of data.splits (voc_train, voc_val, train_aug, sbd_train_minus_voc_val, file:PATH, ...)
-SPLIT_RECIPES = {"train": "voc_train", "val": "voc_val"}
+SPLIT_RECIPES = {TRAIN_SPLIT: "voc_train", EVAL_SPLIT: "voc_val"}
 # Fail the ingest when a split rejects more than this fraction of its samples.
 MAX_REJECTED_FRACTION = 0.05
 # Output TFRecord files per split; 0 lets the Beam runner decide (one per bundle on the DirectRunner).
@@ -57,7 +65,6 @@ TRAINING_STATE_DIRNAME = "_training_state"
 # Evaluation and gating (MiouEvaluator): push only a model whose val mIoU >= MIOU_THRESHOLD and which is at most
 # MAX_REGRESSION below the latest blessed model. "export" evaluates with the test-time augmentation baked into
 # the served graph, so the gate measures exactly what TF Serving answers.
-EVAL_SPLIT = "val"
 MIOU_THRESHOLD = 0.5
 MAX_REGRESSION = 0.01
 EVAL_TTA = "export"
@@ -66,6 +73,9 @@ EVAL_TTA = "export"
 MODEL_NAME = "deeplab"
 KEEP_VERSIONS = 3
 SERVING_DIRNAME = "serving"
+# `deeplab serve` (and tensorflow_model_server's) default ports.
+GRPC_PORT = 8500
+REST_PORT = 8501
 
 # Kubeflow Pipelines (KubeflowV2DagRunner): compiled PipelineJob JSON.
 KUBEFLOW_PIPELINE_ROOT = "gs://YOUR-BUCKET/deeplab-tfx"
@@ -75,6 +85,7 @@ KUBEFLOW_OUTPUT_FILE = "pipeline.json"
 KUBEFLOW_SCHEMA_FILE = "/pipeline/pipeline/schema/schema.pbtxt"
 
 # Synthetic demo dataset (deeplab demo).
+DEMO_WORKDIR = os.path.join("runs", "demo")
 DEMO_NUM_TRAIN = 300
 DEMO_NUM_VAL = 60
 DEMO_SEED = 0

@@ -5,6 +5,7 @@ library warnings) goes to a log file whose path is printed first; `--verbose` pr
 The log file takes file descriptor 2 itself, so output of C++ code and of Beam worker subprocesses lands there
 too; Python's `sys.stderr` stays on the terminal for the project's own warnings and errors.
 """
+
 import contextlib
 import io
 import logging
@@ -18,8 +19,11 @@ QUIET_COMMANDS = ("demo", "run", "ingest", "train", "evaluate", "export")
 PROJECT_LOGGERS = ("data", "models", "components", "pipeline", "serving", "runner", "__main__")
 LOG_DIRNAME = "logs"
 FALLBACK_LOG_DIR = os.path.join("runs", LOG_DIRNAME)
-BEAM_RELAY_LOGGERS = ("apache_beam.runners.portability.local_job_service", "apache_beam.runners.worker",
-                      "apache_beam.runners.portability.fn_api_runner")
+BEAM_RELAY_LOGGERS = (
+    "apache_beam.runners.portability.local_job_service",
+    "apache_beam.runners.worker",
+    "apache_beam.runners.portability.fn_api_runner",
+)
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # The LocalDagRunner / Launcher messages that frame each component (format strings, matched exactly).

@@ -10,6 +10,7 @@
 caching); `compile_kubeflow()` writes the same pipeline as a Kubeflow Pipelines v2 PipelineJob JSON,
 offline.
 """
+
 import os
 import posixpath
 from typing import Any, Dict, List, Optional
@@ -25,30 +26,32 @@ from models import trainer_module
 from pipeline import configs
 
 
-def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
-                    pipeline_root: str = configs.local_paths()[0],
-                    voc_root: Optional[str] = configs.VOC_ROOT,
-                    sbd_root: Optional[str] = configs.SBD_ROOT,
-                    split_recipes: Optional[Dict[str, str]] = None,
-                    reference_tfrecords: Optional[Dict[str, str]] = None,
-                    max_rejected_fraction: float = configs.MAX_REJECTED_FRACTION,
-                    num_shards: int = configs.NUM_SHARDS,
-                    beam_pipeline_args: Optional[List[str]] = None,
-                    metadata_path: Optional[str] = None,
-                    enable_cache: bool = True,
-                    with_model: bool = True,
-                    train_config: Optional[Dict[str, Any]] = None,
-                    train_steps: Optional[int] = None,
-                    eval_split: str = configs.EVAL_SPLIT,
-                    miou_threshold: float = configs.MIOU_THRESHOLD,
-                    max_regression: float = configs.MAX_REGRESSION,
-                    eval_tta: Any = configs.EVAL_TTA,
-                    serving_tta: Any = configs.SERVING_TTA,
-                    serving_dir: Optional[str] = None,
-                    model_name: str = configs.MODEL_NAME,
-                    keep_versions: int = configs.KEEP_VERSIONS,
-                    schema_file: str = configs.SCHEMA_FILE,
-                    allow_anomalies: bool = configs.ALLOW_ANOMALIES) -> tfx.dsl.Pipeline:
+def create_pipeline(
+    pipeline_name: str = configs.PIPELINE_NAME,
+    pipeline_root: str = configs.local_paths()[0],
+    voc_root: Optional[str] = configs.VOC_ROOT,
+    sbd_root: Optional[str] = configs.SBD_ROOT,
+    split_recipes: Optional[Dict[str, str]] = None,
+    reference_tfrecords: Optional[Dict[str, str]] = None,
+    max_rejected_fraction: float = configs.MAX_REJECTED_FRACTION,
+    num_shards: int = configs.NUM_SHARDS,
+    beam_pipeline_args: Optional[List[str]] = None,
+    metadata_path: Optional[str] = None,
+    enable_cache: bool = True,
+    with_model: bool = True,
+    train_config: Optional[Dict[str, Any]] = None,
+    train_steps: Optional[int] = None,
+    eval_split: str = configs.EVAL_SPLIT,
+    miou_threshold: float = configs.MIOU_THRESHOLD,
+    max_regression: float = configs.MAX_REGRESSION,
+    eval_tta: Any = configs.EVAL_TTA,
+    serving_tta: Any = configs.SERVING_TTA,
+    serving_dir: Optional[str] = None,
+    model_name: str = configs.MODEL_NAME,
+    keep_versions: int = configs.KEEP_VERSIONS,
+    schema_file: str = configs.SCHEMA_FILE,
+    allow_anomalies: bool = configs.ALLOW_ANOMALIES,
+) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -84,17 +87,23 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
     components = []
 
     # Data: ingest, then validate.
-    example_gen = VocExampleGen(voc_root=voc_root, sbd_root=sbd_root, split_recipes=split_recipes,
-                                reference_tfrecords=reference_tfrecords,
-                                max_rejected_fraction=max_rejected_fraction, num_shards=num_shards)
+    example_gen = VocExampleGen(
+        voc_root=voc_root,
+        sbd_root=sbd_root,
+        split_recipes=split_recipes,
+        reference_tfrecords=reference_tfrecords,
+        max_rejected_fraction=max_rejected_fraction,
+        num_shards=num_shards,
+    )
     components.append(example_gen)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     components.append(statistics_gen)
     # A curated schema kept in the repo, not one inferred from the very statistics it should check.
     schema_gen = tfx.components.ImportSchemaGen(schema_file=str(schema_file))
     components.append(schema_gen)
-    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
-                                                        schema=schema_gen.outputs["schema"])
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
     components.append(example_validator)
     label_stats = LabelStatsGen(examples=example_gen.outputs["examples"])
     components.append(label_stats)
@@ -107,9 +116,10 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
         trainer = tfx.components.Trainer(
             run_fn="models.trainer_module.run_fn",
             examples=example_gen.outputs["examples"],
-            train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=train_steps),
+            train_args=tfx.proto.TrainArgs(splits=[configs.TRAIN_SPLIT], num_steps=train_steps),
             eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
-            custom_config=trainer_custom_config(train_config, serving_tta, pipeline_root))
+            custom_config=trainer_custom_config(train_config, serving_tta, pipeline_root),
+        )
         trainer.add_upstream_node(schema_gate)
         components.append(trainer)
         latest_blessed = tfx.dsl.Resolver(
@@ -119,14 +129,22 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
         ).with_id("latest_blessed_model_resolver")
         components.append(latest_blessed)
         evaluator = MiouEvaluator(
-            examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-            baseline_model=latest_blessed.outputs["model"], eval_split=eval_split,
-            miou_threshold=miou_threshold, max_regression=max_regression, tta=eval_tta)
+            examples=example_gen.outputs["examples"],
+            model=trainer.outputs["model"],
+            baseline_model=latest_blessed.outputs["model"],
+            eval_split=eval_split,
+            miou_threshold=miou_threshold,
+            max_regression=max_regression,
+            tta=eval_tta,
+        )
         components.append(evaluator)
         pusher = AtomicPusher(
-            model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-            serving_dir=serving_dir or configs.serving_dir_beside(pipeline_root), model_name=model_name,
-            keep_versions=keep_versions)
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            serving_dir=serving_dir or configs.serving_dir_beside(pipeline_root),
+            model_name=model_name,
+            keep_versions=keep_versions,
+        )
         components.append(pusher)
 
     return tfx.dsl.Pipeline(
@@ -134,8 +152,9 @@ def create_pipeline(pipeline_name: str = configs.PIPELINE_NAME,
         pipeline_root=str(pipeline_root),
         components=components,
         enable_cache=enable_cache,
-        metadata_connection_config=(tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path))
-                                    if metadata_path else None),
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path)) if metadata_path else None
+        ),
         beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args),
     )
 
@@ -146,7 +165,9 @@ def trainer_custom_config(train_config, serving_tta, pipeline_root):
     from models.inference import TTAConfig
 
     config = dict(configs.TRAIN_CONFIG if train_config is None else train_config)
-    config[trainer_module.SERVING_TTA_KEY] = None if serving_tta is None else TTAConfig.coerce(serving_tta).to_json_dict()
+    config[trainer_module.SERVING_TTA_KEY] = (
+        None if serving_tta is None else TTAConfig.coerce(serving_tta).to_json_dict()
+    )
     config[trainer_module.RESUME_ROOT_KEY] = posixpath.join(str(pipeline_root), configs.TRAINING_STATE_DIRNAME)
     return config
 
@@ -164,6 +185,8 @@ def compile_kubeflow(pipeline: tfx.dsl.Pipeline, image: str, output_path: str) -
     os.makedirs(output_dir, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
-        output_dir=output_dir, output_filename=output_filename)
+        output_dir=output_dir,
+        output_filename=output_filename,
+    )
     runner.run(pipeline, write_out=True)
     return os.path.join(output_dir, output_filename)

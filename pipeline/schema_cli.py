@@ -13,6 +13,7 @@ It prints the proposal (or writes it to `--out`) and a unified diff against the 
 stderr; `--write` overwrites the checked-in file. Review the diff: every relaxed constraint is one an
 anomaly would have caught.
 """
+
 import difflib
 import os
 import sys
@@ -25,21 +26,42 @@ STATS_FILE = "FeatureStats.pb"
 def add_arguments(command, parser):
     """Flags of `deeplab schema` (see runner.py)."""
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--statistics", metavar="PATH",
-                        help="a StatisticsGen artifact: its Split-NAME folder, the FeatureStats.pb in it, or the "
-                             "artifact folder itself (then every split, see --split)")
-    source.add_argument("--output-dir", help="a local run's folder (`deeplab ingest|run --output-dir`): its latest "
-                                             "StatisticsGen artifact is found in ML Metadata")
+    source.add_argument(
+        "--statistics",
+        metavar="PATH",
+        help="a StatisticsGen artifact: its Split-NAME folder, the FeatureStats.pb in it, or the "
+        "artifact folder itself (then every split, see --split)",
+    )
+    source.add_argument(
+        "--output-dir",
+        help="a local run's folder (`deeplab ingest|run --output-dir`): its latest "
+        "StatisticsGen artifact is found in ML Metadata",
+    )
     parser.add_argument("--metadata-path", help="ML Metadata sqlite file (default OUTPUT_DIR/metadata.sqlite)")
-    parser.add_argument("--pipeline-name", default=configs.PIPELINE_NAME, help="name in ML Metadata (default %(default)s)")
-    parser.add_argument("--split", action="append", default=[], metavar="NAME",
-                        help="split(s) of the artifact to use (repeatable; default: all)")
-    parser.add_argument("--schema", default=configs.SCHEMA_FILE,
-                        help="the checked-in schema to start from and diff against (default pipeline/schema/schema.pbtxt)")
-    parser.add_argument("--infer", action="store_true",
-                        help="infer from scratch (tfdv.infer_schema) instead of relaxing the checked-in schema")
+    parser.add_argument(
+        "--pipeline-name", default=configs.PIPELINE_NAME, help="name in ML Metadata (default %(default)s)"
+    )
+    parser.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="split(s) of the artifact to use (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--schema",
+        default=configs.SCHEMA_FILE,
+        help="the checked-in schema to start from and diff against (default pipeline/schema/schema.pbtxt)",
+    )
+    parser.add_argument(
+        "--infer",
+        action="store_true",
+        help="infer from scratch (tfdv.infer_schema) instead of relaxing the checked-in schema",
+    )
     parser.add_argument("--out", help="write the proposed schema here (default: print it on stdout)")
-    parser.add_argument("--write", action="store_true", help="overwrite the checked-in schema (--schema) with the proposal")
+    parser.add_argument(
+        "--write", action="store_true", help="overwrite the checked-in schema (--schema) with the proposal"
+    )
 
 
 def _split_stats_files(path, splits):
@@ -52,7 +74,7 @@ def _split_stats_files(path, splits):
         return [(os.path.basename(os.path.dirname(path.rstrip("/"))).replace("Split-", "") or "?", path)]
     if tf.io.gfile.exists(os.path.join(path, STATS_FILE)):
         return [(os.path.basename(path.rstrip("/")).replace("Split-", ""), os.path.join(path, STATS_FILE))]
-    found = sorted(d.rstrip("/")[len("Split-"):] for d in tf.io.gfile.listdir(path) if d.startswith("Split-"))
+    found = sorted(d.rstrip("/")[len("Split-") :] for d in tf.io.gfile.listdir(path) if d.startswith("Split-"))
     chosen = splits or found
     missing = sorted(set(chosen) - set(found))
     if missing or not chosen:
@@ -66,12 +88,14 @@ def statistics_from_args(args):
 
     path = args.statistics
     if path is None:
-        from pipeline.cli import latest_outputs
+        from pipeline.report import latest_outputs
 
         metadata_path = args.metadata_path or configs.local_paths(args.output_dir)[1]
         if not os.path.isfile(metadata_path):
-            raise SystemExit(f"no ML Metadata at {metadata_path}: run `deeplab ingest --output-dir {args.output_dir}` "
-                             "first, or give --statistics")
+            raise SystemExit(
+                f"no ML Metadata at {metadata_path}: run `deeplab ingest --output-dir {args.output_dir}` "
+                "first, or give --statistics"
+            )
         uris = latest_outputs(metadata_path, args.pipeline_name).get("StatisticsGen", {}).get("statistics")
         if not uris:
             raise SystemExit(f"{metadata_path}: pipeline {args.pipeline_name!r} has no finished StatisticsGen run")
@@ -80,9 +104,8 @@ def statistics_from_args(args):
 
 
 def load_schema(path):
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
     from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
 
     with open(path) as f:
         return text_format.Parse(f.read(), schema_pb2.Schema())
@@ -120,9 +143,13 @@ def main(command, args):
     text = schema_text(proposal)
     for split, stats in statistics:
         anomalies = tfdv.validate_statistics(stats, current).anomaly_info
-        print(f"split {split!r}: {len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'} against {args.schema}"
-              + "".join(f"\n  {name}: {info.short_description} ({info.description})"
-                        for name, info in sorted(anomalies.items())), file=sys.stderr)
+        print(
+            f"split {split!r}: {len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'} against {args.schema}"
+            + "".join(
+                f"\n  {name}: {info.short_description} ({info.description})" for name, info in sorted(anomalies.items())
+            ),
+            file=sys.stderr,
+        )
     diff = schema_diff(schema_text(current), text, args.schema, args.out or "proposed")
     print(diff or f"no change to {args.schema}", file=sys.stderr)
     if args.out:

@@ -9,6 +9,7 @@
 UNAVAILABLE (server starting, connection dropped) is retried with exponential back-off; every
 other failure raises ServingClientError with the server's status code and message.
 """
+
 import logging
 import time
 
@@ -16,8 +17,13 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from serving.rest_client import COMPACT_OUTPUTS, ServingClientError, _lacks_compact_output, crop_batch
 
@@ -25,8 +31,18 @@ log = logging.getLogger(__name__)
 
 
 class GrpcClient:
-    def __init__(self, server, model_name="deeplab", version=None, version_label=None, timeout=30.0,
-                 retries=3, backoff=0.5, max_message_mb=64, root_cert=None):
+    def __init__(
+        self,
+        server,
+        model_name="deeplab",
+        version=None,
+        version_label=None,
+        timeout=30.0,
+        retries=3,
+        backoff=0.5,
+        max_message_mb=64,
+        root_cert=None,
+    ):
         """server: 'host:port'. root_cert: PEM file of the CA to trust -> TLS channel."""
         self.server, self.model_name = server, model_name
         self.version, self.version_label = version, version_label
@@ -68,7 +84,7 @@ class GrpcClient:
                 return method(request, timeout=self.timeout)
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
-                    delay = self.backoff * 2 ** attempt
+                    delay = self.backoff * 2**attempt
                     log.warning("%s: %s UNAVAILABLE (%s); retrying in %.1f s", self.server, name, e.details(), delay)
                     time.sleep(delay)
                     continue
@@ -95,7 +111,7 @@ class GrpcClient:
         compact=False: every output, the label map from the int64 `segmentation_map`."""
         results = []
         for start in range(0, len(encoded_images), batch_size):
-            batch = np.array(list(encoded_images[start:start + batch_size]), dtype=object)
+            batch = np.array(list(encoded_images[start : start + batch_size]), dtype=object)
             wanted = ()
             if compact and not self._no_compact:
                 wanted = COMPACT_OUTPUTS + (("confidence",) if confidence else ())
@@ -117,9 +133,14 @@ class GrpcClient:
         height and width as int32 [1]. Returns the label map int64 [H,W]."""
         image = np.asarray(image)
         h, w = image.shape[:2]
-        out = self.predict({"images": tf.make_tensor_proto(image.astype(np.float32), shape=[1, h, w, 3]),
-                            "height": tf.make_tensor_proto(h, shape=[1]),
-                            "width": tf.make_tensor_proto(w, shape=[1])}, "predict_images")
+        out = self.predict(
+            {
+                "images": tf.make_tensor_proto(image.astype(np.float32), shape=[1, h, w, 3]),
+                "height": tf.make_tensor_proto(h, shape=[1]),
+                "width": tf.make_tensor_proto(w, shape=[1]),
+            },
+            "predict_images",
+        )
         return out["segmentation_map"][0]
 
     def signatures(self):
@@ -137,8 +158,10 @@ class GrpcClient:
         self._fill_spec(request.model_spec)
         response = self._call(self.models.GetModelStatus, request)
         state = get_model_status_pb2.ModelVersionStatus.State.Name
-        return [(s.version, state(s.state), _code(s.status.error_code).name, s.status.error_message)
-                for s in response.model_version_status]
+        return [
+            (s.version, state(s.state), _code(s.status.error_code).name, s.status.error_message)
+            for s in response.model_version_status
+        ]
 
 
 def _code(number):

@@ -9,6 +9,7 @@
 Images travel base64-encoded as {"b64": ...}; requests use the row ("instances") format unless
 `columnar=True` ("inputs"). Errors raise ServingClientError carrying TF Serving's error text.
 """
+
 import base64
 import io
 import json
@@ -22,9 +23,20 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # HTTP status -> the gRPC status name TF Serving maps to it (http_server.cc), for uniform errors.
-_CODE_BY_HTTP = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                 409: "ABORTED", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
-                 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_CODE_BY_HTTP = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 class ServingClientError(Exception):
@@ -48,6 +60,7 @@ COMPACT_SIGNATURE = "serving_png"
 def decode_label_png(data):
     """A `segmentation_png` value (bytes, or {"b64": ...} from REST JSON) -> int64 [h, w] label map."""
     from PIL import Image
+
     if isinstance(data, dict):
         data = base64.b64decode(data["b64"])
     elif isinstance(data, str):
@@ -74,12 +87,14 @@ def crop_batch(outputs):
 def _lacks_compact_output(error):
     """The server's model predates the compact output (exported before segmentation_png/serving_png)."""
     return error.code in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION") and (
-        "segmentation_png" in error.details or COMPACT_SIGNATURE in error.details)
+        "segmentation_png" in error.details or COMPACT_SIGNATURE in error.details
+    )
 
 
 class RestClient:
-    def __init__(self, server, model_name="deeplab", version=None, version_label=None, timeout=30.0,
-                 retries=3, backoff=0.5):
+    def __init__(
+        self, server, model_name="deeplab", version=None, version_label=None, timeout=30.0, retries=3, backoff=0.5
+    ):
         self.base = server if server.startswith(("http://", "https://")) else f"http://{server}"
         self.base = self.base.rstrip("/")
         self.model_name, self.version, self.version_label = model_name, version, version_label
@@ -110,14 +125,14 @@ class RestClient:
                     details = body.strip() or e.reason
                 code = _CODE_BY_HTTP.get(e.code, "UNKNOWN")
                 if code == "UNAVAILABLE" and attempt < self.retries:
-                    time.sleep(self.backoff * 2 ** attempt)
+                    time.sleep(self.backoff * 2**attempt)
                     continue
                 raise ServingClientError(code, details, url, http_status=e.code) from None
             except (urllib.error.URLError, ConnectionError) as e:
                 reason = getattr(e, "reason", e)
                 if attempt < self.retries:
-                    log.warning("%s unreachable (%s); retrying in %.1f s", url, reason, self.backoff * 2 ** attempt)
-                    time.sleep(self.backoff * 2 ** attempt)
+                    log.warning("%s unreachable (%s); retrying in %.1f s", url, reason, self.backoff * 2**attempt)
+                    time.sleep(self.backoff * 2**attempt)
                     continue
                 raise ServingClientError("UNAVAILABLE", f"cannot reach the server: {reason}", url) from None
             except TimeoutError:
@@ -142,7 +157,9 @@ class RestClient:
         the int64 map and the confidence."""
         results = []
         for start in range(0, len(encoded_images), batch_size):
-            b64 = [{"b64": base64.b64encode(data).decode("ascii")} for data in encoded_images[start:start + batch_size]]
+            b64 = [
+                {"b64": base64.b64encode(data).decode("ascii")} for data in encoded_images[start : start + batch_size]
+            ]
             signature = COMPACT_SIGNATURE if compact and not self._no_compact else "serving_default"
             try:
                 outputs = self._segment_call(b64, signature, columnar)
@@ -166,8 +183,9 @@ class RestClient:
         """The reference repo's signature: RGB image uint8/float [H,W,3] -> label map int64 [H,W]."""
         image = np.asarray(image, np.float32)
         h, w = image.shape[:2]
-        out = self.predict(inputs={"images": image[np.newaxis].tolist(), "height": [h], "width": [w]},
-                           signature="predict_images")["outputs"]
+        out = self.predict(
+            inputs={"images": image[np.newaxis].tolist(), "height": [h], "width": [w]}, signature="predict_images"
+        )["outputs"]
         return np.asarray(out, np.int64)[0]
 
     def status(self):

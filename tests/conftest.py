@@ -3,7 +3,9 @@ import pathlib
 
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from data import use_legacy_keras
+
+use_legacy_keras()  # the project's one place for TF_USE_LEGACY_KERAS (data/__init__.py)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

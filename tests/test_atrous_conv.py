@@ -1,6 +1,7 @@
 """models.layers.atrous_conv2d_same / AtrousConv2D: the per-tap matrix-product atrous convolution equals
 TensorFlow's dilated "SAME" convolution, forward and backward, at any size (rates larger than the map
 included), and the layer keeps Conv2D's weights and config."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,9 +10,18 @@ import tf_keras as keras
 from models.layers import AtrousConv2D, atrous_conv2d_same
 
 
-@pytest.mark.parametrize("height,width,rate,kernel_size", [
-    (21, 21, 18, 3), (21, 21, 6, 3), (5, 7, 2, 3), (3, 3, 12, 3), (33, 17, 4, 3), (1, 1, 2, 3), (9, 11, 2, 5),
-])
+@pytest.mark.parametrize(
+    "height,width,rate,kernel_size",
+    [
+        (21, 21, 18, 3),
+        (21, 21, 6, 3),
+        (5, 7, 2, 3),
+        (3, 3, 12, 3),
+        (33, 17, 4, 3),
+        (1, 1, 2, 3),
+        (9, 11, 2, 5),
+    ],
+)
 def test_equals_dilated_conv_forward_and_gradients(height, width, rate, kernel_size):
     rng = np.random.default_rng(height * 100 + rate)
     x = tf.constant(rng.normal(size=(2, height, width, 5)), tf.float32)
@@ -31,12 +41,14 @@ def test_equals_dilated_conv_forward_and_gradients(height, width, rate, kernel_s
 
 def test_dynamic_shapes_in_a_traced_function():
     k = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 2)), tf.float32)
-    f = tf.function(lambda t: atrous_conv2d_same(t, k, 4),
-                    input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    f = tf.function(
+        lambda t: atrous_conv2d_same(t, k, 4), input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
+    )
     for shape in [(1, 7, 9, 3), (3, 2, 30, 3)]:
         x = tf.random.stateless_normal(shape, seed=(1, 2))
-        np.testing.assert_allclose(f(x).numpy(), tf.nn.conv2d(x, k, 1, "SAME", dilations=4).numpy(),
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            f(x).numpy(), tf.nn.conv2d(x, k, 1, "SAME", dilations=4).numpy(), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_layer_is_a_conv2d_with_the_same_weights_and_config():

@@ -1,5 +1,6 @@
 """The quiet console (pipeline/console.py): stage lines, the project's warnings on the terminal, everything else
 (C-level stderr included) in the log file, and the process restored afterwards."""
+
 import argparse
 import io
 import logging
@@ -20,12 +21,14 @@ def _record(msg, *args, name="absl"):
 def test_stage_lines_name_each_finished_component_and_cached_ones():
     out = io.StringIO()
     stages = console.StageLines(out)
-    for record in (_record("Component %s is running.", "VocExampleGen"),
-                   _record("Going to run a new execution %d", 1),
-                   _record("Component %s is finished.", "VocExampleGen"),
-                   _record("Component %s is running.", "StatisticsGen"),
-                   _record("A cached execution %d is used.", 2),
-                   _record("Component %s is finished.", "StatisticsGen")):
+    for record in (
+        _record("Component %s is running.", "VocExampleGen"),
+        _record("Going to run a new execution %d", 1),
+        _record("Component %s is finished.", "VocExampleGen"),
+        _record("Component %s is running.", "StatisticsGen"),
+        _record("A cached execution %d is used.", 2),
+        _record("Component %s is finished.", "StatisticsGen"),
+    ):
         stages.handle(record)
     lines = out.getvalue().splitlines()
     assert [line.split()[0] for line in lines] == ["VocExampleGen", "StatisticsGen"]
@@ -69,9 +72,23 @@ def test_quiet_sends_noise_to_the_log_keeps_project_warnings_and_restores(tmp_pa
 
 def test_a_failing_command_prints_one_line_and_logs_the_traceback(tmp_path):
     """`deeplab evaluate` on a model folder that does not exist: exit 1, one FAILED line naming the log."""
-    result = subprocess.run([sys.executable, os.path.join(REPO, "runner.py"), "evaluate", "--model",
-                             str(tmp_path / "no_model"), "--examples", str(tmp_path / "none*.gz"), "--output-dir",
-                             str(tmp_path / "eval")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "runner.py"),
+            "evaluate",
+            "--model",
+            str(tmp_path / "no_model"),
+            "--examples",
+            str(tmp_path / "none*.gz"),
+            "--output-dir",
+            str(tmp_path / "eval"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     terminal = (result.stdout + result.stderr).strip().splitlines()
     assert result.returncode != 0
     assert terminal[0].startswith("log: ")

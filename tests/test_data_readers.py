@@ -1,4 +1,5 @@
 """VOC/SBD readers and the palette, on small synthetic trees."""
+
 import io
 import os
 
@@ -102,8 +103,16 @@ def test_read_sbd_mask_real_layout(tmp_path):
     seg[1:4, 2:6] = 15
     seg[0, 0] = 20
     path = tmp_path / "2008_000002.mat"
-    scipy.io.savemat(path, {"GTcls": {"Segmentation": seg, "Boundaries": np.zeros((1, 1), dtype=object),
-                                      "CategoriesPresent": np.array([15, 20], dtype=np.uint8)}})
+    scipy.io.savemat(
+        path,
+        {
+            "GTcls": {
+                "Segmentation": seg,
+                "Boundaries": np.zeros((1, 1), dtype=object),
+                "CategoriesPresent": np.array([15, 20], dtype=np.uint8),
+            }
+        },
+    )
     for source in (str(path), path.read_bytes()):
         mask = read_sbd_mask(source)
         assert mask.dtype == np.uint8 and np.array_equal(mask, seg)

@@ -1,10 +1,17 @@
 """Split recipes: every recipe on small VOC/SBD id trees, missing roots, and the reference list."""
+
 import os
 
 import pytest
 
-from data.splits import (RECIPES, MissingDatasetError, SampleRef, reference_custom_train_ids, resolve_recipe,
-                         train_aug_ids)
+from data.splits import (
+    RECIPES,
+    MissingDatasetError,
+    SampleRef,
+    reference_custom_train_ids,
+    resolve_recipe,
+    train_aug_ids,
+)
 from data.voc import VocDevkit
 
 
@@ -72,8 +79,14 @@ def test_train_aug_prefers_voc_annotation(roots):
     # (SBD train ∪ SBD val ∪ VOC train) − VOC val; d (SBD train, VOC val) is out.
     assert _ids(refs) == sorted(["2007_a", "2008_b", "2007_c", "2009_f", "2009_g", "2010_h"])
     source = {r.id: r.source for r in refs}
-    assert source == {"2007_a": "voc", "2008_b": "voc", "2007_c": "voc", "2009_f": "sbd", "2009_g": "sbd",
-                      "2010_h": "sbd"}
+    assert source == {
+        "2007_a": "voc",
+        "2008_b": "voc",
+        "2007_c": "voc",
+        "2009_f": "sbd",
+        "2009_g": "sbd",
+        "2010_h": "sbd",
+    }
     by_id = {r.id: r for r in refs}
     assert by_id["2008_b"].mask_path.endswith(os.path.join("SegmentationClass", "2008_b.png"))
     assert by_id["2009_f"].mask_path.endswith(os.path.join("cls", "2009_f.mat"))
@@ -114,19 +127,28 @@ def test_file_recipe_looks_up_voc_then_sbd(roots, tmp_path):
     # DeepLab-ResNet style lines ("/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png") give the same ids.
     path_list = tmp_path / "train_aug.txt"
     path_list.write_text("/JPEGImages/2008_b.jpg /SegmentationClassAug/2008_b.png\n/JPEGImages/2009_f.jpg x\n")
-    assert [(r.id, r.source) for r in resolve_recipe(f"file:{path_list}", voc_root=voc_root, sbd_root=sbd_root)] \
-        == [("2008_b", "voc"), ("2009_f", "sbd")]
+    assert [(r.id, r.source) for r in resolve_recipe(f"file:{path_list}", voc_root=voc_root, sbd_root=sbd_root)] == [
+        ("2008_b", "voc"),
+        ("2009_f", "sbd"),
+    ]
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         resolve_recipe(f"file:{tmp_path / 'nope.txt'}", voc_root=voc_root)
     with pytest.raises(MissingDatasetError, match="--voc-root and/or --sbd-root"):
         resolve_recipe(f"file:{id_list}")
 
 
-@pytest.mark.parametrize("recipe,flag", [
-    ("voc_train", "--voc-root"), ("voc_val", "--voc-root"), ("voc_trainval", "--voc-root"),
-    ("sbd_train", "--sbd-root"), ("sbd_val", "--sbd-root"),
-    ("train_aug", "--sbd-root"), ("sbd_train_minus_voc_val", "--sbd-root"),
-])
+@pytest.mark.parametrize(
+    "recipe,flag",
+    [
+        ("voc_train", "--voc-root"),
+        ("voc_val", "--voc-root"),
+        ("voc_trainval", "--voc-root"),
+        ("sbd_train", "--sbd-root"),
+        ("sbd_val", "--sbd-root"),
+        ("train_aug", "--sbd-root"),
+        ("sbd_train_minus_voc_val", "--sbd-root"),
+    ],
+)
 def test_missing_root_names_the_flag(roots, recipe, flag):
     voc_root, sbd_root = roots
     kwargs = {"voc_root": voc_root} if flag == "--sbd-root" else {"sbd_root": sbd_root}
@@ -139,8 +161,16 @@ def test_missing_root_names_the_flag(roots, recipe, flag):
 def test_unknown_recipe_lists_choices():
     with pytest.raises(ValueError, match="unknown split recipe 'voc_test'.*train_aug"):
         resolve_recipe("voc_test", voc_root="x")
-    assert set(RECIPES) >= {"voc_train", "voc_val", "voc_trainval", "sbd_train", "sbd_val", "train_aug",
-                            "sbd_train_minus_voc_val", "file:PATH"}
+    assert set(RECIPES) >= {
+        "voc_train",
+        "voc_val",
+        "voc_trainval",
+        "sbd_train",
+        "sbd_val",
+        "train_aug",
+        "sbd_train_minus_voc_val",
+        "file:PATH",
+    }
 
 
 def test_reference_list_against_real_sample(custom_train_list, voc_sample_root):
@@ -152,7 +182,7 @@ def test_reference_list_against_real_sample(custom_train_list, voc_sample_root):
     assert not set(val) & set(lines), "the reference list must hold no VOC 2012 val id"
     assert set(train) <= set(lines), "VOC 2012 train ids (in SBD) belong to the reference list"
     # The first sorted run holds the VOC-only ids (2007_* and a few later ones) that the rule puts first.
-    first_run = lines[:lines.index("2008_000003")]
+    first_run = lines[: lines.index("2008_000003")]
     assert first_run == sorted(first_run) and len(first_run) == 330
     assert sum(i.startswith("2007_") for i in first_run) == 311
     assert not any(i.startswith("2007_") for i in lines[330:])

@@ -1,4 +1,5 @@
 """Synthetic VOCdevkit generator and `deeplab synth`."""
+
 import hashlib
 import json
 import os
@@ -31,8 +32,11 @@ def synth(tmp_path_factory):
 def test_layout(synth):
     out, root = synth
     assert root == os.path.join(str(out), "VOC2012")
-    assert sorted(os.listdir(os.path.join(root, "ImageSets", "Segmentation"))) == ["train.txt", "trainval.txt",
-                                                                                 "val.txt"]
+    assert sorted(os.listdir(os.path.join(root, "ImageSets", "Segmentation"))) == [
+        "train.txt",
+        "trainval.txt",
+        "val.txt",
+    ]
     voc = VocDevkit(out)
     train, val = voc.split_ids("train"), voc.split_ids("val")
     assert train[0] == "2099_000001" and len(train) == 12 and len(val) == 4
@@ -103,8 +107,26 @@ def test_bad_arguments(tmp_path):
 def test_cli(tmp_path, capsys):
     import runner
 
-    assert runner.main(["synth", "--output", str(tmp_path), "--num-train", "3", "--num-val", "2",
-                        "--min-size", "32", "--max-size", "40", "--sbd", "--defects"]) == 0
+    assert (
+        runner.main(
+            [
+                "synth",
+                "--output",
+                str(tmp_path),
+                "--num-train",
+                "3",
+                "--num-val",
+                "2",
+                "--min-size",
+                "32",
+                "--max-size",
+                "40",
+                "--sbd",
+                "--defects",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "3 train + 2 val images" in out and os.path.join(str(tmp_path), "VOC2012") in out
     with open(tmp_path / "synth_summary.json") as f:
@@ -153,8 +175,13 @@ def test_tiny_cnn_learns_synthetic_data(tmp_path):
     voc = VocDevkit(generate_voc_dataset(tmp_path, num_train=200, num_val=40, seed=0, min_size=96, max_size=128))
 
     def load(split):
-        pairs = [(np.asarray(Image.open(voc.image_path(i)), np.float32)[:96, :96],
-                  np.asarray(Image.open(voc.mask_path(i)), np.int32)[:96, :96]) for i in voc.split_ids(split)]
+        pairs = [
+            (
+                np.asarray(Image.open(voc.image_path(i)), np.float32)[:96, :96],
+                np.asarray(Image.open(voc.mask_path(i)), np.int32)[:96, :96],
+            )
+            for i in voc.split_ids(split)
+        ]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
     (x, y), (xv, yv) = load("train"), load("val")
@@ -179,3 +206,119 @@ def test_tiny_cnn_learns_synthetic_data(tmp_path):
         if union:
             ious.append((((pred == c) & (yv == c)) & valid).sum() / union)
     assert np.mean(ious) >= 0.9, ious
+
+
+def test_generate_dataset_default_is_generate_voc_dataset(tmp_path, synth):
+    from data.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path, num_train=12, num_val=4, seed=7, min_size=48, max_size=96)
+    assert _digest(root) == _digest(synth[1])
+
+
+def test_generate_dataset_five_classes_voc_layout(tmp_path):
+    """A 5-class map with custom colours in the VOCdevkit layout: palette PNGs of ids 0..4 and 255."""
+    from data.label_map import LabelMap
+    from data.synthetic import generate_dataset
+
+    five = LabelMap.from_json_dict(
+        {
+            "name": "five",
+            "classes": [
+                {"id": 0, "name": "bg", "color": [10, 10, 10]},
+                {"id": 1, "name": "a", "color": [250, 0, 0]},
+                {"id": 2, "name": "b", "color": [0, 250, 0]},
+                {"id": 3, "name": "c", "color": [0, 0, 250]},
+                {"id": 4, "name": "d", "color": [250, 250, 0]},
+            ],
+        }
+    )
+    root = generate_dataset(tmp_path, label_map=five, num_train=6, num_val=2, seed=3, min_size=40, max_size=64)
+    voc = VocDevkit(tmp_path)
+    assert os.path.samefile(voc.root, root) and len(voc.split_ids("train")) == 6
+    assert LabelMap.load(os.path.join(root, "label_map.json")) == five
+    values = set()
+    for image_id in voc.split_ids("trainval"):
+        mask = Image.open(voc.mask_path(image_id))
+        assert mask.mode == "P" and mask.getpalette()[:6] == [10, 10, 10, 250, 0, 0]
+        values |= set(np.unique(np.asarray(mask)).tolist())
+    assert {0, 255} <= values <= {0, 1, 2, 3, 4, 255} and len(values) >= 4
+    again = generate_dataset(
+        tmp_path / "again", label_map=five, num_train=6, num_val=2, seed=3, min_size=40, max_size=64
+    )
+    assert _digest(again) == _digest(root)
+
+
+def test_cli_num_classes_generic_layout(tmp_path, capsys):
+    import runner
+    from data.generic import GenericDataset
+
+    assert (
+        runner.main(
+            [
+                "synth",
+                "--output",
+                str(tmp_path),
+                "--num-train",
+                "3",
+                "--num-val",
+                "2",
+                "--min-size",
+                "32",
+                "--max-size",
+                "40",
+                "--num-classes",
+                "5",
+                "--layout",
+                "generic",
+                "--rgb-masks",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "generic layout" in out and "'synthetic5': 5 classes" in out
+    with open(tmp_path / "synth_summary.json") as f:
+        summary = json.load(f)
+    assert summary["num_classes"] == 5 and summary["splits"] == {"train": 3, "val": 2}
+    assert set(summary["classes"]) <= {"background", "class_1", "class_2", "class_3", "class_4"}
+    assert summary["classes"]["background"]["images"] == 5 and 0 < summary["ignore_pixel_share"] < 0.5
+    assert (tmp_path / "synth_preview.png").is_file()
+    ds = GenericDataset(tmp_path / "dataset")
+    assert ds.label_map.num_classes == 5 and Image.open(ds.mask_path("2099_000001")).mode == "RGB"
+
+
+def test_cli_label_map_file(tmp_path, capsys):
+    import runner
+    from data.label_map import LabelMap
+
+    path = LabelMap.synthetic(3).save(tmp_path / "three.json")
+    assert (
+        runner.main(
+            [
+                "synth",
+                "--output",
+                str(tmp_path / "out"),
+                "--num-train",
+                "2",
+                "--num-val",
+                "1",
+                "--min-size",
+                "32",
+                "--max-size",
+                "40",
+                "--label-map",
+                str(path),
+            ]
+        )
+        == 0
+    )
+    with open(tmp_path / "out" / "synth_summary.json") as f:
+        summary = json.load(f)
+    assert summary["num_classes"] == 3 and summary["layout"] == "voc"
+    assert VocDevkit(tmp_path / "out").split_ids("train") == ["2099_000001", "2099_000002"]
+    capsys.readouterr()
+    assert runner.main(["synth", "--output", str(tmp_path / "bad"), "--num-classes", "4", "--sbd"]) == 2
+    assert "VOC-only" in capsys.readouterr().out
+    assert runner.main(["synth", "--output", str(tmp_path / "bad"), "--num-classes", "4", "--rgb-masks"]) == 2
+    with pytest.raises(SystemExit):  # --label-map and --num-classes exclude each other
+        runner.main(["synth", "--output", str(tmp_path / "bad"), "--num-classes", "4", "--label-map", str(path)])

@@ -1,4 +1,5 @@
 """TFRecord codec: lossless round trips, every bad input, conversions and the reference format."""
+
 import io
 
 import numpy as np
@@ -14,8 +15,9 @@ from data.voc import VocDevkit
 
 @pytest.fixture(scope="module")
 def voc_root(tmp_path_factory):
-    return generate_voc_dataset(tmp_path_factory.mktemp("tfr"), num_train=3, num_val=1, seed=3,
-                                min_size=40, max_size=72)
+    return generate_voc_dataset(
+        tmp_path_factory.mktemp("tfr"), num_train=3, num_val=1, seed=3, min_size=40, max_size=72
+    )
 
 
 def _roundtrip(ref):
@@ -55,12 +57,15 @@ def test_tensorflow_decodes_the_same_pixels(voc_sample_root):
     image_id = voc.split_ids("val")[0]
     ref = SampleRef(image_id, "voc", voc.image_path(image_id), voc.mask_path(image_id))
     _, (image, label, _), serialized = _roundtrip(ref)
-    features = tf.io.parse_single_example(serialized, {
-        tfr.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
-        tfr.LABEL_ENCODED: tf.io.FixedLenFeature([], tf.string),
-        tfr.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
-        tfr.IMAGE_CHANNELS: tf.io.FixedLenFeature([], tf.int64),
-    })
+    features = tf.io.parse_single_example(
+        serialized,
+        {
+            tfr.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+            tfr.LABEL_ENCODED: tf.io.FixedLenFeature([], tf.string),
+            tfr.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+            tfr.IMAGE_CHANNELS: tf.io.FixedLenFeature([], tf.int64),
+        },
+    )
     tf_label = tf.io.decode_png(features[tfr.LABEL_ENCODED], channels=1)[..., 0].numpy()
     assert np.array_equal(tf_label, label)
     assert int(features[tfr.IMAGE_HEIGHT]) == label.shape[0] and int(features[tfr.IMAGE_CHANNELS]) == 3
@@ -95,7 +100,7 @@ def _jpeg(array=None, mode="RGB", size=(20, 16)):
 def _mask(shape=(16, 20), values=(0, 1, 255)):
     mask = np.zeros(shape, np.uint8)
     for k, v in enumerate(values):
-        mask[k::len(values)] = v
+        mask[k :: len(values)] = v
     return mask
 
 
@@ -158,8 +163,13 @@ def test_corrupt_and_truncated_jpeg(tmp_path):
 
 
 def test_size_mismatch(tmp_path):
-    err = _bad(_pair(tmp_path, _jpeg(size=(20, 16)), encode_palette_png(_mask((16, 21)))), "size_mismatch",
-               "21x16", "20x16", "mask.png")
+    err = _bad(
+        _pair(tmp_path, _jpeg(size=(20, 16)), encode_palette_png(_mask((16, 21)))),
+        "size_mismatch",
+        "21x16",
+        "20x16",
+        "mask.png",
+    )
     assert err.path.endswith("mask.png")
 
 
@@ -190,13 +200,16 @@ def test_grayscale_mask_of_class_ids_is_accepted(tmp_path):
     assert np.array_equal(label, mask)
 
 
-@pytest.mark.parametrize("mode,name,expected", [
-    ("L", "img.jpg", "grayscale_to_rgb"),
-    ("CMYK", "img.jpg", "cmyk_to_rgb"),
-    ("RGBA", "img.png", "rgba_to_rgb"),
-    ("P", "img.png", "palette_to_rgb"),
-    ("I;16", "img.png", "grayscale16_to_rgb"),
-])
+@pytest.mark.parametrize(
+    "mode,name,expected",
+    [
+        ("L", "img.jpg", "grayscale_to_rgb"),
+        ("CMYK", "img.jpg", "cmyk_to_rgb"),
+        ("RGBA", "img.png", "rgba_to_rgb"),
+        ("P", "img.png", "palette_to_rgb"),
+        ("I;16", "img.png", "grayscale16_to_rgb"),
+    ],
+)
 def test_image_modes_are_converted(tmp_path, mode, name, expected):
     rgb = np.random.default_rng(1).integers(0, 255, size=(16, 20, 3), dtype=np.uint8)
     source = Image.fromarray(rgb).convert("L" if mode == "I;16" else mode)
@@ -232,7 +245,7 @@ def _png_chunks(data):
     chunks, pos = [], 8
     while pos < len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
-        chunks.append((kind, data[pos + 8:pos + 8 + length]))
+        chunks.append((kind, data[pos + 8 : pos + 8 + length]))
         pos += 12 + length
     return chunks
 
@@ -262,7 +275,7 @@ def test_masks_that_cannot_be_relabelled_are_reencoded(tmp_path):
     assert _png_chunks(four_bit.getvalue())[0][1][8] == 4
     source = bytearray(encode_palette_png(mask))
     idat = source.index(b"IDAT") - 4  # the chunk's length field
-    source[idat + 8 + int.from_bytes(source[idat:idat + 4], "big")] ^= 0xFF  # first byte of its CRC
+    source[idat + 8 + int.from_bytes(source[idat : idat + 4], "big")] ^= 0xFF  # first byte of its CRC
     for data in (four_bit.getvalue(), bytes(source)):
         sample = tfr.load_sample(_pair(tmp_path, _jpeg(), data))
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(sample.mask_png))), mask)
@@ -284,14 +297,22 @@ def test_jpeg_size_is_read_before_the_reduced_validation_decode(tmp_path, progre
 def test_example_bytes_is_the_protobuf_encoding():
     """The hand-written wire format equals the protobuf library's deterministic serialization, edge values too."""
     light = tfr._light_example_class()  # pylint: disable=protected-access
-    for sample in (tfr.Sample(bytes(range(256)) * 300, "jpeg", b"\x89PNG", 375, 500, "2007_000033", None),
-                   tfr.Sample(b"", "png", b"", 0, 1, "", None),
-                   tfr.Sample(b"x", "png", b"y", 2 ** 40, -3, "\u00e9t\u00e9", "cmyk_to_rgb")):
+    for sample in (
+        tfr.Sample(bytes(range(256)) * 300, "jpeg", b"\x89PNG", 375, 500, "2007_000033", None),
+        tfr.Sample(b"", "png", b"", 0, 1, "", None),
+        tfr.Sample(b"x", "png", b"y", 2**40, -3, "\u00e9t\u00e9", "cmyk_to_rgb"),
+    ):
         expected = light()
-        for key, value in ((tfr.IMAGE_ENCODED, sample.image_bytes), (tfr.IMAGE_FILENAME, sample.filename.encode()),
-                           (tfr.IMAGE_FORMAT, sample.image_format.encode()), (tfr.IMAGE_HEIGHT, sample.height),
-                           (tfr.IMAGE_WIDTH, sample.width), (tfr.IMAGE_CHANNELS, 3),
-                           (tfr.LABEL_ENCODED, sample.mask_png), (tfr.LABEL_FORMAT, b"png")):
+        for key, value in (
+            (tfr.IMAGE_ENCODED, sample.image_bytes),
+            (tfr.IMAGE_FILENAME, sample.filename.encode()),
+            (tfr.IMAGE_FORMAT, sample.image_format.encode()),
+            (tfr.IMAGE_HEIGHT, sample.height),
+            (tfr.IMAGE_WIDTH, sample.width),
+            (tfr.IMAGE_CHANNELS, 3),
+            (tfr.LABEL_ENCODED, sample.mask_png),
+            (tfr.LABEL_FORMAT, b"png"),
+        ):
             if isinstance(value, bytes):
                 expected.features.feature[key].bytes_list.value.append(value)
             else:

@@ -1,4 +1,5 @@
 """Palette pictures: colorize, overlay, save_grid."""
+
 import numpy as np
 import pytest
 from PIL import Image

@@ -4,6 +4,7 @@ layout and the Makefile, without Docker: the Dockerfile is parsed and its COPY/R
 Each check is a function of the files' text, so the negative tests below feed it broken variants and make sure it
 fails (a package left out of COPY, the lock copied after the install, another uv, ...).
 """
+
 import ast
 import fnmatch
 import os
@@ -22,6 +23,7 @@ def read(name):
 
 
 # --- Dockerfile parsing -------------------------------------------------------------------------------------------
+
 
 def parse_dockerfile(text):
     """[(INSTRUCTION, arguments)] with comments dropped and `\\` continuations joined."""
@@ -48,7 +50,7 @@ def final_stage(steps):
     """The steps of the last stage (from its FROM on), the image that is tagged."""
     froms = [i for i, (instr, _) in enumerate(steps) if instr == "FROM"]
     assert froms, "no FROM"
-    return steps[froms[-1]:]
+    return steps[froms[-1] :]
 
 
 def from_images(steps):
@@ -74,6 +76,7 @@ def env_vars(args):
 
 
 # --- .dockerignore ------------------------------------------------------------------------------------------------
+
 
 def _ignore_regex(pattern):
     pattern = posixpath.normpath(pattern.strip().lstrip("/"))
@@ -117,19 +120,25 @@ def dockerignore_excludes(ignore_text):
 
 # --- what the image needs -----------------------------------------------------------------------------------------
 
+
 def setup_layout(setup_text):
     """(top-level packages, py_modules, package_data) of setup.py, read with ast (setup.py is not executed)."""
-    call = next(n for n in ast.walk(ast.parse(setup_text))
-                if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "setup")
+    call = next(
+        n for n in ast.walk(ast.parse(setup_text)) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "setup"
+    )
     kw = {k.arg: k.value for k in call.keywords}
     includes = []
     packages_node = kw["packages"]
     if isinstance(packages_node, ast.Call):  # find_packages(include=[...])
         fkw = {k.arg: k.value for k in packages_node.keywords}
         includes = ast.literal_eval(fkw["include"]) if "include" in fkw else ["*"]
-        tops = sorted(d.name for d in REPO.iterdir()
-                      if (d / "__init__.py").is_file() and d.name != "tests"
-                      and any(fnmatch.fnmatchcase(d.name, p) for p in includes))
+        tops = sorted(
+            d.name
+            for d in REPO.iterdir()
+            if (d / "__init__.py").is_file()
+            and d.name != "tests"
+            and any(fnmatch.fnmatchcase(d.name, p) for p in includes)
+        )
     else:
         tops = sorted({p.split(".")[0] for p in ast.literal_eval(packages_node)})
     modules = ast.literal_eval(kw["py_modules"]) if "py_modules" in kw else []
@@ -164,7 +173,7 @@ def copy_target(sources, dest, workdir, relpath):
         if src_n == relpath or _ignore_regex(src_n).match(relpath):  # a file (or a glob matching it)
             return posixpath.normpath(posixpath.join(base, posixpath.basename(relpath)) if dest_dir else base)
         if relpath.startswith(src_n + "/"):  # a directory: its contents go into dest
-            return posixpath.normpath(posixpath.join(base, relpath[len(src_n) + 1:]))
+            return posixpath.normpath(posixpath.join(base, relpath[len(src_n) + 1 :]))
     return None
 
 
@@ -223,8 +232,10 @@ def check_image(dockerfile, dockerignore, lock, setup_text, makefile):
     for image in from_images(steps):
         beam = re.search(r"beam_python(\d+\.\d+)_sdk:([\w.]+)", image)
         if beam and (beam.group(1), beam.group(2)) != (lock_py, pins.get("apache-beam")):
-            problems.append(f"{image}: Beam SDK image for Python {beam.group(1)} / Beam {beam.group(2)}, "
-                            f"the lock has Python {lock_py} / apache-beam {pins.get('apache-beam')}")
+            problems.append(
+                f"{image}: Beam SDK image for Python {beam.group(1)} / Beam {beam.group(2)}, "
+                f"the lock has Python {lock_py} / apache-beam {pins.get('apache-beam')}"
+            )
 
     # uv: the Makefile's version, installing the lock, then the project with --no-deps.
     make_uv, docker_uv = uv_versions(makefile), uv_versions(dockerfile)
@@ -233,14 +244,22 @@ def check_image(dockerfile, dockerignore, lock, setup_text, makefile):
     if docker_uv != make_uv:
         problems.append(f"the Dockerfile pins uv {sorted(docker_uv)}, the Makefile {sorted(make_uv)}")
     runs = [(i, args) for i, (instr, args) in enumerate(stage) if instr == "RUN"]
-    lock_installs = [i for i, args in runs if re.search(r"\buv pip install\b", args)
-                     and re.search(r"(-r|--requirement)[ =]requirements\.lock\b", args)]
+    lock_installs = [
+        i
+        for i, args in runs
+        if re.search(r"\buv pip install\b", args) and re.search(r"(-r|--requirement)[ =]requirements\.lock\b", args)
+    ]
     if not lock_installs:
         problems.append("no RUN installs requirements.lock with `uv pip install -r requirements.lock`")
     elif not all("--compile-bytecode" in stage[i][1] for i in lock_installs):
         problems.append("the lock install lacks --compile-bytecode (the Makefile's setup uses it)")
-    project_installs = [i for i, args in runs if re.search(r"\buv pip install\b", args) and "--no-deps" in args
-                        and re.search(r"(?:\s|^)(?:-e\s+)?\.(?:\s|$)", args)]
+    project_installs = [
+        i
+        for i, args in runs
+        if re.search(r"\buv pip install\b", args)
+        and "--no-deps" in args
+        and re.search(r"(?:\s|^)(?:-e\s+)?\.(?:\s|$)", args)
+    ]
     if not project_installs:
         problems.append("no RUN installs the project with `uv pip install --no-deps .`")
     elif lock_installs and min(project_installs) < min(lock_installs):
@@ -289,11 +308,17 @@ def check_image(dockerfile, dockerignore, lock, setup_text, makefile):
 
 
 def current():
-    return dict(dockerfile=read("Dockerfile"), dockerignore=read(".dockerignore"), lock=read("requirements.lock"),
-                setup_text=read("setup.py"), makefile=read("Makefile"))
+    return dict(
+        dockerfile=read("Dockerfile"),
+        dockerignore=read(".dockerignore"),
+        lock=read("requirements.lock"),
+        setup_text=read("setup.py"),
+        makefile=read("Makefile"),
+    )
 
 
 # --- the tests ----------------------------------------------------------------------------------------------------
+
 
 def test_dockerfile_matches_lock_layout_and_makefile():
     assert check_image(**current()) == []
@@ -326,37 +351,63 @@ def test_make_image_target():
 
 def _drop_line(text, line):
     assert line in text.splitlines(), line
-    return "\n".join(l for l in text.splitlines() if l != line) + "\n"
+    return "\n".join(kept for kept in text.splitlines() if kept != line) + "\n"
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda f: f.update(dockerfile=_drop_line(f["dockerfile"], "COPY data/ data/")),
-     "data/__init__.py is not COPY'd"),
-    (lambda f: f.update(dockerfile=_drop_line(f["dockerfile"], "COPY runner.py ./")),
-     "runner.py is not COPY'd"),
-    (lambda f: f.update(dockerignore=f["dockerignore"] + "serving/k8s\n"),
-     "serving/k8s/deployment.yaml is excluded by .dockerignore"),
-    (lambda f: f.update(dockerfile=f["dockerfile"].replace("COPY models/ models/", "COPY models/ ./")),
-     "models/__init__.py is copied to /"),
-    (lambda f: f.update(dockerfile=f["dockerfile"].replace("uv==0.13.9", "uv==0.4.0")),
-     "the Dockerfile pins uv"),
-    (lambda f: f.update(dockerfile=f["dockerfile"].replace("FROM python:3.11-slim", "FROM python:3.10-slim")),
-     "has Python 3.10, requirements.lock is for 3.11"),
-    (lambda f: f.update(dockerfile=f["dockerfile"].replace("FROM python:3.11-slim", "FROM tensorflow/tfx:1.16.0")),
-     "is not a python:X.Y image"),
-    (lambda f: f.update(dockerfile=f["dockerfile"].replace("-r requirements.lock", "tfx==1.16.0")),
-     "no RUN installs requirements.lock"),
-    (lambda f: f.update(dockerfile=f["dockerfile"].replace("TF_USE_LEGACY_KERAS=1", "TF_USE_LEGACY_KERAS=0")),
-     "TF_USE_LEGACY_KERAS"),
-    (lambda f: f.update(dockerfile=f["dockerfile"].replace(
-        "COPY requirements.lock setup.py ./\n", "").replace("COPY runner.py ./", "COPY requirements.lock setup.py runner.py ./")),
-     "requirements.lock is copied after the lock install"),
-    (lambda f: f.update(dockerfile=f["dockerfile"].replace("COPY runner.py ./\n", "").replace(
-        "COPY requirements.lock setup.py ./", "COPY requirements.lock setup.py runner.py ./")),
-     "runner.py is copied before the lock install"),
-    (lambda f: f.update(lock=f["lock"].replace("\ntfx==1.16.0\n", "\ntfx==1.15.1\n")),
-     "pins tfx==1.15.1"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (
+            lambda f: f.update(dockerfile=_drop_line(f["dockerfile"], "COPY data/ data/")),
+            "data/__init__.py is not COPY'd",
+        ),
+        (lambda f: f.update(dockerfile=_drop_line(f["dockerfile"], "COPY runner.py ./")), "runner.py is not COPY'd"),
+        (
+            lambda f: f.update(dockerignore=f["dockerignore"] + "serving/k8s\n"),
+            "serving/k8s/deployment.yaml is excluded by .dockerignore",
+        ),
+        (
+            lambda f: f.update(dockerfile=f["dockerfile"].replace("COPY models/ models/", "COPY models/ ./")),
+            "models/__init__.py is copied to /",
+        ),
+        (lambda f: f.update(dockerfile=f["dockerfile"].replace("uv==0.13.9", "uv==0.4.0")), "the Dockerfile pins uv"),
+        (
+            lambda f: f.update(dockerfile=f["dockerfile"].replace("FROM python:3.11-slim", "FROM python:3.10-slim")),
+            "has Python 3.10, requirements.lock is for 3.11",
+        ),
+        (
+            lambda f: f.update(
+                dockerfile=f["dockerfile"].replace("FROM python:3.11-slim", "FROM tensorflow/tfx:1.16.0")
+            ),
+            "is not a python:X.Y image",
+        ),
+        (
+            lambda f: f.update(dockerfile=f["dockerfile"].replace("-r requirements.lock", "tfx==1.16.0")),
+            "no RUN installs requirements.lock",
+        ),
+        (
+            lambda f: f.update(dockerfile=f["dockerfile"].replace("TF_USE_LEGACY_KERAS=1", "TF_USE_LEGACY_KERAS=0")),
+            "TF_USE_LEGACY_KERAS",
+        ),
+        (
+            lambda f: f.update(
+                dockerfile=f["dockerfile"]
+                .replace("COPY requirements.lock setup.py ./\n", "")
+                .replace("COPY runner.py ./", "COPY requirements.lock setup.py runner.py ./")
+            ),
+            "requirements.lock is copied after the lock install",
+        ),
+        (
+            lambda f: f.update(
+                dockerfile=f["dockerfile"]
+                .replace("COPY runner.py ./\n", "")
+                .replace("COPY requirements.lock setup.py ./", "COPY requirements.lock setup.py runner.py ./")
+            ),
+            "runner.py is copied before the lock install",
+        ),
+        (lambda f: f.update(lock=f["lock"].replace("\ntfx==1.16.0\n", "\ntfx==1.15.1\n")), "pins tfx==1.15.1"),
+    ],
+)
 def test_checks_catch_broken_images(mutate, expected):
     files = current()
     mutate(files)
@@ -368,7 +419,9 @@ def test_kubeflow_schema_path_is_where_the_image_puts_the_schema():
     """`deeplab compile` points ImportSchemaGen at the schema inside the image, not at this checkout."""
     from pipeline import configs
 
-    workdir = [line.split()[1] for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("WORKDIR")][-1]
+    workdir = [
+        line.split()[1] for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("WORKDIR")
+    ][-1]
     relative = os.path.relpath(configs.SCHEMA_FILE, REPO)
     assert configs.KUBEFLOW_SCHEMA_FILE == posixpath.join(workdir, relative)
     assert any(line.startswith("COPY pipeline/ pipeline/") for line in (REPO / "Dockerfile").read_text().splitlines())

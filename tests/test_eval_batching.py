@@ -1,6 +1,7 @@
 """Batched evaluation (issue 8): images the model sees at the same size share one model call, and
 every image still gets exactly its one-image answer, so the confusion matrices are the same
 integers as with batch_size=1 (whole image, TTA variants, current and baseline model)."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -46,7 +47,8 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("batching")
     samples = write_examples(str(root / "examples" / "Split-val"), N_IMAGES, extra_records=[b"not an example"])
     return {
-        "root": root, "samples": samples,
+        "root": root,
+        "samples": samples,
         "pattern": beam_eval.resolve_examples(root / "examples", "val"),
         "current": save_context_model(root / "current", colour_table(), seed=0),
         "baseline": save_context_model(root / "baseline", colour_table(swap=(8, 12)), seed=1),
@@ -54,6 +56,7 @@ def setup(tmp_path_factory):
 
 
 # --- models.inference helpers -----------------------------------------------------------------
+
 
 def test_batch_keys_and_groups():
     whole = TTAConfig().kwargs()
@@ -67,12 +70,21 @@ def test_batch_keys_and_groups():
         kwargs = tta.kwargs()
         assert inference.shared_canvas(20, 33, **kwargs) is None and inference.batch_key(20, 33, **kwargs) == (20, 33)
     shapes = [(10, 12, 3), (10, 13, 3), (10, 12, 3), (10, 12, 3), (11, 12, 3)]
-    assert inference.size_groups(shapes, 2, **whole) == [((10, 12), [0, 2]), ((10, 12), [3]), ((10, 13), [1]),
-                                                         ((11, 12), [4])]
+    assert inference.size_groups(shapes, 2, **whole) == [
+        ((10, 12), [0, 2]),
+        ((10, 12), [3]),
+        ((10, 13), [1]),
+        ((11, 12), [4]),
+    ]
     # Pad 8k+1: every size here goes to 17x17, one canvas.
     assert inference.size_groups(shapes, 8, pad_multiple=8, pad_offset=1) == [((17, 17), [0, 1, 2, 3, 4])]
-    assert inference.size_groups(shapes, 1, **whole) == [((10, 12), [0]), ((10, 12), [2]), ((10, 12), [3]),
-                                                         ((10, 13), [1]), ((11, 12), [4])]
+    assert inference.size_groups(shapes, 1, **whole) == [
+        ((10, 12), [0]),
+        ((10, 12), [2]),
+        ((10, 12), [3]),
+        ((10, 13), [1]),
+        ((11, 12), [4]),
+    ]
 
 
 def test_pad_to_canvas_is_the_one_image_path_padding():
@@ -132,14 +144,20 @@ def test_padding_into_a_larger_canvas_would_change_the_answers(setup):
 
 # --- the Beam evaluation: identical confusion matrices, fewer model calls ----------------------
 
+
 @pytest.mark.parametrize("tta", [TTAConfig(), TTAConfig(scales=(0.75, 1.0), flip=True)], ids=["whole", "tta"])
 def test_beam_batched_confusion_matrices_are_identical(setup, tta, tmp_path):
     model_dirs = {beam_eval.CURRENT: setup["current"], beam_eval.BASELINE: setup["baseline"]}
     runs = {}
     for batch_size in (1, 4):
         runs[batch_size] = beam_eval.run_beam_evaluation(
-            model_dirs, tta, staging_dir=str(tmp_path / f"b{batch_size}"), examples_pattern=setup["pattern"],
-            num_gallery=2, batch_size=batch_size)
+            model_dirs,
+            tta,
+            staging_dir=str(tmp_path / f"b{batch_size}"),
+            examples_pattern=setup["pattern"],
+            num_gallery=2,
+            batch_size=batch_size,
+        )
     one, batched = runs[1], runs[4]
     for name in model_dirs:
         assert one["cm"][name].sum() > 0
@@ -158,8 +176,15 @@ def test_beam_batched_confusion_matrices_are_identical(setup, tta, tmp_path):
 def test_evaluate_records_batch_size_and_rejects_bad_values(setup, tmp_path):
     from components.miou_evaluator.evaluate import evaluate
 
-    result = evaluate(setup["current"], str(tmp_path), examples_pattern=setup["pattern"], tensorboard=False,
-                      num_gallery=0, batch_size=16, tta=TTAConfig(pad_multiple=16, pad_offset=1))
+    result = evaluate(
+        setup["current"],
+        str(tmp_path),
+        examples_pattern=setup["pattern"],
+        tensorboard=False,
+        num_gallery=0,
+        batch_size=16,
+        tta=TTAConfig(pad_multiple=16, pad_offset=1),
+    )
     assert result["batch_size"] == 16 and result["data"]["images_evaluated"] == N_IMAGES
     # 32x32 -> 33x33, 32x36 and 32x40 -> 33x49: two canvases, two calls.
     assert result["beam_counters"]["model_calls"] == 2
@@ -168,6 +193,7 @@ def test_evaluate_records_batch_size_and_rejects_bad_values(setup, tmp_path):
 
 
 # --- loading only the `logits` signature ---------------------------------------------------------
+
 
 def test_partial_load_runs_the_same_function_as_the_full_load(setup):
     function, _ = beam_eval._load_signature_only(setup["baseline"])
@@ -187,14 +213,16 @@ def test_model_without_logits_signature_still_names_the_problem(tmp_path):
 
 # --- the option: component parameter and `deeplab evaluate --batch-size` -----------------------
 
+
 def test_component_batch_size_parameter():
     from tfx.types import Channel, standard_artifacts
 
     from components.miou_evaluator.component import MiouEvaluator
 
     def make(**kwargs):
-        return MiouEvaluator(examples=Channel(type=standard_artifacts.Examples),
-                             model=Channel(type=standard_artifacts.Model), **kwargs)
+        return MiouEvaluator(
+            examples=Channel(type=standard_artifacts.Examples), model=Channel(type=standard_artifacts.Model), **kwargs
+        )
 
     assert make().exec_properties["batch_size"] == beam_eval.DEFAULT_BATCH_SIZE
     assert make(batch_size=1).exec_properties["batch_size"] == 1
@@ -208,11 +236,36 @@ def test_cli_batch_size(setup, capsys):
     import runner
 
     out = setup["root"] / "cli"
-    rc = runner.main(["evaluate", "--model", setup["current"], "--examples", str(setup["root"] / "examples"),
-                      "--batch-size", "2", "--output-dir", str(out), "--no-tensorboard", "--num-gallery", "0"])
+    rc = runner.main(
+        [
+            "evaluate",
+            "--model",
+            setup["current"],
+            "--examples",
+            str(setup["root"] / "examples"),
+            "--batch-size",
+            "2",
+            "--output-dir",
+            str(out),
+            "--no-tensorboard",
+            "--num-gallery",
+            "0",
+        ]
+    )
     assert rc == 0 and "report:" in capsys.readouterr().out
     result = json.loads((out / "evaluation.json").read_text())
     assert result["batch_size"] == 2 and result["beam_counters"]["model_calls"] == 6  # 3 sizes x ceil(3/2)
     with pytest.raises(SystemExit, match="batch-size"):
-        runner.main(["evaluate", "--model", setup["current"], "--examples", str(setup["root"] / "examples"),
-                     "--batch-size", "0", "--output-dir", str(setup["root"] / "x")])
+        runner.main(
+            [
+                "evaluate",
+                "--model",
+                setup["current"],
+                "--examples",
+                str(setup["root"] / "examples"),
+                "--batch-size",
+                "0",
+                "--output-dir",
+                str(setup["root"] / "x"),
+            ]
+        )

@@ -1,6 +1,7 @@
 """The gate sees every image: skipped evaluation records above max_eval_skipped_fraction (default 0.0)
 mean NOT_BLESSED, with the count, the fraction, the threshold and the reasons in evaluation.json, the
 report and the blessing message. Tiny colour-coded data and model from tests/test_eval_support.py."""
+
 import json
 import os
 
@@ -40,8 +41,11 @@ def _run_executor(root, name, **exec_properties):
         os.makedirs(artifact.uri, exist_ok=True)
     props = {"eval_split": "val", "miou_threshold": 0.0, "max_regression": 0.0, "tta": "null", "num_gallery": 1}
     props.update(exec_properties)
-    Executor().Do({component.EXAMPLES_KEY: [examples], component.MODEL_KEY: [model]},
-                  {component.EVALUATION_KEY: [evaluation], component.BLESSING_KEY: [blessing]}, props)
+    Executor().Do(
+        {component.EXAMPLES_KEY: [examples], component.MODEL_KEY: [model]},
+        {component.EVALUATION_KEY: [evaluation], component.BLESSING_KEY: [blessing]},
+        props,
+    )
     return evaluation.uri, blessing
 
 
@@ -91,19 +95,29 @@ def test_blessed_when_the_skipped_fraction_is_allowed(setup):
     assert "bad_record 1" in blessing.get_string_custom_property("blessing_message")
 
 
-@pytest.mark.parametrize("evaluated, skipped, allowed, blessed", [
-    (7, 1, 0.125, True),    # 1/8 == 0.125: equal to the threshold passes
-    (7, 1, 0.12, False),    # 0.125 > 0.12
-    (3, 1, 0.25, True),     # 1/4 == 0.25
-    (3, 1, 0.2499, False),
-    (8, 0, 0.0, True),      # nothing skipped: the default passes
-    (7, 1, 0.0, False),     # the default: any skipped record fails
-    (0, 3, 1.0, True),      # the skipped check alone (an mIoU is given here)
-])
+@pytest.mark.parametrize(
+    "evaluated, skipped, allowed, blessed",
+    [
+        (7, 1, 0.125, True),  # 1/8 == 0.125: equal to the threshold passes
+        (7, 1, 0.12, False),  # 0.125 > 0.12
+        (3, 1, 0.25, True),  # 1/4 == 0.25
+        (3, 1, 0.2499, False),
+        (8, 0, 0.0, True),  # nothing skipped: the default passes
+        (7, 1, 0.0, False),  # the default: any skipped record fails
+        (0, 3, 1.0, True),  # the skipped check alone (an mIoU is given here)
+    ],
+)
 def test_gate_decision_at_the_boundary(evaluated, skipped, allowed, blessed):
-    decision = decide_blessing(0.9, 0.5, None, 0.0, images_evaluated=evaluated, images_skipped=skipped,
-                               skipped_by_reason={"bad_record": skipped} if skipped else {},
-                               max_eval_skipped_fraction=allowed)
+    decision = decide_blessing(
+        0.9,
+        0.5,
+        None,
+        0.0,
+        images_evaluated=evaluated,
+        images_skipped=skipped,
+        skipped_by_reason={"bad_record": skipped} if skipped else {},
+        max_eval_skipped_fraction=allowed,
+    )
     assert decision["blessed"] is blessed
     assert [c["name"] for c in decision["checks"]] == ["miou_threshold", "max_regression", "skipped_records"]
     assert decision["checks"][-1]["passed"] is blessed
@@ -121,8 +135,10 @@ def test_gate_rejects_bad_fractions_and_unknown_totals():
         decide_blessing(0.9, images_skipped=1)
     # Without counts (older callers), nothing is known to be skipped: the check passes.
     assert decide_blessing(0.9, 0.5)["checks"][-1] == {
-        "name": "skipped_records", "passed": True,
-        "detail": "0 evaluation records skipped (fraction 0.0000) <= max_eval_skipped_fraction 0.0000"}
+        "name": "skipped_records",
+        "passed": True,
+        "detail": "0 evaluation records skipped (fraction 0.0000) <= max_eval_skipped_fraction 0.0000",
+    }
 
 
 def test_component_parameter():
@@ -131,10 +147,13 @@ def test_component_parameter():
 
     from components.miou_evaluator.component import DEFAULT_MAX_EVAL_SKIPPED_FRACTION, MiouEvaluator
 
-    channels = dict(examples=types.Channel(type=standard_artifacts.Examples),
-                    model=types.Channel(type=standard_artifacts.Model))
+    channels = dict(
+        examples=types.Channel(type=standard_artifacts.Examples), model=types.Channel(type=standard_artifacts.Model)
+    )
     assert MiouEvaluator(**channels).exec_properties["max_eval_skipped_fraction"] == DEFAULT_MAX_EVAL_SKIPPED_FRACTION
-    assert MiouEvaluator(**channels, max_eval_skipped_fraction=0.05).exec_properties["max_eval_skipped_fraction"] == 0.05
+    assert (
+        MiouEvaluator(**channels, max_eval_skipped_fraction=0.05).exec_properties["max_eval_skipped_fraction"] == 0.05
+    )
     with pytest.raises(ValueError, match="max_eval_skipped_fraction"):
         MiouEvaluator(**channels, max_eval_skipped_fraction=-0.1)
 
@@ -143,11 +162,22 @@ def test_cli_flag(setup, capsys):
     import runner
     from components.miou_evaluator import DEFAULT_MAX_EVAL_SKIPPED_FRACTION
 
-    args = runner.build_parser("evaluate").parse_args(["evaluate", "--model", "m", "--examples", "e",
-                                                       "--output-dir", "o"])
+    args = runner.build_parser("evaluate").parse_args(
+        ["evaluate", "--model", "m", "--examples", "e", "--output-dir", "o"]
+    )
     assert args.max_eval_skipped_fraction == DEFAULT_MAX_EVAL_SKIPPED_FRACTION
-    base = ["evaluate", "--model", str(setup / "model"), "--examples", str(setup / "examples"),
-            "--miou-threshold", "0", "--no-tensorboard", "--num-gallery", "0"]
+    base = [
+        "evaluate",
+        "--model",
+        str(setup / "model"),
+        "--examples",
+        str(setup / "examples"),
+        "--miou-threshold",
+        "0",
+        "--no-tensorboard",
+        "--num-gallery",
+        "0",
+    ]
     rc = runner.main(base + ["--output-dir", str(setup / "cli")])
     printed = capsys.readouterr().out
     assert rc == 1

@@ -1,4 +1,5 @@
 """components/miou_evaluator/metrics.py against hand-worked numbers and independent loops."""
+
 import numpy as np
 import pytest
 
@@ -10,21 +11,12 @@ NAMES4 = ("bg", "a", "b", "c")
 
 
 def test_hand_worked_4x4():
-    labels = np.array([[0, 0, 1, 1],
-                       [0, 0, 1, 1],
-                       [2, 2, 255, 255],
-                       [2, 2, 2, 255]])
-    preds = np.array([[0, 1, 1, 1],
-                      [0, 0, 1, 2],
-                      [2, 0, 2, 2],
-                      [2, 2, 2, 0]])
+    labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255], [2, 2, 2, 255]])
+    preds = np.array([[0, 1, 1, 1], [0, 0, 1, 2], [2, 0, 2, 2], [2, 2, 2, 0]])
     cm = metrics.confusion_matrix(labels, preds, num_classes=4)
     # 13 labelled pixels (3 are 255). Truth 0 -> predicted 0,1,0,0; truth 1 -> 1,1,1,2;
     # truth 2 -> 2,0,2,2,2. Class 3 is in neither.
-    expected = np.array([[3, 1, 0, 0, 0],
-                         [0, 3, 1, 0, 0],
-                         [1, 0, 4, 0, 0],
-                         [0, 0, 0, 0, 0]])
+    expected = np.array([[3, 1, 0, 0, 0], [0, 3, 1, 0, 0], [1, 0, 4, 0, 0], [0, 0, 0, 0, 0]])
     np.testing.assert_array_equal(cm, expected)
     assert cm.dtype == np.int64
     m = metrics.metrics_from_confusion(cm, NAMES4)
@@ -33,8 +25,8 @@ def test_hand_worked_4x4():
     assert m["per_class"][1]["iou"] == pytest.approx(0.6)
     assert m["per_class"][2]["iou"] == pytest.approx(2 / 3)
     assert m["per_class"][3]["iou"] is None and not m["per_class"][3]["present"]
-    assert m["miou"] == pytest.approx((0.6 + 0.6 + 2 / 3) / 3)           # 0.6222, class 3 left out
-    assert m["pixel_accuracy"] == pytest.approx(10 / 13)                  # 0.7692
+    assert m["miou"] == pytest.approx((0.6 + 0.6 + 2 / 3) / 3)  # 0.6222, class 3 left out
+    assert m["pixel_accuracy"] == pytest.approx(10 / 13)  # 0.7692
     assert m["mean_class_accuracy"] == pytest.approx((3 / 4 + 3 / 4 + 4 / 5) / 3)  # 0.7667
     assert m["frequency_weighted_iou"] == pytest.approx(4 / 13 * 0.6 + 4 / 13 * 0.6 + 5 / 13 * 2 / 3)  # 0.6256
     assert m["absent_classes"] == ["c"]
@@ -64,10 +56,10 @@ def test_bad_ground_truth_is_an_error():
 
 def _random_case(seed, shape=(37, 41), num_classes=NUM_CLASSES):
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, num_classes - 4, size=shape)          # the top classes stay absent in truth
+    labels = rng.integers(0, num_classes - 4, size=shape)  # the top classes stay absent in truth
     labels[rng.random(shape) < 0.15] = IGNORE_LABEL
     preds = np.where(rng.random(shape) < 0.6, labels, rng.integers(0, num_classes - 3, size=shape))
-    preds[rng.random(shape) < 0.01] = num_classes + 5                # out-of-range predictions
+    preds[rng.random(shape) < 0.01] = num_classes + 5  # out-of-range predictions
     return labels, preds
 
 
@@ -112,8 +104,10 @@ def test_random_maps_match_independent_loops():
 
 def test_confusion_matrices_add_up_over_shards():
     parts = [_random_case(s, shape=(9, 13)) for s in range(5)]
-    total = sum(metrics.confusion_matrix(l, p) for l, p in parts)
-    whole = metrics.confusion_matrix(np.concatenate([l for l, _ in parts]), np.concatenate([p for _, p in parts]))
+    total = sum(metrics.confusion_matrix(label, p) for label, p in parts)
+    whole = metrics.confusion_matrix(
+        np.concatenate([label for label, _ in parts]), np.concatenate([p for _, p in parts])
+    )
     np.testing.assert_array_equal(total, whole)
 
 
@@ -147,14 +141,17 @@ def test_normalized_confusion_rows_sum_to_one():
     np.testing.assert_array_equal(sums[17:], 0.0)
 
 
-@pytest.mark.parametrize("miou, threshold, base, tol, blessed", [
-    (0.70, 0.65, None, 0.0, True),     # no baseline: absolute threshold only
-    (0.60, 0.65, None, 0.0, False),    # below threshold
-    (0.70, 0.65, 0.705, 0.01, True),   # 0.70 >= 0.705 - 0.01
-    (0.70, 0.65, 0.72, 0.01, False),   # 0.70 < 0.71: regression
-    (0.70, None, 0.70, 0.0, True),     # equal to baseline passes
-    (None, 0.0, None, 0.0, False),     # nothing evaluated: never blessed
-])
+@pytest.mark.parametrize(
+    "miou, threshold, base, tol, blessed",
+    [
+        (0.70, 0.65, None, 0.0, True),  # no baseline: absolute threshold only
+        (0.60, 0.65, None, 0.0, False),  # below threshold
+        (0.70, 0.65, 0.705, 0.01, True),  # 0.70 >= 0.705 - 0.01
+        (0.70, 0.65, 0.72, 0.01, False),  # 0.70 < 0.71: regression
+        (0.70, None, 0.70, 0.0, True),  # equal to baseline passes
+        (None, 0.0, None, 0.0, False),  # nothing evaluated: never blessed
+    ],
+)
 def test_blessing_rule(miou, threshold, base, tol, blessed):
     decision = decide_blessing(miou, threshold, base, tol)
     assert decision["blessed"] is blessed

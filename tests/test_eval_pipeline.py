@@ -1,9 +1,8 @@
 """Gating in a real TFX pipeline (LocalDagRunner): ImportExampleGen -> MiouEvaluator (baseline from
 LatestBlessedModelStrategy) -> standard Pusher. A good model is blessed and pushed; a degraded
 second model is compared with it, not blessed, and not pushed."""
-import os
 
-import pytest
+import os
 
 from tests.test_eval_support import colour_table, save_colour_model, write_examples
 
@@ -15,40 +14,60 @@ def _pipeline(root, model_uri, push_dir):
 
     example_gen = tfx.components.ImportExampleGen(
         input_base=str(root / "data"),
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="train", pattern="train/*"),
-                                             tfx.proto.Input.Split(name="val", pattern="val/*")]))
+        input_config=tfx.proto.Input(
+            splits=[
+                tfx.proto.Input.Split(name="train", pattern="train/*"),
+                tfx.proto.Input.Split(name="val", pattern="val/*"),
+            ]
+        ),
+    )
     model = tfx.dsl.Importer(source_uri=model_uri, artifact_type=tfx.types.standard_artifacts.Model).with_id(
-        "model_importer")
+        "model_importer"
+    )
     baseline = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    evaluator = MiouEvaluator(examples=example_gen.outputs["examples"], model=model.outputs["result"],
-                              baseline_model=baseline.outputs["model"], miou_threshold=0.5, max_regression=0.01,
-                              num_gallery=1)
+    evaluator = MiouEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=model.outputs["result"],
+        baseline_model=baseline.outputs["model"],
+        miou_threshold=0.5,
+        max_regression=0.01,
+        num_gallery=1,
+    )
     pusher = tfx.components.Pusher(
-        model=model.outputs["result"], model_blessing=evaluator.outputs["blessing"],
+        model=model.outputs["result"],
+        model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(push_dir))))
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(push_dir))
+        ),
+    )
     return tfx.dsl.Pipeline(
-        pipeline_name="eval_gate_test", pipeline_root=str(root / "pipeline_root"),
+        pipeline_name="eval_gate_test",
+        pipeline_root=str(root / "pipeline_root"),
         components=[example_gen, model, baseline, evaluator, pusher],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(root / "metadata.sqlite")),
+            str(root / "metadata.sqlite")
+        ),
         beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
-        enable_cache=True)  # the second run reuses the ExampleGen output
+        enable_cache=True,
+    )  # the second run reuses the ExampleGen output
 
 
 def _blessings(root):
     import ml_metadata as mlmd
     from tfx import v1 as tfx
 
-    store = mlmd.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
-        str(root / "metadata.sqlite")))
+    store = mlmd.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(str(root / "metadata.sqlite"))
+    )
     out = []
     for a in sorted(store.get_artifacts_by_type("ModelBlessing"), key=lambda a: a.id):
-        props = {k: (v.int_value if v.HasField("int_value") else v.string_value) for k, v in a.custom_properties.items()}
+        props = {
+            k: (v.int_value if v.HasField("int_value") else v.string_value) for k, v in a.custom_properties.items()
+        }
         out.append((a.uri, props))
     return out
 
@@ -83,7 +102,10 @@ def test_good_model_pushed_degraded_model_not(tmp_path):
     assert "NOT BLESSED" in second["blessing_message"] and "baseline mIoU 1.0000" in second["blessing_message"]
     # The evaluation artifact of the second run holds the report with both models.
     import json
-    eval_dirs = sorted((tmp_path / "pipeline_root" / "MiouEvaluator" / "evaluation").iterdir(), key=lambda p: int(p.name))
+
+    eval_dirs = sorted(
+        (tmp_path / "pipeline_root" / "MiouEvaluator" / "evaluation").iterdir(), key=lambda p: int(p.name)
+    )
     result = json.loads((eval_dirs[-1] / "evaluation.json").read_text())
     assert result["baseline"]["metrics"]["miou"] == 1.0 and result["metrics"]["miou"] < 0.99
     assert (eval_dirs[-1] / "index.html").is_file()

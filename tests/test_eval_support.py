@@ -1,6 +1,7 @@
 """Shared pieces for the evaluator tests (no tests here): tiny colour-coded examples and
 SavedModels whose `logits` signature classifies each pixel by its nearest class colour, so every
 prediction (and so every confusion matrix) is known exactly."""
+
 import io
 import os
 
@@ -79,8 +80,15 @@ def make_sample(seed, size=32):
 
 
 def serialized_example(image, label, filename):
-    sample = Sample(image_bytes=png_bytes(image), image_format="png", mask_png=png_bytes(label),
-                    height=image.shape[0], width=image.shape[1], filename=filename, converted=None)
+    sample = Sample(
+        image_bytes=png_bytes(image),
+        image_format="png",
+        mask_png=png_bytes(label),
+        height=image.shape[0],
+        width=image.shape[1],
+        filename=filename,
+        converted=None,
+    )
     return to_example(sample).SerializeToString()
 
 

@@ -1,4 +1,5 @@
 """models/export.py: TF Serving SavedModel signatures, TTA baked in, warm-up file, re-export."""
+
 import contextlib
 import io
 import json
@@ -10,8 +11,10 @@ import tensorflow as tf
 
 from data.synthetic import encode_palette_png, render_sample
 from data.tfrecord import Sample, to_example
-from models import export
+from models import export, model_io
+from models.config import ModelConfig
 from models.inference import TTAConfig, predict_logits
+from serving import saved_model_info, warmup
 
 TINY = {"backbone": "mobilenet_v2", "alpha": 0.35, "aspp_filters": 16, "output_stride": 16}
 TTA = TTAConfig(scales=(1.0, 0.75), flip=True)
@@ -28,10 +31,12 @@ def _png(image):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from models.deeplab import build_deeplab_v3
     import tf_keras as keras
+
+    from models.deeplab import build_deeplab_v3
+
     keras.utils.set_random_seed(0)
-    return export.randomize_weights(build_deeplab_v3(**TINY), seed=0)
+    return model_io.randomize_weights(build_deeplab_v3(**TINY), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +59,7 @@ def _in_process(model, image, tta=TTA):
 
 def test_signatures_listed_with_dtypes_and_shapes(exported, loaded):
     from tensorflow.python.tools import saved_model_cli
+
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         saved_model_cli._show_all(exported)  # what `saved_model_cli show --dir DIR --all` prints
@@ -66,10 +72,17 @@ def test_signatures_listed_with_dtypes_and_shapes(exported, loaded):
     outs = {name: f.structured_outputs for name, f in loaded.signatures.items()}
     assert sig["serving_default"]["images"] == tf.TensorSpec([None], tf.string, "images")
     assert {k: (v.dtype, v.shape.as_list()) for k, v in outs["serving_default"].items()} == {
-        "segmentation_map": (tf.int64, [None, None, None]), "confidence": (tf.float32, [None, None, None]),
-        "height": (tf.int32, [None]), "width": (tf.int32, [None]), "segmentation_png": (tf.string, [None])}
+        "segmentation_map": (tf.int64, [None, None, None]),
+        "confidence": (tf.float32, [None, None, None]),
+        "height": (tf.int32, [None]),
+        "width": (tf.int32, [None]),
+        "segmentation_png": (tf.string, [None]),
+    }
     assert {k: (v.dtype, v.shape.as_list()) for k, v in outs["serving_png"].items()} == {
-        "segmentation_png": (tf.string, [None]), "height": (tf.int32, [None]), "width": (tf.int32, [None])}
+        "segmentation_png": (tf.string, [None]),
+        "height": (tf.int32, [None]),
+        "width": (tf.int32, [None]),
+    }
     # Batch dimension open, so TF Serving's batching can merge requests along dimension 0.
     assert sig["predict_images"]["images"] == tf.TensorSpec([None, None, None, 3], tf.float32, "images")
     assert sig["predict_images"]["height"].dtype == tf.int32
@@ -77,7 +90,8 @@ def test_signatures_listed_with_dtypes_and_shapes(exported, loaded):
     assert sig["serving_examples"]["examples"].dtype == tf.string
     assert outs["logits"]["logits"].shape.as_list() == [None, None, None, 21]
     assert "serving_default: images string [?] -> confidence float32 [?,?,?]" in "\n".join(
-        export.describe_signatures(exported))
+        saved_model_info.describe_signatures(exported)
+    )
 
 
 def test_serving_default_equals_in_process_tta(loaded, tiny_model):
@@ -113,10 +127,12 @@ def test_mixed_size_batch_equals_one_by_one_and_the_png_output_equals_the_map(lo
     assert sorted(compact) == ["height", "segmentation_png", "width"]
     for i, (h, w) in enumerate(sizes):
         single = loaded.signatures["serving_default"](images=tf.constant([encoded[i]]))["segmentation_map"].numpy()[0]
-        np.testing.assert_array_equal(maps[i, :h, :w], single)
+        # Same computation, but a batch of two may round differently from a batch of one in the matmul kernels
+        # (seen on an AVX2-only CPU: 1 pixel of 2240 at a near-tie of this random-weight model).
+        assert np.mean(maps[i, :h, :w] != single) <= 0.005
         assert np.all(maps[i, h:, :] == 255) and np.all(maps[i, :, w:] == 255)
         for png in (out["segmentation_png"][i], compact["segmentation_png"][i]):
-            np.testing.assert_array_equal(_decode_png_map(png), single)
+            np.testing.assert_array_equal(_decode_png_map(png), maps[i, :h, :w])
     # ~1 byte/pixel before compression, a few hundred bytes after: far below int64's 8 bytes/pixel.
     assert max(len(p) for p in out["segmentation_png"].numpy()) < 40 * 56
 
@@ -149,19 +165,25 @@ def test_predict_images_as_the_reference_client_builds_it(loaded):
     images = tf.make_tensor_proto(image.astype(dtype=np.float32), shape=[1, height, width, 3])
     h_proto = tf.make_tensor_proto(height, shape=[1])
     w_proto = tf.make_tensor_proto(width, shape=[1])
-    out = loaded.signatures["predict_images"](images=tf.constant(tf.make_ndarray(images)),
-                                              height=tf.constant(tf.make_ndarray(h_proto)),
-                                              width=tf.constant(tf.make_ndarray(w_proto)))
+    out = loaded.signatures["predict_images"](
+        images=tf.constant(tf.make_ndarray(images)),
+        height=tf.constant(tf.make_ndarray(h_proto)),
+        width=tf.constant(tf.make_ndarray(w_proto)),
+    )
     reference = loaded.signatures["serving_default"](images=tf.constant([_png(image)]))["segmentation_map"]
     assert out["segmentation_map"].shape == (1, height, width)
     np.testing.assert_array_equal(out["segmentation_map"].numpy(), reference.numpy())
     # Scalars work too; a height that disagrees with the pixels is refused with a clear message.
-    scalar = loaded.signatures["predict_images"](images=tf.constant(image[None].astype(np.float32)),
-                                                 height=tf.constant(height), width=tf.constant(width))
+    scalar = loaded.signatures["predict_images"](
+        images=tf.constant(image[None].astype(np.float32)), height=tf.constant(height), width=tf.constant(width)
+    )
     np.testing.assert_array_equal(scalar["segmentation_map"].numpy(), reference.numpy())
     with pytest.raises(tf.errors.InvalidArgumentError, match="height and width inputs must equal"):
-        loaded.signatures["predict_images"](images=tf.constant(image[None].astype(np.float32)),
-                                            height=tf.constant([height + 1]), width=tf.constant([width]))
+        loaded.signatures["predict_images"](
+            images=tf.constant(image[None].astype(np.float32)),
+            height=tf.constant([height + 1]),
+            width=tf.constant([width]),
+        )
 
 
 def test_predict_images_takes_requests_merged_by_tf_serving_batching(loaded):
@@ -169,23 +191,28 @@ def test_predict_images_takes_requests_merged_by_tf_serving_batching(loaded):
     requests along dimension 0: the signature answers the merged [B,...] batch row by row."""
     a, b = _images(seed=5, sizes=((32, 48), (32, 48)))
     merged = np.stack([a, b]).astype(np.float32)
-    out = loaded.signatures["predict_images"](images=tf.constant(merged), height=tf.constant([32, 32]),
-                                              width=tf.constant([48, 48]))["segmentation_map"].numpy()
+    out = loaded.signatures["predict_images"](
+        images=tf.constant(merged), height=tf.constant([32, 32]), width=tf.constant([48, 48])
+    )["segmentation_map"].numpy()
     assert out.shape == (2, 32, 48)
     for i, image in enumerate((a, b)):
-        alone = loaded.signatures["predict_images"](images=tf.constant(image[None].astype(np.float32)),
-                                                    height=tf.constant([32]), width=tf.constant([48]))
+        alone = loaded.signatures["predict_images"](
+            images=tf.constant(image[None].astype(np.float32)), height=tf.constant([32]), width=tf.constant([48])
+        )
         np.testing.assert_array_equal(out[i], alone["segmentation_map"].numpy()[0])
     # One value for the whole batch is accepted; a wrong one among B, or a count that is neither 1 nor B, is not.
-    one = loaded.signatures["predict_images"](images=tf.constant(merged), height=tf.constant([32]),
-                                              width=tf.constant(48))["segmentation_map"].numpy()
+    one = loaded.signatures["predict_images"](
+        images=tf.constant(merged), height=tf.constant([32]), width=tf.constant(48)
+    )["segmentation_map"].numpy()
     np.testing.assert_array_equal(one, out)
     with pytest.raises(tf.errors.InvalidArgumentError, match="height and width inputs must equal"):
-        loaded.signatures["predict_images"](images=tf.constant(merged), height=tf.constant([32, 31]),
-                                            width=tf.constant([48, 48]))
+        loaded.signatures["predict_images"](
+            images=tf.constant(merged), height=tf.constant([32, 31]), width=tf.constant([48, 48])
+        )
     with pytest.raises(tf.errors.InvalidArgumentError, match="one value, or one per image"):
-        loaded.signatures["predict_images"](images=tf.constant(merged), height=tf.constant([32, 32, 32]),
-                                            width=tf.constant([48, 48, 48]))
+        loaded.signatures["predict_images"](
+            images=tf.constant(merged), height=tf.constant([32, 32, 32]), width=tf.constant([48, 48, 48])
+        )
 
 
 def test_pad_multiple_export_groups_by_padded_size_and_answers_with_tensorflow_alone(tiny_model, tmp_path):
@@ -194,9 +221,11 @@ def test_pad_multiple_export_groups_by_padded_size_and_answers_with_tensorflow_a
     import subprocess
     import sys
     import textwrap
+
     path = str(tmp_path / "pad16")
-    export.export_serving_model(tiny_model, path, hparams={"model": TINY},
-                                tta=TTAConfig(pad_multiple=16, pad_offset=1), warmup_sizes=())
+    export.export_serving_model(
+        tiny_model, path, hparams={"model": TINY}, tta=TTAConfig(pad_multiple=16, pad_offset=1), warmup_sizes=()
+    )
     sizes = [(32, 40), (33, 41), (20, 47), (45, 30)]  # the first two share the 33x49 canvas
     for i, image in enumerate(_images(seed=7, sizes=sizes)):
         (tmp_path / f"{i}.png").write_bytes(_png(image))
@@ -213,13 +242,15 @@ def test_pad_multiple_export_groups_by_padded_size_and_answers_with_tensorflow_a
             h, w = int(out["height"][i]), int(out["width"][i])
             single = sig["serving_default"](images=tf.constant([data]))["segmentation_map"].numpy()[0]
             png = tf.io.decode_png(out["segmentation_png"][i]).numpy()[..., 0]
-            equal.append(bool(np.array_equal(out["segmentation_map"].numpy()[i, :h, :w], single)
-                              and np.array_equal(png, single) and (out["segmentation_map"].numpy()[i, h:] == 255).all()))
+            batched = out["segmentation_map"].numpy()[i]
+            equal.append(bool(np.array_equal(batched[:h, :w], single) and np.array_equal(png, single)
+                              and (batched[h:] == 255).all()))
         print(json.dumps(equal))
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [True] * len(sizes)
 
@@ -228,9 +259,15 @@ def test_serving_examples_reads_the_ingestion_format(loaded):
     a, b = _images()
     examples = []
     for i, image in enumerate((a, b)):
-        sample = Sample(image_bytes=_png(image), image_format="png", mask_png=encode_palette_png(
-            np.zeros(image.shape[:2], np.uint8)), height=image.shape[0], width=image.shape[1],
-            filename=f"img{i}", converted=None)
+        sample = Sample(
+            image_bytes=_png(image),
+            image_format="png",
+            mask_png=encode_palette_png(np.zeros(image.shape[:2], np.uint8)),
+            height=image.shape[0],
+            width=image.shape[1],
+            filename=f"img{i}",
+            converted=None,
+        )
         examples.append(to_example(sample).SerializeToString())
     out = loaded.signatures["serving_examples"](examples=tf.constant(examples))
     ref = loaded.signatures["serving_default"](images=tf.constant([_png(a), _png(b)]))
@@ -245,9 +282,11 @@ def test_logits_signature_has_no_tta(loaded, tiny_model):
 
 
 def test_warmup_file_is_a_prediction_log_tfrecord_that_replays(exported, loaded):
-    logs = export.read_warmup_file(exported)
+    logs = warmup.read_warmup_file(exported)
     assert [entry.predict_log.request.model_spec.signature_name for entry in logs] == [
-        "serving_default", "predict_images"]  # one size: the crop_size from hparams
+        "serving_default",
+        "predict_images",
+    ]  # one size: the crop_size from hparams
     for entry in logs:
         request = entry.predict_log.request
         inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
@@ -256,9 +295,9 @@ def test_warmup_file_is_a_prediction_log_tfrecord_that_replays(exported, loaded)
 
 
 def test_export_config_records_hparams_and_refuses_to_overwrite(exported, tiny_model):
-    config = export.read_export_config(exported)
+    config = saved_model_info.read_export_config(exported)
     assert config["tta"]["scales"] == [1.0, 0.75] and config["tta"]["flip"] is True
-    assert config["model_kwargs"]["alpha"] == 0.35 and config["precision"] == "float32"
+    assert config["model_config"]["alpha"] == 0.35 and config["precision"] == "float32"
     assert len(config["weight_names"]) == len(tiny_model.weights)
     with pytest.raises(FileExistsError, match="already holds a SavedModel"):
         export.export_serving_model(tiny_model, exported)
@@ -272,15 +311,18 @@ def _trained_tiny_model(steps=200, batch=8):
     label maps have clear margins, unlike a random model's, whose argmax flips with any rounding.
     Returns (model, first-epoch loss, last-epoch loss)."""
     import tf_keras as keras
+
     from models.deeplab import build_deeplab_v3
     from models.losses import MaskedSparseCrossEntropy
+
     rng = np.random.default_rng(0)
     images, labels = zip(*[render_sample(rng, 64, 64) for _ in range(8 * batch)])
     keras.utils.set_random_seed(0)
     model = build_deeplab_v3(**TRAINED)
     model.compile(keras.optimizers.Adam(0.01), MaskedSparseCrossEntropy())
-    history = model.fit(np.stack(images).astype(np.float32), np.stack(labels)[..., None], batch_size=batch,
-                        epochs=steps // 8, verbose=0).history["loss"]
+    history = model.fit(
+        np.stack(images).astype(np.float32), np.stack(labels)[..., None], batch_size=batch, epochs=steps // 8, verbose=0
+    ).history["loss"]
     return model, history[0], history[-1]
 
 
@@ -289,14 +331,32 @@ def test_reexport_from_savedmodel_with_other_tta_and_bfloat16(tmp_path):
     equal on a trained model, whether this CPU has native bfloat16 (avx512_bf16/amx_bf16, oneDNN) or
     emulates it (e.g. AMD Zen 2, Eigen): raw logits differ by rounding that depends on the CPU."""
     import runner
+
     model, first_loss, last_loss = _trained_tiny_model()
     assert last_loss < 0.5 * first_loss  # it did learn
-    source = export.export_serving_model(model, str(tmp_path / "f32"), hparams={"model": TRAINED}, tta=TTA,
-                                         warmup_sizes=())
+    source = export.export_serving_model(
+        model, str(tmp_path / "f32"), hparams={"model": TRAINED}, tta=TTA, warmup_sizes=()
+    )
     out = str(tmp_path / "bf16")
-    assert runner.main(["export", "--model", source, "--output", out, "--scales", "1.0", "--precision",
-                        "bfloat16", "--warmup-size", "32x40"]) == 0
-    config = export.read_export_config(out)
+    assert (
+        runner.main(
+            [
+                "export",
+                "--model",
+                source,
+                "--output",
+                out,
+                "--scales",
+                "1.0",
+                "--precision",
+                "bfloat16",
+                "--warmup-size",
+                "32x40",
+            ]
+        )
+        == 0
+    )
+    config = saved_model_info.read_export_config(out)
     assert config["precision"] == "bfloat16" and config["tta"]["scales"] == [1.0]
     assert config["precision_reason"] == "requested"
     assert config["tta"]["flip"] is True  # not overridden -> kept from the source export
@@ -305,14 +365,14 @@ def test_reexport_from_savedmodel_with_other_tta_and_bfloat16(tmp_path):
     x = np.stack([render_sample(rng, 64, 96)[0] for _ in range(4)]).astype(np.float32)
     served = tf.saved_model.load(out).signatures["logits"](images=tf.constant(x))["logits"].numpy()
     f32 = model(x, training=False).numpy()
-    bf16 = export.with_precision(model, "bfloat16", {"model": TRAINED})(x, training=False).numpy()
+    bf16 = model_io.with_precision(model, "bfloat16", {"model": TRAINED})(x, training=False).numpy()
     assert not np.array_equal(served, f32)  # bf16 arithmetic really is in the served graph
     # Same weights, bf16 arithmetic: the label maps of float32, in-process bf16 and served bf16 agree.
     assert (served.argmax(-1) == f32.argmax(-1)).mean() >= 0.99
     assert (served.argmax(-1) == bf16.argmax(-1)).mean() >= 0.99
 
 
-def test_load_trained_model_from_keras_file_and_checkpoint(tiny_model, tmp_path):
+def test_load_model_from_keras_file_and_checkpoint(tiny_model, tmp_path):
     x = np.stack(_images(sizes=((32, 48),))).astype(np.float32)
     want = tiny_model(x, training=False).numpy()
     ckpt_dir = tmp_path / "run"  # the Trainer's model_run layout: model.keras + hparams.json
@@ -320,29 +380,54 @@ def test_load_trained_model_from_keras_file_and_checkpoint(tiny_model, tmp_path)
     (ckpt_dir / "hparams.json").write_text(json.dumps({"model": TINY}))
     tiny_model.save(str(ckpt_dir / "model.keras"))
     for path in (str(ckpt_dir / "model.keras"), str(ckpt_dir)):
-        model, hparams, _ = export.load_trained_model(path)
-        assert hparams["model"]["alpha"] == 0.35
+        model, config, hparams, _ = model_io.load_model(path)
+        assert hparams["model"]["alpha"] == 0.35 and config.alpha == 0.35
         np.testing.assert_allclose(model(x, training=False).numpy(), want, atol=1e-5)
 
     (ckpt_dir / "model.keras").unlink()
     tf.train.Checkpoint(model=tiny_model).write(str(ckpt_dir / "ckpt-1"))
-    model, hparams, _ = export.load_trained_model(str(ckpt_dir / "ckpt-1"))
+    model, config, hparams, _ = model_io.load_model(str(ckpt_dir / "ckpt-1"))
     assert hparams["model"]["alpha"] == 0.35
     np.testing.assert_allclose(model(x, training=False).numpy(), want, atol=1e-5)
 
 
 def test_cli_exports_an_untrained_model_of_any_configuration(tmp_path, capsys):
     import runner
+
     out = str(tmp_path / "random")
-    assert runner.main(["export", "--init", "random", "--backbone", "mobilenet_v2", "--output-stride", "8",
-                        "--model-arg", "alpha=0.35", "--model-arg", "aspp_filters=8", "--output", out,
-                        "--no-warmup"]) == 0
+    assert (
+        runner.main(
+            [
+                "export",
+                "--init",
+                "random",
+                "--backbone",
+                "mobilenet_v2",
+                "--output-stride",
+                "8",
+                "--model-arg",
+                "alpha=0.35",
+                "--model-arg",
+                "aspp_filters=8",
+                "--output",
+                out,
+                "--no-warmup",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "predict_images: height int32 <unknown rank>, images float32 [?,?,?,3]" in printed
-    config = export.read_export_config(out)
-    assert config["model_kwargs"] == {"backbone": "mobilenet_v2", "output_stride": 8, "alpha": 0.35,
-                                      "aspp_filters": 8}
-    assert not os.path.exists(os.path.join(out, export.ASSETS_EXTRA, export.WARMUP_FILENAME))
+    config = saved_model_info.read_export_config(out)
+    assert config["model_config"] == {
+        **ModelConfig().to_dict(),
+        "backbone": "mobilenet_v2",
+        "output_stride": 8,
+        "alpha": 0.35,
+        "bn_epsilon": 1e-3,
+        "aspp_filters": 8,
+    }
+    assert not os.path.exists(os.path.join(out, saved_model_info.ASSETS_EXTRA, warmup.WARMUP_FILENAME))
     image = _images()[0]
     served = tf.saved_model.load(out).signatures["serving_default"](images=tf.constant([_png(image)]))
     assert served["segmentation_map"].shape == (1, 40, 56)

@@ -1,4 +1,5 @@
 """models/inference.py: whole / sliding / multi-scale / flip inference against independent computations."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -72,8 +73,9 @@ def _window_position_fn(images):
 def test_sliding_window_averages_overlaps_like_a_loop():
     x = random_images(1, 23, 31, seed=3)
     ch, cw, frac = 10, 12, 2.0 / 3.0
-    out = inference.predict_logits(_window_position_fn, x, mode="sliding", crop_size=(ch, cw),
-                                   stride_fraction=frac).numpy()
+    out = inference.predict_logits(
+        _window_position_fn, x, mode="sliding", crop_size=(ch, cw), stride_fraction=frac
+    ).numpy()
     # Independent loop: window starts every ceil(0.667 * size) and one flush with the far edge.
     sh, sw = int(np.ceil(ch * frac)), int(np.ceil(cw * frac))
     ys = sorted({min(y, 23 - ch) for y in range(0, 23 - ch + sh, sh)})
@@ -83,9 +85,9 @@ def test_sliding_window_averages_overlaps_like_a_loop():
     count = np.zeros((23, 31, 1))
     for y in ys:
         for v in xs:
-            win = _window_position_fn(tf.constant(x[:, y:y + ch, v:v + cw])).numpy()[0]
-            total[y:y + ch, v:v + cw] += win
-            count[y:y + ch, v:v + cw] += 1
+            win = _window_position_fn(tf.constant(x[:, y : y + ch, v : v + cw])).numpy()[0]
+            total[y : y + ch, v : v + cw] += win
+            count[y : y + ch, v : v + cw] += 1
     np.testing.assert_allclose(out[0], total / count, rtol=1e-5, atol=1e-3)
 
 
@@ -105,9 +107,11 @@ def test_sliding_window_pads_small_images_up_to_the_crop():
 def test_multi_scale_constant_image_recovers_function_exactly():
     # A constant image stays constant under any bilinear resize, so every scale predicts f(x).
     x = np.broadcast_to(np.array([40.0, 200.0, 90.0], np.float32), (1, 21, 19, 3)).copy()
-    for kwargs in ({"scales": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)},
-                   {"scales": (0.5, 1.0, 1.75), "flip": True, "average": "probs"},
-                   {"scales": (0.75, 1.25), "flip": True, "mode": "sliding", "crop_size": 9}):
+    for kwargs in (
+        {"scales": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)},
+        {"scales": (0.5, 1.0, 1.75), "flip": True, "average": "probs"},
+        {"scales": (0.75, 1.25), "flip": True, "mode": "sliding", "crop_size": 9},
+    ):
         out = inference.predict_logits(per_pixel_fn, x, **kwargs).numpy()
         expected = per_pixel_np(x)
         if kwargs.get("average") == "probs":
@@ -165,10 +169,14 @@ def test_probability_averaging():
 
 def test_tf_function_with_dynamic_shapes_matches_eager():
     kwargs = dict(scales=(0.75, 1.0), flip=True, mode="sliding", crop_size=(12, 12))
-    fn = tf.function(lambda im: inference.predict_logits(_window_position_fn, im, **kwargs),
-                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    labels = tf.function(lambda im: inference.predict_labels(_window_position_fn, im, **kwargs),
-                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    fn = tf.function(
+        lambda im: inference.predict_logits(_window_position_fn, im, **kwargs),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+    )
+    labels = tf.function(
+        lambda im: inference.predict_labels(_window_position_fn, im, **kwargs),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+    )
     for shape in ((1, 17, 30), (2, 9, 11)):
         x = random_images(*shape, seed=shape[1])
         eager = inference.predict_logits(_window_position_fn, x, **kwargs).numpy()

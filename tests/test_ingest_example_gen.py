@@ -1,4 +1,5 @@
 """VocExampleGen executor: round trips, bad inputs skipped and counted, failure rules, reference import."""
+
 import glob
 import io
 import json
@@ -17,8 +18,9 @@ from data import synthetic, tfrecord
 BEAM_ARGS = []
 
 
-def run_example_gen(out_dir, voc_root=None, sbd_root=None, split_recipes=None, reference_tfrecords=None,
-                    max_rejected_fraction=0.05):
+def run_example_gen(
+    out_dir, voc_root=None, sbd_root=None, split_recipes=None, reference_tfrecords=None, max_rejected_fraction=0.05
+):
     """Runs the executor as TFX would; returns (Examples artifact, report dict or None)."""
     from tfx.dsl.components.base import base_beam_executor
     from tfx.proto import example_gen_pb2
@@ -64,8 +66,9 @@ def feature_bytes(example, key):
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
-    return synthetic.generate_voc_dataset(tmp_path_factory.mktemp("synth"), num_train=6, num_val=3, seed=3,
-                                          min_size=32, max_size=48)
+    return synthetic.generate_voc_dataset(
+        tmp_path_factory.mktemp("synth"), num_train=6, num_val=3, seed=3, min_size=32, max_size=48
+    )
 
 
 @pytest.fixture(scope="module")
@@ -137,12 +140,37 @@ def test_bad_samples_are_skipped_and_counted(tmp_path, dirty_root):
 def test_too_many_rejects_fail_after_writing_the_report(tmp_path, dirty_root):
     root, _ = dirty_root
     out = tmp_path / "component" / "examples" / "7"
-    with pytest.raises(executor.IngestError, match=r"split 'train' rejected 3 of 6 samples.*max_rejected_fraction"
-                                                   r".*rejects report: .*failed_runs/7/example_gen_report.json"):
+    with pytest.raises(
+        executor.IngestError,
+        match=r"split 'train' rejected 3 of 6 samples.*max_rejected_fraction"
+        r".*rejects report: .*failed_runs/7/example_gen_report.json",
+    ) as e:
         run_example_gen(out, voc_root=root, max_rejected_fraction=0.05)
     # The report is kept outside the output folder, which the orchestrator deletes after a failure.
     kept = tmp_path / "component" / "failed_runs" / "7" / executor.REPORT_FILE
     assert json.load(open(kept))["splits"]["train"]["rejects_by_reason"]["missing_mask"] == 1
+    # ... and travels with the exception as attributes, for callers such as `deeplab ingest`.
+    assert isinstance(e.value, executor.RejectsError)
+    assert e.value.report_path == str(kept)
+    assert e.value.splits == json.load(open(kept))["splits"]
+
+
+def test_rejects_error_keeps_its_attributes_through_pickle_and_the_cli_finds_it_in_a_chain():
+    import pickle
+
+    from pipeline.cli import _ingest_rejects
+
+    splits = {"train": {"rejected": 3}}
+    error = pickle.loads(pickle.dumps(executor.RejectsError("too many (rejects report: /r.json)", "/r.json", splits)))
+    assert (str(error), error.report_path, error.splits) == ("too many (rejects report: /r.json)", "/r.json", splits)
+    try:
+        try:
+            raise error
+        except executor.RejectsError as inner:
+            raise RuntimeError("component failed") from inner
+    except RuntimeError as outer:
+        assert _ingest_rejects(outer) == splits
+    assert _ingest_rejects(ValueError("no ExampleGen involved")) is None
 
 
 def test_empty_split_fails(tmp_path, dirty_root):
@@ -150,8 +178,9 @@ def test_empty_split_fails(tmp_path, dirty_root):
     bad_list = tmp_path / "bad_ids.txt"
     bad_list.write_text("\n".join(ids[:3]) + "\n")
     with pytest.raises(executor.IngestError, match=r"split 'broken' .* is empty"):
-        run_example_gen(tmp_path / "out", voc_root=root, split_recipes={"broken": f"file:{bad_list}"},
-                        max_rejected_fraction=1.0)
+        run_example_gen(
+            tmp_path / "out", voc_root=root, split_recipes={"broken": f"file:{bad_list}"}, max_rejected_fraction=1.0
+        )
 
 
 def test_missing_root_fails_at_once(tmp_path, synth_root):
@@ -182,8 +211,9 @@ def test_reference_tfrecords_are_imported(tmp_path):
         broken.features.feature[tfrecord.REF_HEIGHT].int64_list.value[0] = 7  # truncated-looking record
         writer.write(broken.SerializeToString())
 
-    artifact, report = run_example_gen(tmp_path / "out", reference_tfrecords={"train": str(tmp_path / "*.tfrecords")},
-                                       max_rejected_fraction=0.5)
+    artifact, report = run_example_gen(
+        tmp_path / "out", reference_tfrecords={"train": str(tmp_path / "*.tfrecords")}, max_rejected_fraction=0.5
+    )
     train = report["splits"]["train"]
     assert train["examples"] == 3
     assert train["rejects_by_reason"] == {"size_mismatch": 1}
@@ -213,24 +243,35 @@ def test_workers_build_examples_without_tensorflow(voc_sample_root):
 
     for ref in resolve_recipe("voc_train", voc_root=voc_sample_root):
         sample = tfrecord.load_sample(ref)
-        expected = tf.train.Example(features=tf.train.Features(feature={
-            "image/encoded": bytes_feature(open(ref.image_path, "rb").read()),
-            "image/filename": bytes_feature(str(ref.id).encode()),
-            "image/format": bytes_feature(b"jpeg"),
-            "image/height": int_feature(sample.height),
-            "image/width": int_feature(sample.width),
-            "image/channels": int_feature(3),
-            "image/segmentation/class/encoded": bytes_feature(sample.mask_png),
-            "image/segmentation/class/format": bytes_feature(b"png"),
-        }))
+        expected = tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "image/encoded": bytes_feature(open(ref.image_path, "rb").read()),
+                    "image/filename": bytes_feature(str(ref.id).encode()),
+                    "image/format": bytes_feature(b"jpeg"),
+                    "image/height": int_feature(sample.height),
+                    "image/width": int_feature(sample.width),
+                    "image/channels": int_feature(3),
+                    "image/segmentation/class/encoded": bytes_feature(sample.mask_png),
+                    "image/segmentation/class/format": bytes_feature(b"png"),
+                }
+            )
+        )
         assert example_bytes(sample) == expected.SerializeToString(deterministic=True)
         assert tfrecord.to_example(sample) == expected
-    code = ("import sys; from components.voc_example_gen.transforms import example_bytes; from data import tfrecord; "
-            "from data.splits import resolve_recipe; "
-            f"example_bytes(tfrecord.load_sample(resolve_recipe('voc_val', voc_root={str(voc_sample_root)!r})[0])); "
-            "print('tensorflow' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        "import sys; from components.voc_example_gen.transforms import example_bytes; from data import tfrecord; "
+        "from data.splits import resolve_recipe; "
+        f"example_bytes(tfrecord.load_sample(resolve_recipe('voc_val', voc_root={str(voc_sample_root)!r})[0])); "
+        "print('tensorflow' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
 
 

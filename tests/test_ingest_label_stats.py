@@ -1,4 +1,5 @@
 """LabelStatsGen executor: exact per-split pixel counts, out-of-range labels flagged, JSON + PNG written."""
+
 import io
 import json
 import os
@@ -20,9 +21,15 @@ def write_split(uri, split, masks):
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
         for i, mask in enumerate(masks):
             image = np.zeros(mask.shape + (3,), np.uint8)
-            sample = tfrecord.Sample(image_bytes=_png(image), image_format="png", mask_png=_png(mask),
-                                     height=mask.shape[0], width=mask.shape[1], filename=f"{split}_{i}",
-                                     converted=None)
+            sample = tfrecord.Sample(
+                image_bytes=_png(image),
+                image_format="png",
+                mask_png=_png(mask),
+                height=mask.shape[0],
+                width=mask.shape[1],
+                filename=f"{split}_{i}",
+                converted=None,
+            )
             writer.write(tfrecord.to_example(sample).SerializeToString())
 
 
@@ -45,8 +52,10 @@ def run_label_stats(examples_uri, split_names, out_uri, fail_on_anomaly=True):
     output.uri = str(out_uri)
     os.makedirs(out_uri, exist_ok=True)
     executor.Executor(base_beam_executor.BaseBeamExecutor.Context()).Do(
-        {"examples": [examples]}, {"label_statistics": [output]},
-        {"exclude_splits": "[]", "fail_on_anomaly": int(fail_on_anomaly)})
+        {"examples": [examples]},
+        {"label_statistics": [output]},
+        {"exclude_splits": "[]", "fail_on_anomaly": int(fail_on_anomaly)},
+    )
     return output, json.load(open(os.path.join(out_uri, executor.STATS_FILE)))
 
 

@@ -1,5 +1,7 @@
 """ImageNet init: Keras applications h5 weights map onto the atrous backbones layer by layer."""
+
 import json
+
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -35,8 +37,7 @@ def test_resnet_v2_50_features_match_keras_applications(tmp_path):
 
 
 def test_mobilenet_v2_features_match_keras_applications(tmp_path):
-    reference = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35,
-                                               input_shape=(None, None, 3))
+    reference = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35, input_shape=(None, None, 3))
     _randomize(reference, seed=2)
     path = tmp_path / expected_weights_file("mobilenet_v2", 0.35)[0]
     reference.save_weights(str(path))
@@ -68,16 +69,17 @@ def test_wrong_file_is_a_clear_error(tmp_path):
 
 
 def test_builder_initialises_backbone_from_file(tmp_path, monkeypatch):
-    reference = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35,
-                                               input_shape=(None, None, 3))
+    reference = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35, input_shape=(None, None, 3))
     _randomize(reference, seed=4)
     reference.save_weights(str(tmp_path / expected_weights_file("mobilenet_v2", 0.35)[0]))
     monkeypatch.setenv("DEEPLAB_WEIGHTS_DIR", str(tmp_path))
     from models.deeplab import build_deeplab_v3
+
     model = build_deeplab_v3(backbone="mobilenet_v2", alpha=0.35, aspp_filters=8, weights="imagenet")
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    np.testing.assert_array_equal(backbone.get_layer("Conv1").get_weights()[0],
-                                  reference.get_layer("Conv1").get_weights()[0])
+    np.testing.assert_array_equal(
+        backbone.get_layer("Conv1").get_weights()[0], reference.get_layer("Conv1").get_weights()[0]
+    )
 
 
 def test_batch_norm_epsilon_follows_the_backbone_weights():
@@ -89,8 +91,11 @@ def test_batch_norm_epsilon_follows_the_backbone_weights():
     assert hparams_lib.preset("demo").bn_epsilon == 1e-3
     assert hparams_lib.preset("paper").bn_epsilon == 1e-5
     assert hparams_lib.preset("demo", bn_epsilon=1e-4).bn_epsilon == 1e-4
-    assert json.loads(hparams_lib.preset("demo").to_json())["bn_epsilon"] == 1e-3
+    assert json.loads(hparams_lib.preset("demo").to_json())["model"]["bn_epsilon"] == 1e-3
     model = build_deeplab_v3(backbone="mobilenet_v2", alpha=0.35, aspp_filters=8)
-    epsilons = {layer.epsilon for layer in model.get_layer("mobilenet_v2_0.35").layers
-                if isinstance(layer, keras.layers.BatchNormalization)}
+    epsilons = {
+        layer.epsilon
+        for layer in model.get_layer("mobilenet_v2_0.35").layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
     assert epsilons == {1e-3}

@@ -1,4 +1,5 @@
 """`deeplab compile --target kubeflow` writes a Kubeflow Pipelines v2 PipelineJob offline."""
+
 import json
 import os
 
@@ -6,18 +7,48 @@ import pytest
 
 import runner
 
-COMPONENTS = sorted(["VocExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "SchemaGate",
-                     "LabelStatsGen", "Trainer",
-                     "latest_blessed_model_resolver-model-blessing-resolver",
-                     "latest_blessed_model_resolver-model-resolver", "MiouEvaluator", "AtomicPusher"])
+COMPONENTS = sorted(
+    [
+        "VocExampleGen",
+        "StatisticsGen",
+        "ImportSchemaGen",
+        "ExampleValidator",
+        "SchemaGate",
+        "LabelStatsGen",
+        "Trainer",
+        "latest_blessed_model_resolver-model-blessing-resolver",
+        "latest_blessed_model_resolver-model-resolver",
+        "MiouEvaluator",
+        "AtomicPusher",
+    ]
+)
 
 
 def test_kubeflow_json_names_every_component(tmp_path):
     out = tmp_path / "pipeline.json"
-    assert runner.main(["compile", "--target", "kubeflow", "--image", "gcr.io/proj/deeplab-tfx:1", "--output", str(out),
-                        "--voc-root", "gs://bucket/VOCdevkit/VOC2012", "--sbd-root", "gs://bucket/benchmark_RELEASE",
-                        "--train-recipe", "train_aug", "--pipeline-root", "gs://bucket/root",
-                        "--beam-arg=--runner=DataflowRunner"]) == 0
+    assert (
+        runner.main(
+            [
+                "compile",
+                "--target",
+                "kubeflow",
+                "--image",
+                "gcr.io/proj/deeplab-tfx:1",
+                "--output",
+                str(out),
+                "--voc-root",
+                "gs://bucket/VOCdevkit/VOC2012",
+                "--sbd-root",
+                "gs://bucket/benchmark_RELEASE",
+                "--train-recipe",
+                "train_aug",
+                "--pipeline-root",
+                "gs://bucket/root",
+                "--beam-arg=--runner=DataflowRunner",
+            ]
+        )
+        == 0
+    )
     job = json.load(open(out))
     spec = job["pipelineSpec"]
     assert sorted(spec["root"]["dag"]["tasks"]) == COMPONENTS
@@ -55,7 +86,7 @@ def test_run_without_imagenet_weights_fails_before_ingesting(tmp_path, monkeypat
 
 
 def test_demo_reuses_its_synthetic_data_so_the_pipeline_cache_holds(tmp_path):
-    from pipeline.cli import demo_make_data
+    from pipeline.demo import demo_make_data
 
     root = demo_make_data(str(tmp_path), 3, 2, 0)
     val_list = os.path.join(root, "ImageSets", "Segmentation", "val.txt")
@@ -64,3 +95,36 @@ def test_demo_reuses_its_synthetic_data_so_the_pipeline_cache_holds(tmp_path):
     assert os.stat(val_list).st_mtime_ns == before  # untouched: the ExampleGen fingerprint is unchanged
     demo_make_data(str(tmp_path), 4, 2, 0)  # other settings: written anew
     assert len(open(os.path.join(root, "ImageSets", "Segmentation", "train.txt")).read().split()) == 4
+
+
+def test_flags_become_one_run_options_that_maps_onto_create_pipeline():
+    import inspect
+
+    from pipeline import configs
+    from pipeline.cli import options_from_args
+    from pipeline.pipeline import create_pipeline
+
+    args = runner.build_parser("run").parse_args(
+        [
+            "run",
+            "--voc-root",
+            "/voc",
+            "--train-recipe",
+            "train_aug",
+            "--beam-arg=--direct_num_workers=4",
+            "--set",
+            "weights=null",
+            "--miou-threshold",
+            "0.3",
+            "--no-cache",
+        ]
+    )
+    options = options_from_args(args, with_model=True)
+    kwargs = options.pipeline_kwargs()
+    assert set(kwargs) <= set(inspect.signature(create_pipeline).parameters)
+    assert kwargs["split_recipes"] == {configs.TRAIN_SPLIT: "train_aug"} and kwargs["voc_root"] == "/voc"
+    assert kwargs["beam_pipeline_args"] == configs.BEAM_PIPELINE_ARGS + ["--direct_num_workers=4"]
+    assert kwargs["miou_threshold"] == 0.3 and kwargs["train_config"]["weights"] is None
+    assert kwargs["with_model"] and not kwargs["enable_cache"] and kwargs["model_name"] == configs.MODEL_NAME
+    local = options.local()
+    assert (local.pipeline_root, local.metadata_path) == configs.local_paths(configs.OUTPUT_DIR)

@@ -1,5 +1,6 @@
 """The data half end to end: `deeplab ingest` -> LocalDagRunner (VocExampleGen -> StatisticsGen -> SchemaGen ->
 ExampleValidator, LabelStatsGen) -> ingest_report.json, then a cached re-run."""
+
 import json
 import os
 
@@ -35,8 +36,12 @@ def test_ingest_report_describes_real_outputs(ingest_run):
         assert split["schema_anomalies"] == []
         # The histogram equals the pixel counts of the source masks.
         ids = open(os.path.join(voc_root, f"ImageSets/Segmentation/{name}.txt")).read().split()
-        counts = sum(np.bincount(np.asarray(Image.open(os.path.join(voc_root, "SegmentationClass", f"{i}.png"))).ravel(),
-                                 minlength=256) for i in ids)
+        counts = sum(
+            np.bincount(
+                np.asarray(Image.open(os.path.join(voc_root, "SegmentationClass", f"{i}.png"))).ravel(), minlength=256
+            )
+            for i in ids
+        )
         histogram = split["label_histogram"]
         assert list(histogram["class_pixels"].values()) == counts[:21].tolist()
         assert histogram["ignore_pixels"] == counts[255] > 0

@@ -1,5 +1,6 @@
 """A killed `deeplab run` resumes its training when run again (issue 9): the real CLI in a subprocess, SIGKILLed
 once the Trainer's first checkpoint exists under the pipeline root, then the same command again."""
+
 import json
 import os
 import signal
@@ -18,12 +19,39 @@ CHECKPOINT_EVERY = 10
 
 
 def _command(voc_root, out, train_steps=TRAIN_STEPS, extra=()):
-    sets = dict(alpha=0.35, aspp_filters=8, crop_size=33, batch_size=2, precision="float32", log_images=0,
-                cache_decoded=True, shuffle_buffer=4, steps_per_epoch=40, checkpoint_every=CHECKPOINT_EVERY)
-    return ([sys.executable, os.path.join(REPO, "runner.py"), "run", "--voc-root", str(voc_root), "--output-dir", str(out),
-             "--preset", "demo", "--train-steps", str(train_steps), "--miou-threshold", "0",
-             "--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_num_workers=1"]
-            + [f"--set={k}={json.dumps(v)}" for k, v in sets.items()] + list(extra))
+    sets = dict(
+        alpha=0.35,
+        aspp_filters=8,
+        crop_size=33,
+        batch_size=2,
+        precision="float32",
+        log_images=0,
+        cache_decoded=True,
+        shuffle_buffer=4,
+        steps_per_epoch=40,
+        checkpoint_every=CHECKPOINT_EVERY,
+    )
+    return (
+        [
+            sys.executable,
+            os.path.join(REPO, "runner.py"),
+            "run",
+            "--voc-root",
+            str(voc_root),
+            "--output-dir",
+            str(out),
+            "--preset",
+            "demo",
+            "--train-steps",
+            str(train_steps),
+            "--miou-threshold",
+            "0",
+            "--beam-arg=--direct_running_mode=in_memory",
+            "--beam-arg=--direct_num_workers=1",
+        ]
+        + [f"--set={k}={json.dumps(v)}" for k, v in sets.items()]
+        + list(extra)
+    )
 
 
 def _checkpoints(state_root):
@@ -41,8 +69,9 @@ def _train_report(out):
 
 @pytest.mark.timeout(900)
 def test_killed_run_resumes_training_from_its_checkpoint(tmp_path):
-    voc_root = synthetic.generate_voc_dataset(tmp_path / "data", num_train=6, num_val=2, seed=3, min_size=40,
-                                              max_size=56)
+    voc_root = synthetic.generate_voc_dataset(
+        tmp_path / "data", num_train=6, num_val=2, seed=3, min_size=40, max_size=56
+    )
     out = tmp_path / "out"
     state_root = out / configs.PIPELINE_ROOT_DIRNAME / configs.TRAINING_STATE_DIRNAME
     log_path = tmp_path / "first.log"
@@ -54,7 +83,9 @@ def test_killed_run_resumes_training_from_its_checkpoint(tmp_path):
             time.sleep(0.2)
         first.send_signal(signal.SIGKILL)
         first.wait()
-    assert _checkpoints(state_root), "no checkpoint appeared before the first run ended:\n" + log_path.read_text()[-3000:]
+    assert _checkpoints(state_root), (
+        "no checkpoint appeared before the first run ended:\n" + log_path.read_text()[-3000:]
+    )
     assert not os.path.exists(out / "ingest_report.json")  # killed before it finished
 
     second = subprocess.run(_command(voc_root, out), cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
@@ -65,7 +96,6 @@ def test_killed_run_resumes_training_from_its_checkpoint(tmp_path):
     assert f"resuming from step {report['initial_step']}" in second.stderr
     # The finished training's state is gone: nothing is left to resume by mistake.
     assert not _checkpoints(state_root)
-
 
 
 def test_a_changed_configuration_gets_its_own_state_and_says_so(tmp_path, caplog):
@@ -81,11 +111,15 @@ def test_a_changed_configuration_gets_its_own_state_and_says_so(tmp_path, caplog
         assert trainer_module._prepare_resume_dir(str(tmp_path), same) == first
         assert "resuming from its last checkpoint" in caplog.text
         caplog.clear()
-        for changed in (trainer_module.resume_identity(hp.replace(learning_rate=0.01), ["/ex/1/Split-train/*"],
-                                                       ["/ex/1/Split-val/*"]),
-                        trainer_module.resume_identity(hp, ["/ex/2/Split-train/*"], ["/ex/2/Split-val/*"]),
-                        trainer_module.resume_identity(hp, ["/ex/1/Split-train/*"], ["/ex/1/Split-val/*"],
-                                                       serving_tta={"scales": [1.0], "flip": True})):
+        for changed in (
+            trainer_module.resume_identity(
+                hp.replace(learning_rate=0.01), ["/ex/1/Split-train/*"], ["/ex/1/Split-val/*"]
+            ),
+            trainer_module.resume_identity(hp, ["/ex/2/Split-train/*"], ["/ex/2/Split-val/*"]),
+            trainer_module.resume_identity(
+                hp, ["/ex/1/Split-train/*"], ["/ex/1/Split-val/*"], serving_tta={"scales": [1.0], "flip": True}
+            ),
+        ):
             assert trainer_module._prepare_resume_dir(str(tmp_path), changed) != first
             assert "configuration or the data changed" in caplog.text and "starting afresh from step 0" in caplog.text
             caplog.clear()

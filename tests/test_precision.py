@@ -1,5 +1,6 @@
 """models/precision.py: `precision: auto` decided from (faked) CPU flags and GPUs, and recorded by
 training (hparams.json, train_report.json) and export (deeplab_export.json)."""
+
 import json
 import logging
 import types
@@ -12,19 +13,22 @@ from models import precision
 AVX2 = {"fpu", "sse4_2", "avx", "avx2", "fma"}  # e.g. AMD Zen 2: bfloat16 only emulated
 
 
-@pytest.mark.parametrize("cpu_flags, gpus, policy, in_reason", [
-    (AVX2, [], "float32", "neither amx_bf16 nor avx512_bf16"),
-    (AVX2 | {"avx512f", "avx512_bf16"}, [], "mixed_bfloat16", "CPU has avx512_bf16 (native bfloat16)"),
-    (AVX2 | {"amx_tile", "amx_bf16"}, [], "mixed_bfloat16", "CPU has amx_bf16"),
-    (AVX2, [(8, 0)], "mixed_bfloat16", "compute capability 8.0 (native bfloat16)"),
-    (AVX2, [{"device_name": "NVIDIA H100", "compute_capability": (9, 0)}], "mixed_bfloat16", "NVIDIA H100"),
-    (AVX2, [(7, 0)], "mixed_float16", "compute capability 7.0"),
-    (AVX2, ["7.5"], "mixed_float16", "compute capability 7.5"),
-    (AVX2, [(6, 1)], "float32", "compute capability 6.1"),
-    (AVX2 | {"avx512_bf16"}, [(7, 0)], "mixed_float16", "GPU"),  # the GPU runs the model, not the CPU
-    (AVX2, [(8, 0), (7, 5)], "mixed_float16", "2 GPUs, the weakest"),  # every replica runs one policy
-    (AVX2, [None], "float32", "unknown"),
-])
+@pytest.mark.parametrize(
+    "cpu_flags, gpus, policy, in_reason",
+    [
+        (AVX2, [], "float32", "neither amx_bf16 nor avx512_bf16"),
+        (AVX2 | {"avx512f", "avx512_bf16"}, [], "mixed_bfloat16", "CPU has avx512_bf16 (native bfloat16)"),
+        (AVX2 | {"amx_tile", "amx_bf16"}, [], "mixed_bfloat16", "CPU has amx_bf16"),
+        (AVX2, [(8, 0)], "mixed_bfloat16", "compute capability 8.0 (native bfloat16)"),
+        (AVX2, [{"device_name": "NVIDIA H100", "compute_capability": (9, 0)}], "mixed_bfloat16", "NVIDIA H100"),
+        (AVX2, [(7, 0)], "mixed_float16", "compute capability 7.0"),
+        (AVX2, ["7.5"], "mixed_float16", "compute capability 7.5"),
+        (AVX2, [(6, 1)], "float32", "compute capability 6.1"),
+        (AVX2 | {"avx512_bf16"}, [(7, 0)], "mixed_float16", "GPU"),  # the GPU runs the model, not the CPU
+        (AVX2, [(8, 0), (7, 5)], "mixed_float16", "2 GPUs, the weakest"),  # every replica runs one policy
+        (AVX2, [None], "float32", "unknown"),
+    ],
+)
 def test_auto_follows_native_hardware(cpu_flags, gpus, policy, in_reason):
     got, reason = precision.resolve_precision("auto", cpu_flags=cpu_flags, gpus=gpus)
     assert got == policy
@@ -57,8 +61,10 @@ def test_unknown_precision_is_refused():
 
 def test_cpu_flags_from_cpuinfo_and_absent_cpuinfo(tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx avx2 fma\n\n"
-                       "processor\t: 1\nflags\t\t: fpu avx avx2 fma\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx avx2 fma\n\n"
+        "processor\t: 1\nflags\t\t: fpu avx avx2 fma\n"
+    )
     assert precision.read_cpu_flags(str(cpuinfo)) == {"fpu", "avx", "avx2", "fma"}
     assert precision.read_cpu_flags(str(tmp_path / "absent")) is None  # not Linux
     # Default cpu_flags come from /proc/cpuinfo; where it is absent, auto is float32.
@@ -69,10 +75,14 @@ def test_cpu_flags_from_cpuinfo_and_absent_cpuinfo(tmp_path, monkeypatch):
 
 def test_default_gpus_come_from_tensorflow(monkeypatch):
     import tensorflow as tf
+
     fake = types.SimpleNamespace(name="/physical_device:GPU:0", device_type="GPU")
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [fake] if kind == "GPU" else [])
-    monkeypatch.setattr(tf.config.experimental, "get_device_details",
-                        lambda device: {"device_name": "NVIDIA A100-SXM4-40GB", "compute_capability": (8, 0)})
+    monkeypatch.setattr(
+        tf.config.experimental,
+        "get_device_details",
+        lambda device: {"device_name": "NVIDIA A100-SXM4-40GB", "compute_capability": (8, 0)},
+    )
     assert precision.gpu_compute_capabilities() == [("NVIDIA A100-SXM4-40GB", (8, 0))]
     policy, reason = precision.resolve_precision("auto", cpu_flags=AVX2)
     assert policy == "mixed_bfloat16" and "NVIDIA A100-SXM4-40GB" in reason
@@ -82,7 +92,9 @@ def test_export_precision_is_bfloat16_only_where_native():
     resolve = precision.resolve_export_precision
     assert resolve("auto", cpu_flags=AVX2, gpus=[])[0] == "float32"
     assert resolve("auto", cpu_flags=AVX2 | {"avx512_bf16"}, gpus=[]) == (
-        "bfloat16", "auto: CPU has avx512_bf16 (native bfloat16)")
+        "bfloat16",
+        "auto: CPU has avx512_bf16 (native bfloat16)",
+    )
     assert resolve("auto", cpu_flags=AVX2, gpus=[(8, 6)])[0] == "bfloat16"
     assert resolve("auto", cpu_flags=AVX2, gpus=[(7, 5)])[0] == "float32"  # no float16 export graph
     assert resolve("bfloat16", cpu_flags=AVX2, gpus=[]) == ("bfloat16", "requested")
@@ -116,40 +128,81 @@ def avx2_only(monkeypatch):
 @pytest.fixture
 def amx(monkeypatch):
     """This machine seen as an Intel CPU with AMX (native bfloat16), without GPU."""
-    monkeypatch.setattr(precision, "read_cpu_flags",
-                        lambda path="/proc/cpuinfo": frozenset(AVX2 | {"avx512f", "amx_tile", "amx_bf16"}))
+    monkeypatch.setattr(
+        precision, "read_cpu_flags", lambda path="/proc/cpuinfo": frozenset(AVX2 | {"avx512f", "amx_tile", "amx_bf16"})
+    )
     monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
 
 
 def test_train_records_the_resolved_precision(avx2_only, tmp_path, caplog):
     from models import train as train_lib
     from tests.test_train_data import write_records
+
     write_records(tmp_path / "ex" / "Split-train" / "data_tfrecord-00000-of-00001.gz", 2, seed=1)
     write_records(tmp_path / "ex" / "Split-val" / "data_tfrecord-00000-of-00001.gz", 1, seed=2)
-    hp = hparams_lib.preset("demo", alpha=0.35, aspp_filters=8, crop_size=33, batch_size=2, log_images=0,
-                            train_steps=1, steps_per_epoch=1, cache_decoded=False, shuffle_buffer=2)
+    hp = hparams_lib.preset(
+        "demo",
+        alpha=0.35,
+        aspp_filters=8,
+        crop_size=33,
+        batch_size=2,
+        log_images=0,
+        train_steps=1,
+        steps_per_epoch=1,
+        cache_decoded=False,
+        shuffle_buffer=2,
+    )
     assert hp.precision == "auto"
     run_dir = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="models.train"):
-        report = train_lib.train(hp, str(tmp_path / "ex" / "Split-train"), str(tmp_path / "ex" / "Split-val"),
-                                 str(run_dir), verbose=0, export=False)
+        report = train_lib.train(
+            hp,
+            str(tmp_path / "ex" / "Split-train"),
+            str(tmp_path / "ex" / "Split-val"),
+            str(run_dir),
+            verbose=0,
+            export=False,
+        )
     reason = "auto: no GPU; CPU has neither amx_bf16 nor avx512_bf16 (bfloat16 would be emulated and slower)"
     assert f"precision float32 ({reason})" in caplog.text
-    recorded = json.loads((run_dir / train_lib.HPARAMS_FILENAME).read_text())
+    from models import model_io
+
+    recorded = json.loads((run_dir / model_io.HPARAMS_FILENAME).read_text())
     assert recorded["precision"] == "auto"  # what was asked: resolves again wherever it is retrained
     assert recorded["precision_resolved"] == "float32" and recorded["precision_reason"] == reason
     assert report["precision_resolved"] == "float32" and report["precision_reason"] == reason
     assert json.loads((run_dir / train_lib.REPORT_FILENAME).read_text())["precision_resolved"] == "float32"
-    model, reloaded = train_lib.load_trained_model(str(run_dir))
-    assert reloaded == hp and model.compute_dtype == "float32"
+    model, config, recorded_hparams, _ = model_io.load_model(str(run_dir))
+    reloaded = hparams_lib.HParams.from_dict(
+        {k: v for k, v in recorded_hparams.items() if k not in hparams_lib.RECORDED_KEYS}
+    )
+    assert reloaded == hp and config == hp.model and model.compute_dtype == "float32"
 
 
 def test_deeplab_export_defaults_to_auto_and_records_why(amx, tmp_path):
     import runner
-    from models import export
+    from serving.saved_model_info import read_export_config
+
     out = str(tmp_path / "auto")
-    assert runner.main(["export", "--init", "random", "--backbone", "mobilenet_v2", "--model-arg", "alpha=0.35",
-                        "--model-arg", "aspp_filters=8", "--output", out, "--no-warmup"]) == 0
-    config = export.read_export_config(out)
+    assert (
+        runner.main(
+            [
+                "export",
+                "--init",
+                "random",
+                "--backbone",
+                "mobilenet_v2",
+                "--model-arg",
+                "alpha=0.35",
+                "--model-arg",
+                "aspp_filters=8",
+                "--output",
+                out,
+                "--no-warmup",
+            ]
+        )
+        == 0
+    )
+    config = read_export_config(out)
     assert config["precision"] == "bfloat16"
     assert config["precision_reason"] == "auto: CPU has amx_bf16 (native bfloat16)"

@@ -1,4 +1,5 @@
 """components/atomic_pusher: atomic TF Serving versions, retention, blessing like the standard Pusher."""
+
 import json
 import os
 
@@ -142,9 +143,13 @@ def test_without_a_blessing_input_it_pushes_like_the_standard_pusher(trained_mod
 def test_component_is_the_standard_pusher_with_this_executor(tmp_path):
     from tfx.components import Pusher
     from tfx.types import Channel
-    component = AtomicPusher(model=Channel(type=standard_artifacts.Model),
-                             model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-                             serving_dir=str(tmp_path), keep_versions=5)
+
+    component = AtomicPusher(
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+        serving_dir=str(tmp_path),
+        keep_versions=5,
+    )
     assert isinstance(component, Pusher)
     assert component.executor_spec.executor_class is pusher.Executor
     assert EXECUTOR_SPEC.executor_class is pusher.Executor

@@ -1,6 +1,7 @@
 """Data validation that can fail the run: the curated schema (pipeline/schema/schema.pbtxt) accepts what
 ingestion writes (synthetic demo data, real VOC), examples that break it stop the pipeline before the
 Trainer (SchemaGate) unless anomalies are allowed, and `deeplab schema` proposes a schema with a diff."""
+
 import os
 
 import numpy as np
@@ -31,13 +32,17 @@ def _validate(serialized_examples):
 
 def _encoded_split(voc_root, split):
     voc = VocDevkit(voc_root)
-    return [tfr.example_bytes(tfr.load_sample(SampleRef(i, "voc", voc.image_path(i), voc.mask_path(i))))
-            for i in voc.split_ids(split)]
+    return [
+        tfr.example_bytes(tfr.load_sample(SampleRef(i, "voc", voc.image_path(i), voc.mask_path(i))))
+        for i in voc.split_ids(split)
+    ]
 
 
 def test_schema_file_ships_with_the_package():
     assert os.path.isfile(configs.SCHEMA_FILE)
-    assert configs.SCHEMA_FILE == os.path.join(os.path.dirname(os.path.abspath(configs.__file__)), "schema", "schema.pbtxt")
+    assert configs.SCHEMA_FILE == os.path.join(
+        os.path.dirname(os.path.abspath(configs.__file__)), "schema", "schema.pbtxt"
+    )
     setup = open(os.path.join(os.path.dirname(os.path.dirname(configs.SCHEMA_FILE)), "..", "setup.py")).read()
     assert '"pipeline": ["schema/*.pbtxt"]' in setup
 
@@ -47,8 +52,18 @@ def test_curated_schema_constraints():
 
     schema = load_schema(configs.SCHEMA_FILE)
     features = {f.name: f for f in schema.feature}
-    assert sorted(features) == sorted([tfr.IMAGE_ENCODED, tfr.IMAGE_FILENAME, tfr.IMAGE_FORMAT, tfr.IMAGE_HEIGHT,
-                                       tfr.IMAGE_WIDTH, tfr.IMAGE_CHANNELS, tfr.LABEL_ENCODED, tfr.LABEL_FORMAT])
+    assert sorted(features) == sorted(
+        [
+            tfr.IMAGE_ENCODED,
+            tfr.IMAGE_FILENAME,
+            tfr.IMAGE_FORMAT,
+            tfr.IMAGE_HEIGHT,
+            tfr.IMAGE_WIDTH,
+            tfr.IMAGE_CHANNELS,
+            tfr.LABEL_ENCODED,
+            tfr.LABEL_FORMAT,
+        ]
+    )
     for f in features.values():
         assert f.presence.min_fraction == 1.0 and (f.value_count.min, f.value_count.max) == (1, 1), f.name
     domains = {d.name: list(d.value) for d in schema.string_domain}
@@ -60,8 +75,14 @@ def test_curated_schema_constraints():
 
 def test_synthetic_demo_data_has_no_anomalies(tmp_path):
     # The demo's image sizes (configs.DEMO_MIN_SIZE..DEMO_MAX_SIZE), JPEG images, palette masks.
-    voc_root = generate_voc_dataset(tmp_path, num_train=4, num_val=2, seed=configs.DEMO_SEED,
-                                    min_size=configs.DEMO_MIN_SIZE, max_size=configs.DEMO_MAX_SIZE)
+    voc_root = generate_voc_dataset(
+        tmp_path,
+        num_train=4,
+        num_val=2,
+        seed=configs.DEMO_SEED,
+        min_size=configs.DEMO_MIN_SIZE,
+        max_size=configs.DEMO_MAX_SIZE,
+    )
     for split in ("train", "val"):
         anomalies, _ = _validate(_encoded_split(voc_root, split))
         assert dict(anomalies.anomaly_info) == {}, split
@@ -71,7 +92,8 @@ def test_converted_png_images_have_no_anomalies():
     # Images in other modes are written as RGB PNGs: image/format "png" is in the domain.
     rng = np.random.default_rng(0)
     example = tfr.reference_record_to_example(
-        tfr.reference_example(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8), np.zeros((9, 7), np.uint8)))
+        tfr.reference_example(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8), np.zeros((9, 7), np.uint8))
+    )
     assert example.features.feature[tfr.IMAGE_FORMAT].bytes_list.value == [b"png"]
     anomalies, _ = _validate([example.SerializeToString()])
     assert dict(anomalies.anomaly_info) == {}
@@ -86,7 +108,8 @@ def test_real_voc_sample_has_no_anomalies(voc_sample_root):
 def test_schema_catches_what_it_should():
     rng = np.random.default_rng(1)
     good = tfr.reference_record_to_example(
-        tfr.reference_example(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8), np.zeros((9, 7), np.uint8)))
+        tfr.reference_example(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8), np.zeros((9, 7), np.uint8))
+    )
     bad_format = type(good).FromString(good.SerializeToString())
     bad_format.features.feature[tfr.LABEL_FORMAT].bytes_list.value[0] = b"jpeg"
     missing = type(good).FromString(good.SerializeToString())
@@ -100,8 +123,12 @@ def test_kubeflow_trainer_waits_for_the_gate(tmp_path):
 
     from pipeline.pipeline import compile_kubeflow, create_pipeline
 
-    pipeline = create_pipeline(pipeline_root="gs://bucket/root", voc_root="gs://bucket/VOC2012", train_config={"preset": "demo"})
-    tasks = json.load(open(compile_kubeflow(pipeline, "img", str(tmp_path / "p.json"))))["pipelineSpec"]["root"]["dag"]["tasks"]
+    pipeline = create_pipeline(
+        pipeline_root="gs://bucket/root", voc_root="gs://bucket/VOC2012", train_config={"preset": "demo"}
+    )
+    tasks = json.load(open(compile_kubeflow(pipeline, "img", str(tmp_path / "p.json"))))["pipelineSpec"]["root"]["dag"][
+        "tasks"
+    ]
     assert "SchemaGate" in tasks["Trainer"]["dependentTasks"]
     assert "SchemaGen" not in tasks and "schema.pbtxt" in json.dumps(tasks["ImportSchemaGen"]["inputs"])
     assert "ExampleValidator" in tasks["SchemaGate"]["dependentTasks"]
@@ -126,8 +153,10 @@ def bad_data_runs(tmp_path_factory, in_process_beam):
     from tfx import v1 as tfx
     from tfx.orchestration.pipeline import RunOptions
 
-    from pipeline.cli import latest_outputs, run_pipeline
+    from pipeline.cli import RunOptions as CliRunOptions
+    from pipeline.cli import run_pipeline
     from pipeline.pipeline import create_pipeline, run_local
+    from pipeline.report import latest_outputs
 
     work = tmp_path_factory.mktemp("schema_e2e")
     _write_reference_split(work / "train.tfrecords", [(20, 24), (TALL, 2), (22, 18)], seed=0)
@@ -137,13 +166,20 @@ def bad_data_runs(tmp_path_factory, in_process_beam):
     pipeline_root, metadata_path = configs.local_paths(str(out))
     beam = list(configs.DEMO_BEAM_ARGS)
 
-    ingest_report = run_pipeline(str(out), reference_tfrecords=references, beam_args=beam, with_model=False)
+    ingest_report = run_pipeline(CliRunOptions(output_dir=str(out), reference_tfrecords=references, beam_args=beam))
 
     def pipeline(allow_anomalies):
-        return create_pipeline(pipeline_root=pipeline_root, metadata_path=metadata_path,
-                               reference_tfrecords=references, beam_pipeline_args=beam, with_model=True,
-                               train_config={"preset": "demo", "precision": "float32"}, train_steps=1,
-                               miou_threshold=0.0, allow_anomalies=allow_anomalies)
+        return create_pipeline(
+            pipeline_root=pipeline_root,
+            metadata_path=metadata_path,
+            reference_tfrecords=references,
+            beam_pipeline_args=beam,
+            with_model=True,
+            train_config={"preset": "demo", "precision": "float32"},
+            train_steps=1,
+            miou_threshold=0.0,
+            allow_anomalies=allow_anomalies,
+        )
 
     with pytest.raises(Exception) as failure:
         run_local(pipeline(allow_anomalies=False))
@@ -151,11 +187,17 @@ def bad_data_runs(tmp_path_factory, in_process_beam):
 
     # allow_anomalies: run the same pipeline only up to the gate (a partial run; the Trainer is not what is tested).
     allowed = pipeline(allow_anomalies=True)
-    tfx.orchestration.LocalDagRunner().run(allowed, run_options=RunOptions(
-        to_nodes=["SchemaGate"]))
+    tfx.orchestration.LocalDagRunner().run(allowed, run_options=RunOptions(to_nodes=["SchemaGate"]))
     after_allowed = latest_outputs(metadata_path, configs.PIPELINE_NAME)
-    return dict(out=out, pipeline_root=pipeline_root, metadata_path=metadata_path, ingest_report=ingest_report,
-                failure=failure.value, after_failure=after_failure, after_allowed=after_allowed)
+    return dict(
+        out=out,
+        pipeline_root=pipeline_root,
+        metadata_path=metadata_path,
+        ingest_report=ingest_report,
+        failure=failure.value,
+        after_failure=after_failure,
+        after_allowed=after_allowed,
+    )
 
 
 def test_ingest_reports_anomalies_without_failing(bad_data_runs):
@@ -189,7 +231,7 @@ def test_allow_anomalies_lets_the_gate_pass(bad_data_runs):
     import json
 
     from components.schema_gate.executor import RESULT_FILE
-    from pipeline.cli import artifact_properties
+    from pipeline.report import artifact_properties
 
     outputs = bad_data_runs["after_allowed"]
     result_uri = outputs["SchemaGate"]["result"][0]
@@ -213,8 +255,20 @@ def test_schema_command_prints_a_diff(bad_data_runs, capsys, tmp_path):
     statistics = bad_data_runs["ingest_report"]["artifacts"]["statistics"]
     schema_copy = tmp_path / "schema.pbtxt"
     schema_copy.write_text(open(configs.SCHEMA_FILE).read())
-    assert runner.main(["schema", "--statistics", os.path.join(statistics, "Split-val"), "--schema", str(schema_copy),
-                        "--out", str(tmp_path / "proposed.pbtxt")]) == 0
+    assert (
+        runner.main(
+            [
+                "schema",
+                "--statistics",
+                os.path.join(statistics, "Split-val"),
+                "--schema",
+                str(schema_copy),
+                "--out",
+                str(tmp_path / "proposed.pbtxt"),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "no change to" in captured.err and captured.out == ""
     assert runner.main(["schema", "--statistics", statistics, "--schema", str(schema_copy), "--write"]) == 0

@@ -3,6 +3,7 @@
 Client tests run against the local server and, where `tensorflow_model_server` is on PATH
 (marker serving_binary), against the real TF Serving binary over the same model directory.
 """
+
 import base64
 import concurrent.futures
 import json
@@ -22,7 +23,7 @@ import pytest
 import tensorflow as tf
 
 from data.synthetic import encode_jpeg, render_sample
-from models import export
+from models import export, model_io
 from serving.grpc_client import GrpcClient
 from serving.rest_client import RestClient, ServingClientError
 from serving.server import ModelServer
@@ -45,11 +46,17 @@ def _images(n=4, seed=1):
 
 def bomb_png(height=50000, width=50000):
     """A ~100-byte PNG declaring height x width RGB pixels (7.5 GB decoded)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _free_port():
@@ -62,9 +69,11 @@ def _free_port():
 def exported(tmp_path_factory):
     """A tiny DeepLab V3 exported as version 1 of model 'deeplab' under a TF Serving base path."""
     import tf_keras as keras
+
     from models.deeplab import build_deeplab_v3
+
     keras.utils.set_random_seed(0)
-    model = export.randomize_weights(build_deeplab_v3(**TINY), seed=0)
+    model = model_io.randomize_weights(build_deeplab_v3(**TINY), seed=0)
     base = tmp_path_factory.mktemp("serving") / "deeplab"
     path = str(base / "1")
     export.export_serving_model(model, path, hparams={"model": TINY}, tta={"flip": True}, warmup_sizes=[(32, 40)])
@@ -78,13 +87,22 @@ def in_process(exported):
     def segment(image):
         out = loaded.signatures["serving_default"](images=tf.constant([_png(image)]))
         return out["segmentation_map"].numpy()[0], out["confidence"].numpy()[0]
+
     return segment
 
 
 @pytest.fixture(scope="module")
 def local_server(exported):
-    server = ModelServer(exported[0], "deeplab", grpc_port=0, rest_port=0, poll_seconds=0,
-                         max_message_mb=MAX_MESSAGE_MB, threads=8, version_labels={"stable": 1}).start()
+    server = ModelServer(
+        exported[0],
+        "deeplab",
+        grpc_port=0,
+        rest_port=0,
+        poll_seconds=0,
+        max_message_mb=MAX_MESSAGE_MB,
+        threads=8,
+        version_labels={"stable": 1},
+    ).start()
     yield server
     server.stop()
 
@@ -94,9 +112,19 @@ def _start_binary(base):
     if binary is None:
         pytest.skip("tensorflow_model_server is not on PATH")
     grpc_port, rest_port = _free_port(), _free_port()
-    proc = subprocess.Popen([binary, f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--model_name=deeplab",
-                             f"--model_base_path={base}", "--enable_model_warmup=true",
-                             f"--grpc_max_threads=8"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+            "--model_name=deeplab",
+            f"--model_base_path={base}",
+            "--enable_model_warmup=true",
+            "--grpc_max_threads=8",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = GrpcClient(f"127.0.0.1:{grpc_port}", timeout=5, retries=0)
     deadline = time.time() + 120
     while True:
@@ -113,8 +141,9 @@ def _start_binary(base):
     return proc, grpc_port, rest_port
 
 
-@pytest.fixture(scope="module", params=["deeplab-serve", pytest.param("tensorflow_model_server",
-                                                                       marks=pytest.mark.serving_binary)])
+@pytest.fixture(
+    scope="module", params=["deeplab-serve", pytest.param("tensorflow_model_server", marks=pytest.mark.serving_binary)]
+)
 def endpoint(request, exported):
     """(grpc target, rest target) of a running server over the exported model."""
     if request.param == "deeplab-serve":
@@ -132,9 +161,12 @@ def endpoint(request, exported):
 # ---------------------------------------------------------------------------------------------
 # image header limits (no server)
 
+
 def test_image_size_reads_headers_of_every_decodable_format():
-    from PIL import Image
     import io
+
+    from PIL import Image
+
     image = Image.fromarray(_images(1)[0])  # 32x40
     for fmt in ("PNG", "JPEG", "GIF", "BMP"):
         buf = io.BytesIO()
@@ -154,6 +186,7 @@ def test_image_size_reads_headers_of_every_decodable_format():
 
 # ---------------------------------------------------------------------------------------------
 # clients against a server (local, and the real binary where installed)
+
 
 def test_grpc_and_rest_maps_equal_the_savedmodel_in_process(endpoint, in_process):
     grpc_target, rest_target = endpoint
@@ -180,6 +213,7 @@ def test_grpc_and_rest_maps_equal_the_savedmodel_in_process(endpoint, in_process
 
 def test_compact_output_is_a_fraction_of_the_int64_map_on_the_wire(endpoint):
     from tensorflow_serving.apis import predict_pb2
+
     grpc_target, _ = endpoint
     image = _images(1, seed=4)[0]
     with GrpcClient(grpc_target) as client:
@@ -233,12 +267,14 @@ def test_predict_images_the_reference_way(endpoint, in_process):
     with GrpcClient(grpc_target) as client:
         # The reference notebook reads outputs['segmentation_map'].int64_val and tensor_shape.dim[1..2].
         from tensorflow_serving.apis import predict_pb2
+
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "deeplab"
         request.model_spec.signature_name = "predict_images"
         height, width = image.shape[:2]
-        request.inputs["images"].CopyFrom(tf.make_tensor_proto(image.astype(dtype=np.float32),
-                                                               shape=[1, height, width, 3]))
+        request.inputs["images"].CopyFrom(
+            tf.make_tensor_proto(image.astype(dtype=np.float32), shape=[1, height, width, 3])
+        )
         request.inputs["height"].CopyFrom(tf.make_tensor_proto(height, shape=[1]))
         request.inputs["width"].CopyFrom(tf.make_tensor_proto(width, shape=[1]))
         result = client.predictions.Predict(request, 30.0)
@@ -259,7 +295,9 @@ def test_status_and_metadata(endpoint):
         images = signatures["serving_default"].inputs["images"]
         assert tf.dtypes.as_dtype(images.dtype) == tf.string
     rest = RestClient(rest_target)
-    assert rest.status() == [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+    assert rest.status() == [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    ]
     metadata = rest.metadata()
     assert metadata["predict_images"]["inputs"]["images"]["dtype"] == "DT_FLOAT"
     assert metadata["serving_default"]["outputs"]["segmentation_map"]["dtype"] == "DT_INT64"
@@ -270,6 +308,7 @@ def test_status_and_metadata(endpoint):
 
 # ---------------------------------------------------------------------------------------------
 # local server only: refusals, load, warm-up, hot versions, the CLI
+
 
 def test_warmup_requests_were_replayed_at_load(local_server):
     servable = local_server.manager.get("deeplab")
@@ -303,30 +342,56 @@ def test_bad_grpc_requests_are_refused_and_the_server_keeps_serving(local_server
     v7 = GrpcClient(target, version=7, retries=0)
     cases = [
         (lambda: client.predict({"images": np.zeros([1], np.float32)}), "INVALID_ARGUMENT", "expects string but float"),
-        (lambda: client.predict({"images": np.array([[b"x"]], object)}), "INVALID_ARGUMENT", "expects shape [?] but got [1, 1]"),
+        (
+            lambda: client.predict({"images": np.array([[b"x"]], object)}),
+            "INVALID_ARGUMENT",
+            "expects shape [?] but got [1, 1]",
+        ),
         (lambda: client.segment([b"this is not an image"]), "INVALID_ARGUMENT", "not a JPEG, PNG, GIF or BMP"),
         (lambda: client.segment([_png(image)[:60]]), "INVALID_ARGUMENT", "Invalid PNG data"),  # decoder's word
         (lambda: client.segment([bomb_png()]), "INVALID_ARGUMENT", "declares 50000x50000 pixels"),
-        (lambda: client.predict({"images": np.array([_png(image)], object), "extra": np.zeros(1)}),
-         "INVALID_ARGUMENT", "Send extra: {extra}"),
-        (lambda: client.predict({"pixels": np.zeros([1], np.float32)}, "predict_images"),
-         "INVALID_ARGUMENT", "Missing but required: {height, images, width}"),
-        (lambda: client.predict({"images": np.array([b"x"], object)}, "no_such_signature"),
-         "FAILED_PRECONDITION", 'Serving signature key "no_such_signature" not found'),
+        (
+            lambda: client.predict({"images": np.array([_png(image)], object), "extra": np.zeros(1)}),
+            "INVALID_ARGUMENT",
+            "Send extra: {extra}",
+        ),
+        (
+            lambda: client.predict({"pixels": np.zeros([1], np.float32)}, "predict_images"),
+            "INVALID_ARGUMENT",
+            "Missing but required: {height, images, width}",
+        ),
+        (
+            lambda: client.predict({"images": np.array([b"x"], object)}, "no_such_signature"),
+            "FAILED_PRECONDITION",
+            'Serving signature key "no_such_signature" not found',
+        ),
         (lambda: other.segment([_png(image)]), "NOT_FOUND", "Servable not found for request: Latest(nope)"),
         (lambda: v7.segment([_png(image)]), "NOT_FOUND", "Specific(deeplab, 7)"),
         (lambda: v7.status(), "NOT_FOUND", "Could not find version 7 of model deeplab"),
-        (lambda: client.segment([b"\x89PNG" + bytes(int(1.5 * MAX_MESSAGE_MB * (1 << 20)))]),
-         "RESOURCE_EXHAUSTED", "larger than max"),
-        (lambda: client.predict({"images": np.zeros([1, 8, 8, 3], np.float32), "height": np.array([9], np.int32),
-                                 "width": np.array([8], np.int32)}, "predict_images"),
-         "INVALID_ARGUMENT", "height and width inputs must equal"),
+        (
+            lambda: client.segment([b"\x89PNG" + bytes(int(1.5 * MAX_MESSAGE_MB * (1 << 20)))]),
+            "RESOURCE_EXHAUSTED",
+            "larger than max",
+        ),
+        (
+            lambda: client.predict(
+                {
+                    "images": np.zeros([1, 8, 8, 3], np.float32),
+                    "height": np.array([9], np.int32),
+                    "width": np.array([8], np.int32),
+                },
+                "predict_images",
+            ),
+            "INVALID_ARGUMENT",
+            "height and width inputs must equal",
+        ),
     ]
     for call, code, text in cases:
         error = _grpc_error(call)
         assert error.code == code, (text, error)
         assert text in error.details, error
     from tensorflow_serving.apis import classification_pb2
+
     with pytest.raises(Exception, match="UNIMPLEMENTED"):
         client.predictions.Classify(classification_pb2.ClassificationRequest(), timeout=10)
     # Still serving, correctly.
@@ -355,22 +420,39 @@ def test_bad_rest_requests_get_tf_serving_status_codes_and_error_json(local_serv
         (predict({"instances": [{"b64": base64.b64encode(b"not an image").decode()}]}), 400, "not a JPEG, PNG"),
         (predict({"instances": [bomb]}), 400, "declares 50000x50000 pixels"),
         (predict({"instances": [{"b64": "@@@"}]}), 400, "not valid base64"),
-        (predict({"signature_name": "predict_images", "inputs": {"images": [[[[1, 2, 3]]]], "height": [1.5],
-                                                                  "width": [1]}}), 400, "non-integer"),
+        (
+            predict(
+                {
+                    "signature_name": "predict_images",
+                    "inputs": {"images": [[[[1, 2, 3]]]], "height": [1.5], "width": [1]},
+                }
+            ),
+            400,
+            "non-integer",
+        ),
         (predict({"signature_name": "predict_images", "instances": [[[1, 2, 3]]]}), 400, "naming the signature inputs"),
         (predict({"signature_name": "nope", "instances": [b64]}), 400, 'Serving signature key "nope" not found'),
         (predict({"instances": [b64], "inputs": [b64]}), 400, "exactly one of 'instances'"),
         (_http("POST", f"{base}/deeplab:predict", b"{not json"), 400, "JSON Parse error"),
-        (_http("POST", f"{base}/nope:predict", json.dumps({"instances": [b64]}).encode()), 404,
-         "Servable not found for request: Latest(nope)"),
-        (_http("POST", f"{base}/deeplab/versions/7:predict", json.dumps({"instances": [b64]}).encode()), 404,
-         "Specific(deeplab, 7)"),
+        (
+            _http("POST", f"{base}/nope:predict", json.dumps({"instances": [b64]}).encode()),
+            404,
+            "Servable not found for request: Latest(nope)",
+        ),
+        (
+            _http("POST", f"{base}/deeplab/versions/7:predict", json.dumps({"instances": [b64]}).encode()),
+            404,
+            "Specific(deeplab, 7)",
+        ),
         (_http("POST", f"{base}/deeplab:classify", json.dumps({"examples": []}).encode()), 501, "not implemented"),
         (_http("POST", f"{base}/deeplab:explode", b"{}"), 400, "Malformed request"),
         (_http("GET", f"{base}/nope"), 404, "Could not find any versions of model nope"),
         (_http("GET", f"{base}/deeplab/versions/7"), 404, "Could not find version 7 of model deeplab"),
-        (_http("POST", f"{base}/deeplab:predict", b"x" * int(1.5 * MAX_MESSAGE_MB * (1 << 20))), 413,
-         "larger than the server's limit"),
+        (
+            _http("POST", f"{base}/deeplab:predict", b"x" * int(1.5 * MAX_MESSAGE_MB * (1 << 20))),
+            413,
+            "larger than the server's limit",
+        ),
     ]
     for (status, body), want_status, text in cases:
         assert set(body) == {"error"}, body
@@ -410,6 +492,7 @@ def test_load_400_requests_8_threads_10_percent_malformed(local_server, in_proce
 
 def test_new_version_is_served_without_restart(exported, tmp_path):
     from components.atomic_pusher.executor import publish_atomically
+
     base = str(tmp_path / "deeplab")
     publish_atomically(exported[1], base, 1)
     image = _images(1)[0]
@@ -423,6 +506,7 @@ def test_new_version_is_served_without_restart(exported, tmp_path):
             time.sleep(0.2)
         request_version = client.predictions.Predict  # response carries the version that answered
         from tensorflow_serving.apis import predict_pb2
+
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "deeplab"
         request.inputs["images"].CopyFrom(tf.make_tensor_proto([_png(image)]))
@@ -436,16 +520,34 @@ def test_new_version_is_served_without_restart(exported, tmp_path):
 
 def test_deeplab_serve_and_deeplab_predict(exported, in_process, tmp_path):
     from PIL import Image
+
     import runner
+
     images = _images(2, seed=5)
     paths = []
     for i, image in enumerate(images):
         path = tmp_path / f"img{i}.jpg"
         path.write_bytes(encode_jpeg(image, quality=95))
         paths.append(str(path))
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "runner.py"), "serve", "--model-base-path",
-                             exported[0], "--grpc-port", "0", "--rest-port", "0", "--poll-seconds", "0"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(REPO, "runner.py"),
+            "serve",
+            "--model-base-path",
+            exported[0],
+            "--grpc-port",
+            "0",
+            "--rest-port",
+            "0",
+            "--poll-seconds",
+            "0",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         ports = {}
         reader = threading.Thread(target=lambda: ports.update(json.loads(proc.stdout.readline() or "{}")))
@@ -454,7 +556,9 @@ def test_deeplab_serve_and_deeplab_predict(exported, in_process, tmp_path):
         assert ports.get("grpc_port"), "deeplab serve did not report its ports within 240 s"
         for api, server in (("grpc", f"127.0.0.1:{ports['grpc_port']}"), ("rest", f"127.0.0.1:{ports['rest_port']}")):
             out = tmp_path / api
-            argv = ["predict", "--server", server, "--image", *paths, "--out", str(out)] + (["--rest"] if api == "rest" else [])
+            argv = ["predict", "--server", server, "--image", *paths, "--out", str(out)] + (
+                ["--rest"] if api == "rest" else []
+            )
             assert runner.main(argv) == 0
             report = json.loads((out / "predictions.json").read_text())
             assert report["api"] == api and len(report["images"]) == 2
@@ -477,26 +581,42 @@ def test_deeplab_serve_and_deeplab_predict(exported, in_process, tmp_path):
 
 def test_grpc_over_tls_with_a_root_certificate(exported, in_process, tmp_path):
     import datetime
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    key_pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     image = _images(1)[0]
-    with ModelServer(exported[0], grpc_port=0, rest_port=None, poll_seconds=0, warmup=False,
-                     ssl_cert=str(cert_pem), ssl_key=str(key_pem)) as server:
+    with ModelServer(
+        exported[0],
+        grpc_port=0,
+        rest_port=None,
+        poll_seconds=0,
+        warmup=False,
+        ssl_cert=str(cert_pem),
+        ssl_key=str(key_pem),
+    ) as server:
         with GrpcClient(f"localhost:{server.grpc_port}", root_cert=str(cert_pem), timeout=30) as client:
             np.testing.assert_array_equal(client.segment([_png(image)])[0][0], in_process(image)[0])
         with GrpcClient(f"localhost:{server.grpc_port}", timeout=5, retries=1, backoff=0.1) as plain:

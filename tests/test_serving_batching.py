@@ -3,6 +3,7 @@
 The end-to-end checks (concurrent gRPC clients against a real export merged into fewer model runs,
 each client getting its own map) are in tests/test_serving.py.
 """
+
 import concurrent.futures
 import threading
 import time
@@ -101,8 +102,13 @@ def test_split_outputs_crops_serving_default_maps_to_each_requests_images():
     maps[0, :4, :5] = 1
     maps[1, :6, :8] = 2
     maps[2, :2, :3] = 3
-    outputs = {"segmentation_map": maps, "confidence": maps.astype(np.float32),
-               "height": np.array([4, 6, 2]), "width": np.array([5, 8, 3]), "segmentation_png": np.array([b"a", b"b", b"c"])}
+    outputs = {
+        "segmentation_map": maps,
+        "confidence": maps.astype(np.float32),
+        "height": np.array([4, 6, 2]),
+        "width": np.array([5, 8, 3]),
+        "segmentation_png": np.array([b"a", b"b", b"c"]),
+    }
     first, second = split_outputs(outputs, [1, 2])
     assert first["segmentation_map"].shape == (1, 4, 5) and (first["segmentation_map"] == 1).all()
     assert first["confidence"].shape == (1, 4, 5)
@@ -118,8 +124,9 @@ def test_a_full_queue_refuses_instead_of_growing():
         release.wait(10)
         return {"y": inputs["x"]}
 
-    queue = BatchingQueue(blocked, BatchingOptions(max_batch_size=2, batch_timeout_micros=0, num_batch_threads=1,
-                                                   max_enqueued_batches=1))
+    queue = BatchingQueue(
+        blocked, BatchingOptions(max_batch_size=2, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=1)
+    )
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(queue.run, {"x": np.array([i])}) for i in range(8)]
         deadline = time.time() + 10

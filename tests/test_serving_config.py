@@ -1,4 +1,5 @@
 """serving/config, docker-compose.yml and k8s/: parsed with TF Serving's own protos and YAML."""
+
 import pathlib
 
 import pytest
@@ -17,8 +18,12 @@ def _upstream_messages():
     wrappers = descriptor_pb2.FileDescriptorProto()
     wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
     pool.Add(wrappers)
-    f = descriptor_pb2.FileDescriptorProto(name="serving_configs.proto", package="tensorflow.serving",
-                                           syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+    f = descriptor_pb2.FileDescriptorProto(
+        name="serving_configs.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
     T = descriptor_pb2.FieldDescriptorProto
 
     def message(name, fields):
@@ -30,18 +35,29 @@ def _upstream_messages():
     message("PrometheusConfig", [("enable", T.TYPE_BOOL, opt, None), ("path", T.TYPE_STRING, opt, None)])
     message("MonitoringConfig", [("prometheus_config", T.TYPE_MESSAGE, opt, ".tensorflow.serving.PrometheusConfig")])
     i64, s = ".google.protobuf.Int64Value", ".google.protobuf.StringValue"
-    message("BatchingParameters", [
-        ("max_batch_size", T.TYPE_MESSAGE, opt, i64), ("batch_timeout_micros", T.TYPE_MESSAGE, opt, i64),
-        ("max_enqueued_batches", T.TYPE_MESSAGE, opt, i64), ("num_batch_threads", T.TYPE_MESSAGE, opt, i64),
-        ("thread_pool_name", T.TYPE_MESSAGE, opt, s), ("allowed_batch_sizes", T.TYPE_INT64, rep, None),
-        ("pad_variable_length_inputs", T.TYPE_BOOL, opt, None)])
+    message(
+        "BatchingParameters",
+        [
+            ("max_batch_size", T.TYPE_MESSAGE, opt, i64),
+            ("batch_timeout_micros", T.TYPE_MESSAGE, opt, i64),
+            ("max_enqueued_batches", T.TYPE_MESSAGE, opt, i64),
+            ("num_batch_threads", T.TYPE_MESSAGE, opt, i64),
+            ("thread_pool_name", T.TYPE_MESSAGE, opt, s),
+            ("allowed_batch_sizes", T.TYPE_INT64, rep, None),
+            ("pad_variable_length_inputs", T.TYPE_BOOL, opt, None),
+        ],
+    )
     pool.Add(f)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
-            for name in ("MonitoringConfig", "BatchingParameters")}
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
+        for name in ("MonitoringConfig", "BatchingParameters")
+    }
 
 
 def test_models_config_is_a_model_server_config():
-    config = text_format.Parse((SERVING / "config/models.config").read_text(), model_server_config_pb2.ModelServerConfig())
+    config = text_format.Parse(
+        (SERVING / "config/models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
     (model,) = config.model_config_list.config
     assert model.name == "deeplab" and model.base_path == "/models/deeplab"
     assert model.model_platform == "tensorflow"
@@ -55,9 +71,18 @@ def test_batching_and_monitoring_configs_parse_with_the_upstream_protos():
     assert not batching.pad_variable_length_inputs  # padding would corrupt predict_images (see the file)
     # `deeplab serve` defaults to the same parameters.
     from serving.server import batching as local
-    assert (local.DEFAULT_MAX_BATCH_SIZE, local.DEFAULT_BATCH_TIMEOUT_MICROS, local.DEFAULT_NUM_BATCH_THREADS,
-            local.DEFAULT_MAX_ENQUEUED_BATCHES) == (batching.max_batch_size.value, batching.batch_timeout_micros.value,
-                                                    batching.num_batch_threads.value, batching.max_enqueued_batches.value)
+
+    assert (
+        local.DEFAULT_MAX_BATCH_SIZE,
+        local.DEFAULT_BATCH_TIMEOUT_MICROS,
+        local.DEFAULT_NUM_BATCH_THREADS,
+        local.DEFAULT_MAX_ENQUEUED_BATCHES,
+    ) == (
+        batching.max_batch_size.value,
+        batching.batch_timeout_micros.value,
+        batching.num_batch_threads.value,
+        batching.max_enqueued_batches.value,
+    )
     # TF Serving's rule: allowed sizes increasing, the last one equal to max_batch_size.
     assert list(batching.allowed_batch_sizes) == sorted(batching.allowed_batch_sizes)
     assert batching.allowed_batch_sizes[-1] == batching.max_batch_size.value

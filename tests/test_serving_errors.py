@@ -5,6 +5,7 @@ A servable made to raise (the model call, the status lookup, the version lookup)
 traceback; the same request sent again must get the answer it got before the failure. The server
 and tiny model are test_serving's (their correctness against the SavedModel is tested there).
 """
+
 import base64
 import json
 import logging
@@ -16,7 +17,7 @@ import pytest
 from tensorflow_serving.apis import classification_pb2, model_management_pb2
 
 from serving.grpc_client import GrpcClient
-from tests.test_serving import _http, _images, _png, exported, local_server  # noqa: F401
+from tests.test_serving import _http, _images, _png, exported, local_server  # noqa: F401  (fixtures)
 
 REQUEST_ID = re.compile(r"request id ([0-9a-f]{12})")
 
@@ -58,14 +59,15 @@ def image():
     return _images(1, seed=7)[0]
 
 
-def test_rest_unexpected_errors_answer_500_with_a_request_id_and_the_server_keeps_serving(
-        local_server, image, caplog):
+def test_rest_unexpected_errors_answer_500_with_a_request_id_and_the_server_keeps_serving(local_server, image, caplog):
     base = f"http://127.0.0.1:{local_server.rest_port}/v1/models/deeplab"
     b64 = {"b64": base64.b64encode(_png(image)).decode()}
     height, width = image.shape[:2]
     by_signature = {"instances": [b64]}
-    by_pixels = {"signature_name": "predict_images",
-                 "inputs": {"images": [image.astype(np.float32).tolist()], "height": [height], "width": [width]}}
+    by_pixels = {
+        "signature_name": "predict_images",
+        "inputs": {"images": [image.astype(np.float32).tolist()], "height": [height], "width": [width]},
+    }
     routes = [
         (_break_model, "POST", ":predict", by_signature),  # batched signature
         (_break_model, "POST", ":predict", by_pixels),  # unbatched signature
@@ -93,7 +95,8 @@ def test_rest_unexpected_errors_answer_500_with_a_request_id_and_the_server_keep
 
 
 def test_grpc_unexpected_errors_answer_internal_with_a_request_id_and_the_server_keeps_serving(
-        local_server, image, caplog):
+    local_server, image, caplog
+):
     client = GrpcClient(f"127.0.0.1:{local_server.grpc_port}", timeout=30, retries=0)
     calls = [  # each returns a comparable answer
         (_break_model, "Predict serving_default", lambda: client.segment([_png(image)])[0][0].tolist()),
@@ -121,8 +124,10 @@ def test_grpc_unexpected_errors_answer_internal_with_a_request_id_and_the_server
             other.status()
     with pytest.raises(Exception, match="INVALID_ARGUMENT"):
         client.predict({"images": np.zeros([1], np.float32)})
-    for stub_call, request in ((client.predictions.Classify, classification_pb2.ClassificationRequest()),
-                               (client.models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())):
+    for stub_call, request in (
+        (client.predictions.Classify, classification_pb2.ClassificationRequest()),
+        (client.models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest()),
+    ):
         with pytest.raises(grpc.RpcError) as info:
             stub_call(request, timeout=10)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -1,4 +1,5 @@
 """Input pipeline over ExampleGen-style GZIP TFRecords; `write_records` is shared by the test_train_* files."""
+
 import io
 
 import numpy as np
@@ -27,8 +28,15 @@ def write_records(path, count, seed=0, sizes=((40, 56), (37, 45))):
         for i in range(count):
             height, width = sizes[i % len(sizes)]
             image, label = render_sample(rng, height, width)
-            sample = tfrecord.Sample(image_bytes=encode_jpeg(image), image_format="jpeg", mask_png=_png(label),
-                                     height=height, width=width, filename=f"img_{i}", converted=None)
+            sample = tfrecord.Sample(
+                image_bytes=encode_jpeg(image),
+                image_format="jpeg",
+                mask_png=_png(label),
+                height=height,
+                width=width,
+                filename=f"img_{i}",
+                converted=None,
+            )
             writer.write(tfrecord.to_example(sample).SerializeToString())
             samples.append((image, label))
     return samples
@@ -66,7 +74,7 @@ def test_padding_uses_mean_pixel_and_ignore_label():
     label = tf.zeros((4, 5, 1), tf.uint8)
     padded_image, padded_label = input_pipeline.pad_to_size(image, label, 6, 8)
     assert padded_image.shape == (6, 8, 3)
-    np.testing.assert_allclose(padded_image[5, 7], input_pipeline.MEAN_PIXEL, rtol=1e-6)
+    np.testing.assert_allclose(padded_image[5, 7], input_pipeline.MEAN_RGB, rtol=1e-6)
     np.testing.assert_array_equal(padded_image[:4, :5], image)
     assert int(padded_label[5, 7, 0]) == 255 and int(padded_label[0, 0, 0]) == 0
 
@@ -74,8 +82,9 @@ def test_padding_uses_mean_pixel_and_ignore_label():
 def test_augment_crops_small_images_with_padding():
     image = tf.fill((10, 12, 3), 200.0)
     label = tf.ones((10, 12, 1), tf.uint8)
-    out_image, out_label = input_pipeline.augment(image, label, tf.constant([1, 2], tf.int64), crop_size=33,
-                                                  min_scale=1.0, max_scale=1.0, flip=False)
+    out_image, out_label = input_pipeline.augment(
+        image, label, tf.constant([1, 2], tf.int64), crop_size=33, min_scale=1.0, max_scale=1.0, flip=False
+    )
     assert out_image.shape == (33, 33, 3)
     assert int(tf.reduce_sum(tf.cast(out_label == 1, tf.int32))) == 120  # every labelled pixel kept
     assert int(tf.reduce_sum(tf.cast(out_label == 255, tf.int32))) == 33 * 33 - 120
@@ -84,8 +93,9 @@ def test_augment_crops_small_images_with_padding():
 def test_scaling_keeps_labels_nearest():
     image = tf.random.uniform((20, 20, 3), 0, 255)
     label = tf.constant(np.repeat(np.arange(4, dtype=np.uint8), 100).reshape(20, 20, 1))
-    _, out_label = input_pipeline.augment(image, label, tf.constant([3, 4], tf.int64), crop_size=16,
-                                          min_scale=1.7, max_scale=1.9)
+    _, out_label = input_pipeline.augment(
+        image, label, tf.constant([3, 4], tf.int64), crop_size=16, min_scale=1.7, max_scale=1.9
+    )
     assert set(np.unique(out_label.numpy())) <= {0, 1, 2, 3}  # no interpolated ids
 
 
@@ -94,7 +104,7 @@ def test_eval_reads_whole_images_in_order(split_dir):
     assert [tuple(b[0].shape[1:3]) for b in batches] == [(40, 56), (37, 45)] * 3
     padded = list(input_pipeline.eval_dataset(str(split_dir), batch_size=2))
     assert padded[0][0].shape == (2, 40, 56, 3)
-    np.testing.assert_allclose(padded[0][0][1, 39, 55], input_pipeline.MEAN_PIXEL, rtol=1e-5)
+    np.testing.assert_allclose(padded[0][0][1, 39, 55], input_pipeline.MEAN_RGB, rtol=1e-5)
     assert int(padded[0][1][1, 39, 55, 0]) == 255
 
 
@@ -116,8 +126,12 @@ def test_decode_rgb_equals_pil():
     image, _ = render_sample(rng, 45, 61)
     noisy = np.clip(image.astype(np.int16) + rng.integers(-40, 41, image.shape), 0, 255).astype(np.uint8)
     rgb, grey = Image.fromarray(noisy, mode="RGB"), Image.fromarray(noisy[..., 0], mode="L")
-    cases = [_save(rgb, "JPEG", quality=75), _save(rgb, "JPEG", quality=95, subsampling=0),
-             _save(grey, "JPEG", quality=90), _save(rgb, "PNG")]
+    cases = [
+        _save(rgb, "JPEG", quality=75),
+        _save(rgb, "JPEG", quality=95, subsampling=0),
+        _save(grey, "JPEG", quality=90),
+        _save(rgb, "PNG"),
+    ]
     decode = tf.function(input_signature=[tf.TensorSpec([], tf.string)])(input_pipeline.decode_rgb)
     assert decode.get_concrete_function().structured_outputs.shape.as_list() == [None, None, 3]
     for data in cases:

@@ -1,4 +1,5 @@
 """The fit loop: resume after an interrupted fit, TFX run_fn artifacts, `deeplab train`, distribution."""
+
 import json
 import os
 import socket
@@ -11,12 +12,21 @@ import pytest
 import tf_keras as keras
 
 from models import hparams as hparams_lib
+from models import model_io
 from models import train as train_lib
 from tests.test_train_data import write_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(alpha=0.35, aspp_filters=8, crop_size=33, batch_size=2, precision="float32", log_images=1,
-            cache_decoded=False, shuffle_buffer=4)
+TINY = dict(
+    alpha=0.35,
+    aspp_filters=8,
+    crop_size=33,
+    batch_size=2,
+    precision="float32",
+    log_images=1,
+    cache_decoded=False,
+    shuffle_buffer=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +59,32 @@ def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(exampl
     from tfx.components.trainer.fn_args_utils import FnArgs
 
     from models.trainer_module import run_fn
+
     run_dir = tmp_path / "model_run"
     config = {"preset": "demo", **TINY, "steps_per_epoch": 3, "checkpoint_every": 2}
     hp = hparams_lib.from_custom_config(config, train_steps=6)
     with pytest.raises(KeyboardInterrupt):
-        train_lib.train(hp, str(examples / "Split-train"), str(examples / "Split-val"), str(run_dir),
-                        callbacks=[_Interrupt(4)], verbose=0, export=False)
-    assert not (run_dir / train_lib.MODEL_FILENAME).exists()
+        train_lib.train(
+            hp,
+            str(examples / "Split-train"),
+            str(examples / "Split-val"),
+            str(run_dir),
+            callbacks=[_Interrupt(4)],
+            verbose=0,
+            export=False,
+        )
+    assert not (run_dir / model_io.MODEL_FILENAME).exists()
     assert (run_dir / "backup").is_dir()
 
-    fn_args = FnArgs(train_files=[str(examples / "Split-train" / "*")], eval_files=[str(examples / "Split-val" / "*")],
-                     train_steps=6, eval_steps=None, model_run_dir=str(run_dir),
-                     serving_model_dir=str(tmp_path / "model" / "Format-Serving"),
-                     custom_config={**config, "serving_tta": {"scales": [0.75, 1.0], "flip": True}})
+    fn_args = FnArgs(
+        train_files=[str(examples / "Split-train" / "*")],
+        eval_files=[str(examples / "Split-val" / "*")],
+        train_steps=6,
+        eval_steps=None,
+        model_run_dir=str(run_dir),
+        serving_model_dir=str(tmp_path / "model" / "Format-Serving"),
+        custom_config={**config, "serving_tta": {"scales": [0.75, 1.0], "flip": True}},
+    )
     report = run_fn(fn_args)
     assert report["steps"] == 6
     # Resumed inside epoch 2 at step 4: only epoch 2 ran (starting over would log 2 epochs and 6 more steps).
@@ -70,24 +93,27 @@ def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(exampl
     assert json.loads((run_dir / "hparams.json").read_text())["crop_size"] == 33
     assert json.loads((run_dir / "train_report.json").read_text())["steps"] == 6
     assert (run_dir / "predictions" / "epoch_002.png").is_file()
-    event_dirs = {os.path.basename(d) for d, _, files in os.walk(run_dir) if any(f.startswith("events.out") for f in files)}
+    event_dirs = {
+        os.path.basename(d) for d, _, files in os.walk(run_dir) if any(f.startswith("events.out") for f in files)
+    }
     assert {"train", "validation", "validation_images"} <= event_dirs
     assert (tmp_path / "model" / "Format-Serving" / "saved_model.pb").is_file()
     # The pipeline's serving_tta is what the export serves (and what the evaluator's "export" mode measures).
     from components.miou_evaluator.evaluate import resolve_tta
-    from models.export import read_export_config
+    from serving.saved_model_info import read_export_config
+
     assert read_export_config(str(tmp_path / "model" / "Format-Serving"))["tta"]["scales"] == [0.75, 1.0]
     tta = resolve_tta("export", str(tmp_path / "model" / "Format-Serving"))
     assert tta.scales == (0.75, 1.0) and tta.flip
     assert report["initial_step"] == 4
-    model, hp = train_lib.load_trained_model(str(run_dir))
-    assert hp.crop_size == 33 and model.output_shape[-1] == 21
+    loaded = model_io.load_model(str(run_dir))
+    assert loaded.hparams["crop_size"] == 33 and loaded.model.output_shape[-1] == 21 == loaded.config.num_classes
 
 
 def test_poly_schedule_and_warmup():
     schedule = train_lib.PolyDecay(0.01, 100, power=0.9, warmup_steps=10)
     assert float(schedule(0)) == pytest.approx(0.001 * (1 - 0 / 100) ** 0.9)
-    assert float(schedule(50)) == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert float(schedule(50)) == pytest.approx(0.01 * 0.5**0.9)
     assert float(schedule(100)) == 0.0
     assert train_lib.PolyDecay.from_config(schedule.get_config()).get_config() == schedule.get_config()
 
@@ -111,11 +137,17 @@ _TRAIN_SNIPPET = """
 def test_mirrored_strategy_on_two_logical_cpus(examples, tmp_path):
     code = _TRAIN_SNIPPET.format(
         setup="cpu = tf.config.list_physical_devices('CPU')[0]\n"
-              "    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)",
-        strategy="train.get_strategy(devices=['/cpu:0', '/cpu:1'])")
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(examples), str(tmp_path / "run")],
-                            cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        "    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)",
+        strategy="train.get_strategy(devices=['/cpu:0', '/cpu:1'])",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), str(examples), str(tmp_path / "run")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, result.stderr[-3000:]
     out = json.loads(lines[-1][7:])
@@ -135,10 +167,21 @@ def test_multi_worker_mirrored_strategy_two_local_workers(examples, tmp_path):
     code = textwrap.dedent(_TRAIN_SNIPPET.format(setup="", strategy="None"))
     procs = []
     for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        procs.append(subprocess.Popen([sys.executable, "-c", code, str(examples), str(tmp_path / "run")], cwd=REPO,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(examples), str(tmp_path / "run")],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = []
     try:
         for proc in procs:
@@ -160,20 +203,56 @@ def test_multi_worker_mirrored_strategy_two_local_workers(examples, tmp_path):
 
 
 def test_deeplab_train_cli_names_missing_split(tmp_path):
-    bad = subprocess.run([sys.executable, "runner.py", "train", "--examples", str(tmp_path), "--output-dir",
-                          str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "runner.py", "train", "--examples", str(tmp_path), "--output-dir", str(tmp_path / "out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "Split-train" in bad.stderr and "ExampleGen" in bad.stderr
 
 
 @pytest.mark.slow  # trains in a subprocess
 def test_deeplab_train_cli(examples, tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "runner.py", "train", "--examples", str(examples), "--output-dir",
-                             str(out), "--preset", "demo", "--alpha", "0.35", "--aspp-filters", "8", "--crop-size",
-                             "33", "--batch-size", "2", "--train-steps", "2", "--steps-per-epoch", "2",
-                             "--precision", "float32", "--log-images", "0", "--no-export", "--progress", "0"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "runner.py",
+            "train",
+            "--examples",
+            str(examples),
+            "--output-dir",
+            str(out),
+            "--preset",
+            "demo",
+            "--alpha",
+            "0.35",
+            "--aspp-filters",
+            "8",
+            "--crop-size",
+            "33",
+            "--batch-size",
+            "2",
+            "--train-steps",
+            "2",
+            "--steps-per-epoch",
+            "2",
+            "--precision",
+            "float32",
+            "--log-images",
+            "0",
+            "--no-export",
+            "--progress",
+            "0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "validation mIoU:" in result.stdout
     assert (out / "model_run" / "model.keras").is_file()

@@ -1,4 +1,5 @@
 """Loss (ignore label: no loss, no gradient), weight decay in the total loss, streaming mIoU, hparams."""
+
 import argparse
 import json
 
@@ -8,9 +9,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import hparams as hparams_lib
+from models.confusion import iou_from_confusion
 from models.deeplab import build_deeplab_v3
 from models.losses import MaskedSparseCrossEntropy, masked_softmax_cross_entropy
-from models.metrics import StreamingMeanIoU, iou_from_confusion
+from models.metrics import StreamingMeanIoU
 
 
 def test_ignore_label_contributes_no_loss_and_no_gradient():
@@ -44,15 +46,22 @@ def test_weight_decay_is_added_to_the_training_loss():
     losses = {}
     for decay in (0.0, 1e-2):
         keras.utils.set_random_seed(0)
-        model = build_deeplab_v3(num_classes=3, backbone="mobilenet_v2", alpha=0.35, aspp_filters=8,
-                                 weight_decay=decay)
+        model = build_deeplab_v3(num_classes=3, backbone="mobilenet_v2", alpha=0.35, aspp_filters=8, weight_decay=decay)
         model.compile(loss=MaskedSparseCrossEntropy())
         losses[decay] = (model.evaluate(images, labels, verbose=0), model)
     model = losses[1e-2][1]
-    kernels = [w for layer in model.submodules for w in
-               ([layer.kernel] if isinstance(layer, keras.layers.Conv2D) else
-                [layer.depthwise_kernel] if isinstance(layer, keras.layers.DepthwiseConv2D) else [])]
-    expected_decay = 1e-2 / 2 * sum(float(tf.reduce_sum(k ** 2)) for k in kernels)  # slim: wd * sum(w^2) / 2
+    kernels = [
+        w
+        for layer in model.submodules
+        for w in (
+            [layer.kernel]
+            if isinstance(layer, keras.layers.Conv2D)
+            else [layer.depthwise_kernel]
+            if isinstance(layer, keras.layers.DepthwiseConv2D)
+            else []
+        )
+    ]
+    expected_decay = 1e-2 / 2 * sum(float(tf.reduce_sum(k**2)) for k in kernels)  # slim: wd * sum(w^2) / 2
     assert expected_decay > 0.1
     np.testing.assert_allclose(losses[1e-2][0] - losses[0.0][0], expected_decay, rtol=1e-3)
 
@@ -89,23 +98,53 @@ def test_hparams_json_custom_config_and_flags(tmp_path):
     path = tmp_path / "hparams.json"
     hp.to_json(str(path))
     assert hparams_lib.HParams.from_json(str(path)) == hp
-    assert json.loads(path.read_text())["multi_grid"] == [1, 2, 4]
+    assert json.loads(path.read_text())["model"]["multi_grid"] == [1, 2, 4]  # ModelConfig.to_dict() under "model"
     paper = hparams_lib.preset()
-    assert (paper.backbone, paper.output_stride, paper.crop_size, paper.learning_rate, paper.weight_decay) == \
-        ("resnet_v2_50", 16, 513, 0.007, 1e-4)
-    tfx = hparams_lib.from_custom_config({"preset": "demo", "batch_size": 4, "hparams": '{"crop_size": 65}'},
-                                         train_steps=7, eval_steps=3)
-    assert (tfx.backbone, tfx.batch_size, tfx.crop_size, tfx.train_steps, tfx.eval_steps) == \
-        ("mobilenet_v2", 4, 65, 7, 3)
+    assert (paper.backbone, paper.output_stride, paper.crop_size, paper.learning_rate, paper.weight_decay) == (
+        "resnet_v2_50",
+        16,
+        513,
+        0.007,
+        1e-4,
+    )
+    tfx = hparams_lib.from_custom_config(
+        {"preset": "demo", "batch_size": 4, "hparams": '{"crop_size": 65}'}, train_steps=7, eval_steps=3
+    )
+    assert (tfx.backbone, tfx.batch_size, tfx.crop_size, tfx.train_steps, tfx.eval_steps) == (
+        "mobilenet_v2",
+        4,
+        65,
+        7,
+        3,
+    )
     with pytest.raises(ValueError, match="learnig_rate"):
         hparams_lib.from_custom_config({"learnig_rate": 0.1})
     with pytest.raises(ValueError, match="output_stride"):
         hparams_lib.preset("paper", output_stride=12)
     parser = argparse.ArgumentParser()
     hparams_lib.add_flags(parser)
-    args = parser.parse_args(["--preset", "paper", "--output-stride", "8", "--multi-grid", "1,1,1",
-                              "--weights", "none", "--xla", "true", "--aspp-rates", "3,6"])
+    args = parser.parse_args(
+        [
+            "--preset",
+            "paper",
+            "--output-stride",
+            "8",
+            "--multi-grid",
+            "1,1,1",
+            "--weights",
+            "none",
+            "--xla",
+            "true",
+            "--aspp-rates",
+            "3,6",
+        ]
+    )
     flagged = hparams_lib.from_flags(args)
-    assert (flagged.output_stride, flagged.multi_grid, flagged.weights, flagged.xla, flagged.aspp_rates) == \
-        (8, (1, 1, 1), None, True, (3, 6))
+    assert (flagged.output_stride, flagged.multi_grid, flagged.weights, flagged.xla, flagged.aspp_rates) == (
+        8,
+        (1, 1, 1),
+        None,
+        True,
+        (3, 6),
+    )
     assert flagged.crop_size == 513

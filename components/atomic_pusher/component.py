@@ -10,6 +10,7 @@ executor publishes `<serving_dir>/<model_name>/<version>/` atomically and keeps 
 Existing code that builds a standard `Pusher` can instead pass
 `custom_executor_spec=EXECUTOR_SPEC` and `custom_config={"keep_versions": N}`.
 """
+
 from typing import Any, Dict, Optional
 
 from tfx import types
@@ -18,14 +19,16 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import pusher_pb2
 
 from components.atomic_pusher import executor
+from pipeline import configs
 
 EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
 
-def push_destination(serving_dir, model_name="deeplab"):
+def push_destination(serving_dir, model_name=configs.MODEL_NAME):
     """The standard filesystem PushDestination for TF Serving's `<base>/<model_name>/<version>` layout."""
-    return pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
-        base_directory=f"{str(serving_dir).rstrip('/')}/{model_name}"))
+    return pusher_pb2.PushDestination(
+        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=f"{str(serving_dir).rstrip('/')}/{model_name}")
+    )
 
 
 class AtomicPusher(Pusher):
@@ -33,13 +36,17 @@ class AtomicPusher(Pusher):
 
     EXECUTOR_SPEC = EXECUTOR_SPEC
 
-    def __init__(self, model: Optional[types.BaseChannel] = None,
-                 model_blessing: Optional[types.BaseChannel] = None,
-                 infra_blessing: Optional[types.BaseChannel] = None,
-                 serving_dir: Optional[str] = None, model_name: str = "deeplab",
-                 keep_versions: int = executor.DEFAULT_KEEP_VERSIONS,
-                 push_destination_proto: Optional[pusher_pb2.PushDestination] = None,
-                 custom_config: Optional[Dict[str, Any]] = None):
+    def __init__(
+        self,
+        model: Optional[types.BaseChannel] = None,
+        model_blessing: Optional[types.BaseChannel] = None,
+        infra_blessing: Optional[types.BaseChannel] = None,
+        serving_dir: Optional[str] = None,
+        model_name: str = configs.MODEL_NAME,
+        keep_versions: int = executor.DEFAULT_KEEP_VERSIONS,
+        push_destination_proto: Optional[pusher_pb2.PushDestination] = None,
+        custom_config: Optional[Dict[str, Any]] = None,
+    ):
         """Args: model/model_blessing/infra_blessing as for Pusher; serving_dir + model_name give the
         push destination `<serving_dir>/<model_name>` (or pass push_destination_proto); keep_versions:
         how many numeric versions to keep after a push (older ones are deleted)."""
@@ -50,5 +57,10 @@ class AtomicPusher(Pusher):
         destination = push_destination_proto or push_destination(serving_dir, model_name)
         config = dict(custom_config or {})
         config[executor.KEEP_VERSIONS_KEY] = int(keep_versions)
-        super().__init__(model=model, model_blessing=model_blessing, infra_blessing=infra_blessing,
-                         push_destination=destination, custom_config=config)
+        super().__init__(
+            model=model,
+            model_blessing=model_blessing,
+            infra_blessing=infra_blessing,
+            push_destination=destination,
+            custom_config=config,
+        )

@@ -11,6 +11,7 @@ Everything else follows the standard Pusher: the blessing check (unblessed -> no
 reason logged and recorded on the artifact), UNIX-timestamp versions, the archive copy in the
 PushedModel artifact, and its `pushed`, `pushed_destination`, `pushed_version` properties.
 """
+
 import os
 import time
 import uuid
@@ -24,8 +25,11 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, proto_utils
 
+from pipeline import configs
+
+# custom_config key of the number of versions kept (the snake_case name of AtomicPusher's argument).
 KEEP_VERSIONS_KEY = "keep_versions"
-DEFAULT_KEEP_VERSIONS = 3
+DEFAULT_KEEP_VERSIONS = configs.KEEP_VERSIONS
 STAGING_PREFIX = ".tmp-"
 NOT_PUSHED_REASON_KEY = "not_pushed_reason"
 
@@ -74,7 +78,7 @@ def prune_versions(base_directory, keep, protect=()):
             logging.warning("Removing stale staging folder %s", os.path.join(base_directory, name))
             fileio.rmtree(os.path.join(base_directory, name))
     versions = numeric_versions(base_directory)
-    doomed = [v for v in versions[:max(0, len(versions) - keep)] if v not in set(protect)]
+    doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in set(protect)]
     for v in doomed:
         fileio.rmtree(os.path.join(base_directory, str(v)))
     if doomed:
@@ -92,8 +96,12 @@ class Executor(pusher_executor.Executor):
             logging.warning("Not pushing: %s", self._reason)
         return blessed
 
-    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         if not self.CheckBlessing(input_dict):
@@ -102,18 +110,23 @@ class Executor(pusher_executor.Executor):
             return
         model_path = self.GetModelPath(input_dict)
         if not fileio.exists(os.path.join(model_path, "saved_model.pb")):
-            raise FileNotFoundError(f"{model_path} holds no saved_model.pb: the Trainer's Format-Serving "
-                                    "export is missing, nothing TF Serving could load")
+            raise FileNotFoundError(
+                f"{model_path} holds no saved_model.pb: the Trainer's Format-Serving "
+                "export is missing, nothing TF Serving could load"
+            )
 
         push_destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], push_destination)
         if push_destination.WhichOneof("destination") != "filesystem":
-            raise NotImplementedError(f"push_destination must be filesystem, got "
-                                      f"{push_destination.WhichOneof('destination')}")
+            raise NotImplementedError(
+                f"push_destination must be filesystem, got {push_destination.WhichOneof('destination')}"
+            )
         fs_config = push_destination.filesystem
         if fs_config.versioning not in (pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP):
             raise NotImplementedError(f"Invalid Versioning {fs_config.versioning}")
-        custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
+        custom_config = (
+            json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
+        )
         keep = int(custom_config.get(KEEP_VERSIONS_KEY, DEFAULT_KEEP_VERSIONS))
 
         base = fs_config.base_directory
@@ -131,20 +144,23 @@ class Executor(pusher_executor.Executor):
 def _not_blessed_reason(input_dict):
     """Which blessing said no, with its URI and (for the mIoU evaluator) the numbers it recorded."""
     reasons = []
-    for key, what in ((standard_component_specs.MODEL_BLESSING_KEY, "model blessing"),
-                      (standard_component_specs.INFRA_BLESSING_KEY, "infra blessing")):
+    for key, what in (
+        (standard_component_specs.MODEL_BLESSING_KEY, "model blessing"),
+        (standard_component_specs.INFRA_BLESSING_KEY, "infra blessing"),
+    ):
         artifacts = input_dict.get(key)
         if not artifacts:
             continue
         blessing = artifact_utils.get_single_instance(artifacts)
         if blessing.get_int_custom_property("blessed") == 1:
             continue
-        details = {k: _custom(blessing, k) for k in sorted(blessing.mlmd_artifact.custom_properties)
-                   if k != "blessed"}
+        details = {k: _custom(blessing, k) for k in sorted(blessing.mlmd_artifact.custom_properties) if k != "blessed"}
         marker = os.path.join(blessing.uri, "NOT_BLESSED")
-        reasons.append(f"{what} at {blessing.uri} is not blessed" +
-                       (" (NOT_BLESSED file present)" if fileio.exists(marker) else "") +
-                       (f"; its properties: {details}" if details else ""))
+        reasons.append(
+            f"{what} at {blessing.uri} is not blessed"
+            + (" (NOT_BLESSED file present)" if fileio.exists(marker) else "")
+            + (f"; its properties: {details}" if details else "")
+        )
     return "; ".join(reasons) or "a blessing input did not bless the model"
 
 

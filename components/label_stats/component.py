@@ -6,6 +6,7 @@ per split, the pixel count of each class id 0..20, of 255 (ignore) and of any ot
 `label_stats.json` and `label_stats.png` in a `LabelStatistics` artifact. Labels outside 0..20/255
 (or masks that cannot be decoded) are anomalies: the run fails on them unless `fail_on_anomaly=False`.
 """
+
 import json
 from typing import List, Optional
 
@@ -46,8 +47,13 @@ class LabelStatsGen(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = LabelStatsGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, examples: types.BaseChannel, exclude_splits: Optional[List[str]] = None,
-                 fail_on_anomaly: bool = True, num_classes: Optional[int] = None):
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        exclude_splits: Optional[List[str]] = None,
+        fail_on_anomaly: bool = True,
+        num_classes: Optional[int] = None,
+    ):
         """Builds the component.
 
         Args:

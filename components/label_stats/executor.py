@@ -1,4 +1,5 @@
 """Beam executor of LabelStatsGen: decode every mask, sum a 256-bin histogram per split, report anomalies."""
+
 import io
 import json
 import os
@@ -41,10 +42,12 @@ def split_stats(histogram, num_classes):
         "class_pixel_fraction": {names[c]: (pixels[c] / labelled if labelled else 0.0) for c in range(num_classes)},
         "images_with_class": {names[c]: int(images[c]) for c in range(num_classes)},
         "ignore_pixels": int(pixels[IGNORE_LABEL]),
-        "out_of_range_pixels": {str(v): int(pixels[v]) for v in range(num_classes, 256)
-                                if v != IGNORE_LABEL and pixels[v]},
-        "out_of_range_images": {str(v): int(images[v]) for v in range(num_classes, 256)
-                                if v != IGNORE_LABEL and images[v]},
+        "out_of_range_pixels": {
+            str(v): int(pixels[v]) for v in range(num_classes, 256) if v != IGNORE_LABEL and pixels[v]
+        },
+        "out_of_range_images": {
+            str(v): int(images[v]) for v in range(num_classes, 256) if v != IGNORE_LABEL and images[v]
+        },
         "num_undecodable_masks": histogram["num_undecodable"],
         "undecodable_masks": histogram["undecodable"],
     }
@@ -55,11 +58,15 @@ def find_anomalies(stats):
     errors, warnings = [], []
     for split, s in stats.items():
         if s["out_of_range_pixels"]:
-            errors.append(f"split {split!r}: labels outside the class ids and 255 in {sum(s['out_of_range_images'].values())}"
-                          f" image(s): value -> pixels {s['out_of_range_pixels']}")
+            errors.append(
+                f"split {split!r}: labels outside the class ids and 255 in {sum(s['out_of_range_images'].values())}"
+                f" image(s): value -> pixels {s['out_of_range_pixels']}"
+            )
         if s["num_undecodable_masks"]:
-            errors.append(f"split {split!r}: {s['num_undecodable_masks']} mask(s) cannot be decoded, e.g. "
-                          f"{s['undecodable_masks'][:3]}")
+            errors.append(
+                f"split {split!r}: {s['num_undecodable_masks']} mask(s) cannot be decoded, e.g. "
+                f"{s['undecodable_masks'][:3]}"
+            )
         missing = [name for name, n in s["class_pixels"].items() if n == 0]
         if missing:
             warnings.append(f"split {split!r}: no pixels of class(es) {missing}")
@@ -86,8 +93,13 @@ def plot_histograms(stats, path):
             values.append(count)
             colors.append((1.0, 0.0, 0.0))
         # Zero counts get no bar (log scale); the tick label still names the class.
-        ax.bar(range(len(names)), [v if v > 0 else float("nan") for v in values], color=colors, edgecolor="black",
-               linewidth=0.4)
+        ax.bar(
+            range(len(names)),
+            [v if v > 0 else float("nan") for v in values],
+            color=colors,
+            edgecolor="black",
+            linewidth=0.4,
+        )
         ax.set_yscale("log")
         ax.set_ylim(bottom=0.8)
         ax.set_xticks(range(len(names)))
@@ -105,8 +117,9 @@ def plot_histograms(stats, path):
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Computes the histograms in one Beam pipeline over all splits."""
 
-    def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]], exec_properties: Dict[str, Any]
+    ) -> None:
         from data.voc import NUM_CLASSES
 
         self._log_startup(input_dict, output_dict, exec_properties)
@@ -114,8 +127,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         exclude = json.loads(exec_properties.get(standard_component_specs.EXCLUDE_SPLITS_KEY) or "[]")
         splits = [s for s in artifact_utils.decode_split_names(examples.split_names) if s not in exclude]
         if not splits:
-            raise ValueError(f"no splits left to analyse in {examples.uri} (split_names={examples.split_names}, "
-                             f"exclude_splits={exclude})")
+            raise ValueError(
+                f"no splits left to analyse in {examples.uri} (split_names={examples.split_names}, "
+                f"exclude_splits={exclude})"
+            )
         num_classes = int(exec_properties.get(NUM_CLASSES_KEY) or NUM_CLASSES)
         fail_on_anomaly = bool(exec_properties.get(FAIL_ON_ANOMALY_KEY, 1))
         output = artifact_utils.get_single_instance(output_dict[LABEL_STATISTICS_KEY])
@@ -126,10 +141,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         with self._make_beam_pipeline() as pipeline:
             for split in splits:
                 pattern = io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split))
-                _ = (pipeline
-                     | f"Read[{split}]" >> beam.io.ReadFromTFRecord(pattern)
-                     | f"Histogram[{split}]" >> beam.CombineGlobally(HistogramFn())
-                     | f"WritePart[{split}]" >> beam.Map(write_part, os.path.join(parts_dir, f"{split}.json")))
+                _ = (
+                    pipeline
+                    | f"Read[{split}]" >> beam.io.ReadFromTFRecord(pattern)
+                    | f"Histogram[{split}]" >> beam.CombineGlobally(HistogramFn())
+                    | f"WritePart[{split}]" >> beam.Map(write_part, os.path.join(parts_dir, f"{split}.json"))
+                )
 
         stats = {}
         for split in splits:
@@ -143,13 +160,21 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         plot_histograms(stats, os.path.join(output.uri, PLOT_FILE))
         output.set_int_custom_property("num_anomalies", len(errors))
         for split, s in stats.items():
-            logging.info("LabelStatsGen[%s]: %d images, ignore %d px, out-of-range %s", split, s["num_examples"],
-                         s["ignore_pixels"], s["out_of_range_pixels"] or "none")
+            logging.info(
+                "LabelStatsGen[%s]: %d images, ignore %d px, out-of-range %s",
+                split,
+                s["num_examples"],
+                s["ignore_pixels"],
+                s["out_of_range_pixels"] or "none",
+            )
         for warning in warnings:
             logging.warning("LabelStatsGen: %s", warning)
         if errors:
-            message = ("LabelStatsGen found label anomalies: " + "; ".join(errors)
-                       + f" (details: {os.path.join(output.uri, STATS_FILE)})")
+            message = (
+                "LabelStatsGen found label anomalies: "
+                + "; ".join(errors)
+                + f" (details: {os.path.join(output.uri, STATS_FILE)})"
+            )
             if fail_on_anomaly:
                 raise LabelAnomalyError(message + "; fix the masks, or pass fail_on_anomaly=False to only record them")
             logging.error("%s", message)

@@ -1,4 +1,5 @@
 """The Beam side of LabelStatsGen (what workers import): no TFX or TensorFlow imports, so workers start fast."""
+
 import io
 import json
 
@@ -40,8 +41,13 @@ class HistogramFn(beam.CombineFn):
 
     def extract_output(self, accumulator):
         pixels, images, count, bad = accumulator
-        return {"pixels": pixels.tolist(), "images": images.tolist(), "num_examples": count,
-                "undecodable": sorted(bad)[:100], "num_undecodable": len(bad)}
+        return {
+            "pixels": pixels.tolist(),
+            "images": images.tolist(),
+            "num_examples": count,
+            "undecodable": sorted(bad)[:100],
+            "num_undecodable": len(bad),
+        }
 
 
 def write_part(histogram, path):

@@ -4,11 +4,7 @@ Modules: metrics (NumPy confusion-matrix metrics), beam_eval (the Beam evaluatio
 blessing rule + report), report (JSON/CSV/PNG/HTML/TensorBoard), component + executor (the TFX
 MiouEvaluator), cli (`deeplab evaluate`). Importing this package imports nothing heavy.
 """
-import os
-
-# TFX 1.16 and TFMA 0.47 are built on Keras 2; TF 2.16's tf.keras is Keras 3 unless this is set
-# before TensorFlow is first imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TF_USE_LEGACY_KERAS is set by components/__init__.py (data.use_legacy_keras), imported first.
 
 # The gate's default tolerance for evaluation records that could not be evaluated (unreadable, labels out of
 # range, ...): 0.0, so a model is blessed only on a complete evaluation. Here, light, so that `deeplab evaluate`

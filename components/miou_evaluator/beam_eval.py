@@ -13,6 +13,7 @@ any sharding gives the same integers); the same combine keeps per-image figures 
 reference-style average) and the best/worst images (for the gallery). Records that cannot be
 read are skipped, counted by reason (Beam counters and the result) and named in the report.
 """
+
 import heapq
 import logging
 import os
@@ -40,6 +41,7 @@ MAX_SKIPPED_LISTED = 50
 # ---------------------------------------------------------------------------------------------
 # locating inputs
 
+
 def resolve_model_dir(path):
     """The SavedModel directory for `path`: a SavedModel itself, or a Trainer Model artifact
     directory holding `Format-Serving/`. Raises FileNotFoundError naming what was looked for."""
@@ -51,7 +53,8 @@ def resolve_model_dir(path):
             return candidate
     raise FileNotFoundError(
         f"no SavedModel at {path!r}: expected {path}/saved_model.pb or {path}/{SERVING_SUBDIR}/saved_model.pb "
-        "(pass the export directory written by models.export, or the Trainer's model artifact directory)")
+        "(pass the export directory written by models.export, or the Trainer's model artifact directory)"
+    )
 
 
 def resolve_examples(path, split="val"):
@@ -66,7 +69,7 @@ def resolve_examples(path, split="val"):
         if tf.io.gfile.isdir(split_dir):
             pattern = os.path.join(split_dir, "*")
         else:
-            splits = sorted(n.rstrip("/")[len("Split-"):] for n in tf.io.gfile.listdir(path) if n.startswith("Split-"))
+            splits = sorted(n.rstrip("/")[len("Split-") :] for n in tf.io.gfile.listdir(path) if n.startswith("Split-"))
             if splits:
                 raise FileNotFoundError(f"{path} has no split {split!r}; it holds splits {splits} (use --split)")
             pattern = os.path.join(path, "*")
@@ -80,6 +83,7 @@ def resolve_examples(path, split="val"):
 
 # ---------------------------------------------------------------------------------------------
 # per-example work
+
 
 def _functions_reachable(library, roots):
     """Names of the FunctionDefs of `library` that the functions `roots` call, transitively."""
@@ -151,8 +155,9 @@ def _load_signature_only(model_dir, signature_name=LOGITS_SIGNATURE):
         del graph.concrete_functions[other]
     filters = [paths[function_id]] + [paths[i] for i in graph.concrete_functions[name].bound_inputs]
     with ops.init_scope():
-        loader = saved_model_load.Loader(graph, proto, model_dir, checkpoint_options.CheckpointOptions(),
-                                         load_options.LoadOptions(), filters)
+        loader = saved_model_load.Loader(
+            graph, proto, model_dir, checkpoint_options.CheckpointOptions(), load_options.LoadOptions(), filters
+        )
     return loader.get(function_id), loader  # the loader holds the restored variables
 
 
@@ -166,8 +171,10 @@ def _load_logits_signature(model_dir):
         log.info("partial load of %s failed (%s: %s); loading the whole SavedModel", model_dir, type(e).__name__, e)
     loaded = tf.saved_model.load(model_dir)
     if LOGITS_SIGNATURE not in loaded.signatures:
-        raise ValueError(f"SavedModel {model_dir} has no {LOGITS_SIGNATURE!r} signature (it has "
-                         f"{sorted(loaded.signatures)}); export it with models.export.export_serving_model")
+        raise ValueError(
+            f"SavedModel {model_dir} has no {LOGITS_SIGNATURE!r} signature (it has "
+            f"{sorted(loaded.signatures)}); export it with models.export.export_serving_model"
+        )
     return loaded.signatures[LOGITS_SIGNATURE], loaded
 
 
@@ -211,8 +218,9 @@ class _Predictor:
             logits = tf.cast(logits_fn(canvases), tf.float32)
             return tf.argmax(logits, axis=-1, output_type=tf.int64), tf.shape(logits)[-1]
 
-        @tf.function(input_signature=[images_spec, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)],
-                     autograph=False)
+        @tf.function(
+            input_signature=[images_spec, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)], autograph=False
+        )
         def pad_fn(images, height, width):
             return pad_to_canvas(images, height, width)
 
@@ -223,8 +231,10 @@ class _Predictor:
         labels, channels = fn(images)
         self.calls += 1
         if int(channels) != self._num_classes:
-            raise ValueError(f"model {self.model_dir} outputs {int(channels)} classes but the evaluation expects "
-                             f"{self._num_classes}; pass the matching num_classes / class names")
+            raise ValueError(
+                f"model {self.model_dir} outputs {int(channels)} classes but the evaluation expects "
+                f"{self._num_classes}; pass the matching num_classes / class names"
+            )
         return labels.numpy()
 
     def predict(self, image):
@@ -291,8 +301,17 @@ class EvaluateExampleFn(beam.DoFn):
     the confusion matrices are the same integers.
     """
 
-    def __init__(self, model_dirs, tta_json, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL, log_every=25,
-                 batch_size=DEFAULT_BATCH_SIZE, max_buffered=None, expected_images=None):
+    def __init__(
+        self,
+        model_dirs,
+        tta_json,
+        num_classes=NUM_CLASSES,
+        ignore_label=IGNORE_LABEL,
+        log_every=25,
+        batch_size=DEFAULT_BATCH_SIZE,
+        max_buffered=None,
+        expected_images=None,
+    ):
         self._model_dirs = dict(model_dirs)
         self._expected_images = expected_images
         # A progress bar only where this DoFn runs in the launching process (in-process runner): worker
@@ -316,20 +335,33 @@ class EvaluateExampleFn(beam.DoFn):
 
         tta = TTAConfig.from_json_dict(self._tta_json)
         self._tta_kwargs = tta.kwargs()
-        self._predictors = {name: _load_predictor(path, tta, self._num_classes)
-                            for name, path in self._model_dirs.items()}
+        self._predictors = {
+            name: _load_predictor(path, tta, self._num_classes) for name, path in self._model_dirs.items()
+        }
         self._seen = 0
         self._started = time.time()
         self._progress = None
         if os.getpid() == self._launching_pid:
             from tqdm import tqdm
+
             # disable=None: no bar when stdout is not a terminal (CI logs, files)
-            self._progress = tqdm(total=self._expected_images, desc="evaluate", unit="img", file=sys.stdout,
-                                  disable=None, mininterval=1.0, leave=False)
+            self._progress = tqdm(
+                total=self._expected_images,
+                desc="evaluate",
+                unit="img",
+                file=sys.stdout,
+                disable=None,
+                mininterval=1.0,
+                leave=False,
+            )
         self._buffer = {}  # batch key -> [(serialized, image, label, filename)]
         self._buffered = 0
-        log.info("Loaded %s for evaluation (TTA: %s, batch size %d)",
-                 ", ".join(f"{n}={p}" for n, p in self._model_dirs.items()), tta.describe(), self._batch_size)
+        log.info(
+            "Loaded %s for evaluation (TTA: %s, batch size %d)",
+            ", ".join(f"{n}={p}" for n, p in self._model_dirs.items()),
+            tta.describe(),
+            self._batch_size,
+        )
 
     def start_bundle(self):
         self._buffer, self._buffered = {}, 0
@@ -413,8 +445,11 @@ class EvaluateExampleFn(beam.DoFn):
         if self._progress is not None:
             self._progress.update(1)
         if self._seen % self._log_every == 0:
-            log.info("evaluated %d images on this worker (%.2f s/image)", self._seen,
-                     (time.time() - self._started) / self._seen)
+            log.info(
+                "evaluated %d images on this worker (%.2f s/image)",
+                self._seen,
+                (time.time() - self._started) / self._seen,
+            )
         yield out
 
 
@@ -431,6 +466,7 @@ def _sample_to_record(ref, num_classes):
 
 # ---------------------------------------------------------------------------------------------
 # combining
+
 
 def _gallery_key(summary, filename):
     return (summary["miou"], filename)
@@ -450,7 +486,7 @@ class CombineEvaluationFn(beam.CombineFn):
             "cm": {n: np.zeros((self._num_classes, self._num_classes + 1), np.int64) for n in self._names},
             "images": {n: [] for n in self._names},
             "skipped": [],
-            "best": [],   # min-heap of ((miou, filename), payload): keeps the k largest
+            "best": [],  # min-heap of ((miou, filename), payload): keeps the k largest
             "worst": [],  # min-heap of ((-miou, _Reverse(filename)), payload): keeps the k smallest
         }
 
@@ -534,6 +570,7 @@ def _write_pickle(result, path):
 # ---------------------------------------------------------------------------------------------
 # the pipeline
 
+
 def _expected_images(examples_pattern, sample_refs, max_images):
     """How many records the evaluation will see (the progress bar's total; a pass over the compressed records
     costs well under a second per thousand images next to a model call each)."""
@@ -548,9 +585,20 @@ def _expected_images(examples_pattern, sample_refs, max_images):
     return min(total, int(max_images)) if max_images else total
 
 
-def run_beam_evaluation(model_dirs, tta, staging_dir, examples_pattern=None, sample_refs=None,
-                        make_pipeline=None, beam_args=None, num_classes=NUM_CLASSES,
-                        ignore_label=IGNORE_LABEL, num_gallery=4, max_images=None, batch_size=DEFAULT_BATCH_SIZE):
+def run_beam_evaluation(
+    model_dirs,
+    tta,
+    staging_dir,
+    examples_pattern=None,
+    sample_refs=None,
+    make_pipeline=None,
+    beam_args=None,
+    num_classes=NUM_CLASSES,
+    ignore_label=IGNORE_LABEL,
+    num_gallery=4,
+    max_images=None,
+    batch_size=DEFAULT_BATCH_SIZE,
+):
     """Runs the evaluation pipeline and returns the combined raw result (see CombineEvaluationFn).
 
     model_dirs: {'current': dir, optionally 'baseline': dir} of SavedModels with a `logits` signature.
@@ -574,29 +622,45 @@ def run_beam_evaluation(model_dirs, tta, staging_dir, examples_pattern=None, sam
     tf.io.gfile.makedirs(staging_dir)
     result_path = os.path.join(staging_dir, f"combined-{uuid.uuid4().hex}.pkl")
     if make_pipeline is None:
+
         def make_pipeline():
             from apache_beam.options.pipeline_options import PipelineOptions
+
             return beam.Pipeline(options=PipelineOptions(list(beam_args or [])))
 
     started = time.time()
     p = make_pipeline()
     if examples_pattern is not None:
-        records = p | "ReadExamples" >> beam.io.ReadFromTFRecord(
-            examples_pattern, coder=beam.coders.BytesCoder())
+        records = p | "ReadExamples" >> beam.io.ReadFromTFRecord(examples_pattern, coder=beam.coders.BytesCoder())
     else:
-        records = (p | "Refs" >> beam.Create(list(sample_refs))
-                   | "Reshuffle" >> beam.Reshuffle()
-                   | "LoadSamples" >> beam.Map(_sample_to_record, num_classes))
+        records = (
+            p
+            | "Refs" >> beam.Create(list(sample_refs))
+            | "Reshuffle" >> beam.Reshuffle()
+            | "LoadSamples" >> beam.Map(_sample_to_record, num_classes)
+        )
     if max_images:
-        records = (records | "Limit" >> beam.combiners.Sample.FixedSizeGlobally(int(max_images))
-                   | "Unlist" >> beam.FlatMap(lambda xs: xs))
-    _ = (records
-         | "Evaluate" >> beam.ParDo(EvaluateExampleFn(model_dirs, tta.to_json_dict(), num_classes, ignore_label,
-                                                      batch_size=batch_size,
-                                                      expected_images=_expected_images(examples_pattern, sample_refs,
-                                                                                       max_images)))
-         | "Combine" >> beam.CombineGlobally(CombineEvaluationFn(names, num_classes, num_gallery))
-         | "Write" >> beam.Map(_write_pickle, result_path))
+        records = (
+            records
+            | "Limit" >> beam.combiners.Sample.FixedSizeGlobally(int(max_images))
+            | "Unlist" >> beam.FlatMap(lambda xs: xs)
+        )
+    _ = (
+        records
+        | "Evaluate"
+        >> beam.ParDo(
+            EvaluateExampleFn(
+                model_dirs,
+                tta.to_json_dict(),
+                num_classes,
+                ignore_label,
+                batch_size=batch_size,
+                expected_images=_expected_images(examples_pattern, sample_refs, max_images),
+            )
+        )
+        | "Combine" >> beam.CombineGlobally(CombineEvaluationFn(names, num_classes, num_gallery))
+        | "Write" >> beam.Map(_write_pickle, result_path)
+    )
     pipeline_result = p.run()
     pipeline_result.wait_until_finish()
     with tf.io.gfile.GFile(result_path, "rb") as f:

@@ -12,6 +12,7 @@ models it blessed.
                               max_regression=0.005, tta={"scales": [0.5, 0.75, 1.0], "flip": True})
     pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"], ...)
 """
+
 import json
 from typing import Any, Dict, Optional, Union
 
@@ -24,30 +25,41 @@ from components import miou_evaluator
 from components.miou_evaluator import executor
 from components.miou_evaluator.beam_eval import DEFAULT_BATCH_SIZE
 from components.miou_evaluator.evaluate import check_max_eval_skipped_fraction
+from components.miou_evaluator.executor import (
+    BASELINE_MODEL_KEY,
+    BATCH_SIZE_KEY,
+    BLESSING_KEY,
+    EVAL_SPLIT_KEY,
+    EVALUATION_KEY,
+    EXAMPLES_KEY,
+    MAX_EVAL_SKIPPED_FRACTION_KEY,
+    MAX_IMAGES_KEY,
+    MAX_REGRESSION_KEY,
+    MIOU_THRESHOLD_KEY,
+    MODEL_KEY,
+    NUM_GALLERY_KEY,
+    TTA_KEY,
+)
+from pipeline import configs
 
 # MiouEvaluator's default max_eval_skipped_fraction, 0.0: no skipped evaluation record is tolerated (pipeline
 # code takes it from here; the value lives in the package __init__, which `deeplab evaluate` reads without TFX).
 DEFAULT_MAX_EVAL_SKIPPED_FRACTION = miou_evaluator.DEFAULT_MAX_EVAL_SKIPPED_FRACTION
-
-EXAMPLES_KEY = "examples"
-MODEL_KEY = "model"
-BASELINE_MODEL_KEY = "baseline_model"
-EVALUATION_KEY = "evaluation"
-BLESSING_KEY = "blessing"
+DEFAULT_NUM_GALLERY = 4
 
 
 class MiouEvaluatorSpec(ComponentSpec):
     """Spec of MiouEvaluator (parameters are documented on MiouEvaluator.__init__)."""
 
     PARAMETERS = {
-        "eval_split": ExecutionParameter(type=str),
-        "miou_threshold": ExecutionParameter(type=float),
-        "max_regression": ExecutionParameter(type=float),
-        "tta": ExecutionParameter(type=str),  # JSON of models.inference.TTAConfig
-        "num_gallery": ExecutionParameter(type=int, optional=True),
-        "max_images": ExecutionParameter(type=int, optional=True),
-        "batch_size": ExecutionParameter(type=int, optional=True),
-        "max_eval_skipped_fraction": ExecutionParameter(type=float, optional=True),
+        EVAL_SPLIT_KEY: ExecutionParameter(type=str),
+        MIOU_THRESHOLD_KEY: ExecutionParameter(type=float),
+        MAX_REGRESSION_KEY: ExecutionParameter(type=float),
+        TTA_KEY: ExecutionParameter(type=str),  # JSON of models.inference.TTAConfig
+        NUM_GALLERY_KEY: ExecutionParameter(type=int, optional=True),
+        MAX_IMAGES_KEY: ExecutionParameter(type=int, optional=True),
+        BATCH_SIZE_KEY: ExecutionParameter(type=int, optional=True),
+        MAX_EVAL_SKIPPED_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -75,34 +87,42 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = MiouEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
-                 baseline_model: Optional[types.BaseChannel] = None, eval_split: str = "val",
-                 miou_threshold: float = 0.0, max_regression: float = 0.0,
-                 tta: Union[None, Dict[str, Any], Any] = None, num_gallery: int = 4,
-                 max_images: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_eval_skipped_fraction: float = DEFAULT_MAX_EVAL_SKIPPED_FRACTION):
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        model: types.BaseChannel,
+        baseline_model: Optional[types.BaseChannel] = None,
+        eval_split: str = configs.EVAL_SPLIT,
+        miou_threshold: float = 0.0,
+        max_regression: float = 0.0,
+        tta: Union[None, Dict[str, Any], Any] = None,
+        num_gallery: int = DEFAULT_NUM_GALLERY,
+        max_images: Optional[int] = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_eval_skipped_fraction: float = DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+    ):
         """Args:
-          examples: Examples (ExampleGen output) holding `eval_split`.
-          model: Model whose `Format-Serving` SavedModel has the `logits` signature (models.export).
-          baseline_model: optional Model to compare with, normally the latest blessed model from a
-            Resolver with LatestBlessedModelStrategy; evaluated on the same data in the same run.
-          eval_split: split of `examples` to evaluate (default 'val').
-          miou_threshold: absolute gate: blessed only if mIoU >= this.
-          max_regression: tolerance vs the baseline: blessed only if mIoU >= baseline mIoU - this.
-          tta: test-time augmentation, a models.inference.TTAConfig or its dict
-            (e.g. {"scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], "flip": True}); default whole image;
-            "export": the TTA baked into the model's serving signatures by models.export, so the
-            gate measures exactly what TF Serving answers.
-          num_gallery: how many best and worst images the report shows.
-          max_images: evaluate a random sample of this many images (smoke runs only).
-          batch_size: at most this many images per model call; images the model sees at the same
-            size (same size, or same padded canvas with TTA `pad_multiple`) share a call. The
-            confusion matrices do not depend on it; 1 runs one image per call.
-          max_eval_skipped_fraction: gate on completeness: blessed only if at most this fraction of
-            the evaluation records were skipped (unreadable, labels out of range, ...), i.e.
-            skipped / (evaluated + skipped) <= this; default DEFAULT_MAX_EVAL_SKIPPED_FRACTION (0.0):
-            a model is not blessed on a partial evaluation. Count, fraction, threshold and reasons
-            are in evaluation.json ('blessing' and 'data'), the report and the blessing message.
+        examples: Examples (ExampleGen output) holding `eval_split`.
+        model: Model whose `Format-Serving` SavedModel has the `logits` signature (models.export).
+        baseline_model: optional Model to compare with, normally the latest blessed model from a
+          Resolver with LatestBlessedModelStrategy; evaluated on the same data in the same run.
+        eval_split: split of `examples` to evaluate (default 'val').
+        miou_threshold: absolute gate: blessed only if mIoU >= this.
+        max_regression: tolerance vs the baseline: blessed only if mIoU >= baseline mIoU - this.
+        tta: test-time augmentation, a models.inference.TTAConfig or its dict
+          (e.g. {"scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], "flip": True}); default whole image;
+          "export": the TTA baked into the model's serving signatures by models.export, so the
+          gate measures exactly what TF Serving answers.
+        num_gallery: how many best and worst images the report shows.
+        max_images: evaluate a random sample of this many images (smoke runs only).
+        batch_size: at most this many images per model call; images the model sees at the same
+          size (same size, or same padded canvas with TTA `pad_multiple`) share a call. The
+          confusion matrices do not depend on it; 1 runs one image per call.
+        max_eval_skipped_fraction: gate on completeness: blessed only if at most this fraction of
+          the evaluation records were skipped (unreadable, labels out of range, ...), i.e.
+          skipped / (evaluated + skipped) <= this; default DEFAULT_MAX_EVAL_SKIPPED_FRACTION (0.0):
+          a model is not blessed on a partial evaluation. Count, fraction, threshold and reasons
+          are in evaluation.json ('blessing' and 'data'), the report and the blessing message.
         """
         if not 0.0 <= float(miou_threshold) <= 1.0:
             raise ValueError(f"miou_threshold is an mIoU in [0, 1], got {miou_threshold!r}")
@@ -112,10 +132,18 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         max_eval_skipped_fraction = check_max_eval_skipped_fraction(max_eval_skipped_fraction)
         spec = MiouEvaluatorSpec(
-            examples=examples, model=model, baseline_model=baseline_model, eval_split=eval_split,
-            miou_threshold=float(miou_threshold), max_regression=float(max_regression), tta=tta_json(tta),
-            num_gallery=int(num_gallery), max_images=max_images, batch_size=int(batch_size),
+            examples=examples,
+            model=model,
+            baseline_model=baseline_model,
+            eval_split=eval_split,
+            miou_threshold=float(miou_threshold),
+            max_regression=float(max_regression),
+            tta=tta_json(tta),
+            num_gallery=int(num_gallery),
+            max_images=max_images,
+            batch_size=int(batch_size),
             max_eval_skipped_fraction=max_eval_skipped_fraction,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
-            blessing=types.Channel(type=standard_artifacts.ModelBlessing))
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+        )
         super().__init__(spec=spec)

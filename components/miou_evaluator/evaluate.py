@@ -3,13 +3,14 @@
 `evaluate()` is what both the TFX executor and `deeplab evaluate` call, so a model evaluated
 from the command line gets exactly the numbers (and the report) the pipeline's gate saw.
 """
+
 import datetime
 import logging
 
 import numpy as np
 
 from components.miou_evaluator import DEFAULT_MAX_EVAL_SKIPPED_FRACTION, beam_eval, metrics
-from data.voc import IGNORE_LABEL, NUM_CLASSES, VOC_CLASSES
+from data.voc import IGNORE_LABEL, VOC_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,12 @@ def check_max_eval_skipped_fraction(value, name="max_eval_skipped_fraction"):
     return fraction
 
 
-def skipped_records_check(images_evaluated, images_skipped, max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
-                          skipped_by_reason=None):
+def skipped_records_check(
+    images_evaluated,
+    images_skipped,
+    max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+    skipped_by_reason=None,
+):
     """The 'skipped_records' check of the gate: passed iff skipped / (evaluated + skipped) <=
     max_eval_skipped_fraction (equal passes), so a model is not blessed on a partial evaluation.
     Returns (check {'name', 'passed', 'detail'}, {threshold, count, total, fraction, reasons})."""
@@ -39,19 +44,34 @@ def skipped_records_check(images_evaluated, images_skipped, max_eval_skipped_fra
     passed = bool(fraction <= threshold)
     reasons = dict(sorted((skipped_by_reason or {}).items()))
     counted = f"{skipped} of {total}" if images_evaluated is not None else f"{skipped}"
-    detail = (f"{counted} evaluation records skipped (fraction {fraction:.4f}) "
-              f"{'<=' if passed else '>'} max_eval_skipped_fraction {threshold:.4f}")
+    detail = (
+        f"{counted} evaluation records skipped (fraction {fraction:.4f}) "
+        f"{'<=' if passed else '>'} max_eval_skipped_fraction {threshold:.4f}"
+    )
     if skipped:
         detail += " (reasons: " + (", ".join(f"{r} {n}" for r, n in reasons.items()) or "unknown") + ")"
     check = {"name": "skipped_records", "passed": passed, "detail": detail}
-    numbers = {"max_eval_skipped_fraction": threshold, "images_skipped": skipped, "images_total": total,
-               "skipped_fraction": fraction, "skipped_by_reason": reasons}
+    numbers = {
+        "max_eval_skipped_fraction": threshold,
+        "images_skipped": skipped,
+        "images_total": total,
+        "skipped_fraction": fraction,
+        "skipped_by_reason": reasons,
+    }
     return check, numbers
 
 
-def decide_blessing(miou, miou_threshold=None, baseline_miou=None, max_regression=0.0, *, images_evaluated=None,
-                    images_skipped=0, skipped_by_reason=None,
-                    max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION):
+def decide_blessing(
+    miou,
+    miou_threshold=None,
+    baseline_miou=None,
+    max_regression=0.0,
+    *,
+    images_evaluated=None,
+    images_skipped=0,
+    skipped_by_reason=None,
+    max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+):
     """The gate: blessed iff mIoU >= miou_threshold (when set) AND, when a baseline was evaluated,
     mIoU >= baseline mIoU - max_regression AND at most `max_eval_skipped_fraction` of the evaluation
     records were skipped (images_skipped / (images_evaluated + images_skipped); equal passes, so the
@@ -59,33 +79,60 @@ def decide_blessing(miou, miou_threshold=None, baseline_miou=None, max_regressio
     never blessed. Returns {'blessed', 'checks': [...], 'message', ...}; every check states its numbers."""
     if images_skipped and images_evaluated is None:
         raise ValueError("decide_blessing needs images_evaluated to weigh images_skipped")
-    skipped_check, skipped_numbers = skipped_records_check(images_evaluated, images_skipped, max_eval_skipped_fraction,
-                                          skipped_by_reason)
+    skipped_check, skipped_numbers = skipped_records_check(
+        images_evaluated, images_skipped, max_eval_skipped_fraction, skipped_by_reason
+    )
     checks = []
     if miou is None:
-        checks.append({"name": "has_miou", "passed": False,
-                       "detail": "no labelled pixels were evaluated, so there is no mIoU to gate on"})
+        checks.append(
+            {
+                "name": "has_miou",
+                "passed": False,
+                "detail": "no labelled pixels were evaluated, so there is no mIoU to gate on",
+            }
+        )
     else:
         if miou_threshold is not None:
-            checks.append({"name": "miou_threshold", "passed": bool(miou >= miou_threshold),
-                           "detail": f"mIoU {miou:.4f} {'>=' if miou >= miou_threshold else '<'} "
-                                     f"threshold {miou_threshold:.4f}"})
+            checks.append(
+                {
+                    "name": "miou_threshold",
+                    "passed": bool(miou >= miou_threshold),
+                    "detail": f"mIoU {miou:.4f} {'>=' if miou >= miou_threshold else '<'} "
+                    f"threshold {miou_threshold:.4f}",
+                }
+            )
         if baseline_miou is not None:
             floor = baseline_miou - (max_regression or 0.0)
-            checks.append({"name": "max_regression", "passed": bool(miou >= floor),
-                           "detail": f"mIoU {miou:.4f} {'>=' if miou >= floor else '<'} baseline mIoU "
-                                     f"{baseline_miou:.4f} - max_regression {max_regression or 0.0:.4f} "
-                                     f"= {floor:.4f} (change {miou - baseline_miou:+.4f})"})
+            checks.append(
+                {
+                    "name": "max_regression",
+                    "passed": bool(miou >= floor),
+                    "detail": f"mIoU {miou:.4f} {'>=' if miou >= floor else '<'} baseline mIoU "
+                    f"{baseline_miou:.4f} - max_regression {max_regression or 0.0:.4f} "
+                    f"= {floor:.4f} (change {miou - baseline_miou:+.4f})",
+                }
+            )
         else:
-            checks.append({"name": "max_regression", "passed": True,
-                           "detail": "no baseline model (no blessed model yet): regression check skipped"})
+            checks.append(
+                {
+                    "name": "max_regression",
+                    "passed": True,
+                    "detail": "no baseline model (no blessed model yet): regression check skipped",
+                }
+            )
     checks.append(skipped_check)
     blessed = all(c["passed"] for c in checks)
     failed = [c["detail"] for c in checks if not c["passed"]]
-    message = ("BLESSED: " + "; ".join(c["detail"] for c in checks) if blessed
-               else "NOT BLESSED: " + "; ".join(failed))
-    return {"blessed": blessed, "miou_threshold": miou_threshold, "max_regression": max_regression,
-            "baseline_miou": baseline_miou, **skipped_numbers, "checks": checks, "message": message}
+    message = "BLESSED: " + "; ".join(c["detail"] for c in checks) if blessed else "NOT BLESSED: " + "; ".join(failed)
+    return {
+        "blessed": blessed,
+        "miou_threshold": miou_threshold,
+        "max_regression": max_regression,
+        "baseline_miou": baseline_miou,
+        **skipped_numbers,
+        "checks": checks,
+        "message": message,
+    }
 
 
 def _model_section(cm, images, class_names):
@@ -114,16 +161,23 @@ def summarize(raw, class_names=VOC_CLASSES, tta=None, data_description=None, max
         "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": {"path": raw["model_dirs"][beam_eval.CURRENT]},
-        "baseline_model": ({"path": raw["model_dirs"][beam_eval.BASELINE]}
-                           if beam_eval.BASELINE in raw["model_dirs"] else None),
-        "data": dict(data_description or {}, images_evaluated=len(images),
-                     images_skipped=len(raw["skipped"]), skipped_by_reason=skipped_by_reason,
-                     images_total=len(images) + len(raw["skipped"]),
-                     skipped_fraction=(len(raw["skipped"]) / (len(images) + len(raw["skipped"]))
-                                       if images or raw["skipped"] else 0.0),
-                     skipped=[{"reason": r, "record": n, "detail": d}
-                              for r, n, d in raw["skipped"][:beam_eval.MAX_SKIPPED_LISTED]],
-                     sampled_max_images=max_images),
+        "baseline_model": (
+            {"path": raw["model_dirs"][beam_eval.BASELINE]} if beam_eval.BASELINE in raw["model_dirs"] else None
+        ),
+        "data": dict(
+            data_description or {},
+            images_evaluated=len(images),
+            images_skipped=len(raw["skipped"]),
+            skipped_by_reason=skipped_by_reason,
+            images_total=len(images) + len(raw["skipped"]),
+            skipped_fraction=(
+                len(raw["skipped"]) / (len(images) + len(raw["skipped"])) if images or raw["skipped"] else 0.0
+            ),
+            skipped=[
+                {"reason": r, "record": n, "detail": d} for r, n, d in raw["skipped"][: beam_eval.MAX_SKIPPED_LISTED]
+            ],
+            sampled_max_images=max_images,
+        ),
         "tta": tta.to_json_dict() if tta is not None else None,
         "tta_description": tta.describe() if tta is not None else None,
         "class_names": list(class_names),
@@ -135,9 +189,16 @@ def summarize(raw, class_names=VOC_CLASSES, tta=None, data_description=None, max
     result.update(_model_section(raw["cm"][beam_eval.CURRENT], images, class_names))
     result["best_images"] = [dict(filename=f, **_brief(images, f)) for f, _ in raw["best"]]
     result["worst_images"] = [dict(filename=f, **_brief(images, f)) for f, _ in raw["worst"]]
-    result["per_image"] = [dict(filename=f, miou=s["miou"], pixel_accuracy=s["pixel_accuracy"],
-                                num_pixels=s["num_pixels"], classes=[class_names[c] for c in s["classes"]])
-                           for f, s in images]
+    result["per_image"] = [
+        dict(
+            filename=f,
+            miou=s["miou"],
+            pixel_accuracy=s["pixel_accuracy"],
+            num_pixels=s["num_pixels"],
+            classes=[class_names[c] for c in s["classes"]],
+        )
+        for f, s in images
+    ]
     if beam_eval.BASELINE in raw["cm"]:
         base = _model_section(raw["cm"][beam_eval.BASELINE], raw["images"][beam_eval.BASELINE], class_names)
         result["baseline"] = base
@@ -162,10 +223,12 @@ def _delta(a, b):
 
 def _compare(current, baseline):
     return {
-        "metrics": {k: _delta(v, baseline["metrics"][k]) for k, v in current["metrics"].items()
-                    if isinstance(v, float)},
-        "per_class_iou": {c["name"]: _delta(c["iou"], b["iou"])
-                          for c, b in zip(current["per_class"], baseline["per_class"])},
+        "metrics": {
+            k: _delta(v, baseline["metrics"][k]) for k, v in current["metrics"].items() if isinstance(v, float)
+        },
+        "per_class_iou": {
+            c["name"]: _delta(c["iou"], b["iou"]) for c, b in zip(current["per_class"], baseline["per_class"])
+        },
     }
 
 
@@ -179,7 +242,7 @@ def resolve_tta(tta, model_dir=None):
     from models.inference import TTAConfig
 
     if isinstance(tta, str) and tta == TTA_FROM_EXPORT:
-        from models.export import read_export_config
+        from serving.saved_model_info import read_export_config
 
         if model_dir is None:
             raise ValueError("tta='export' needs the model directory to read its export config from")
@@ -190,11 +253,27 @@ def resolve_tta(tta, model_dir=None):
         raise ValueError(f"tta must be a TTAConfig, its dict, None or {TTA_FROM_EXPORT!r}, got {tta!r}") from None
 
 
-def evaluate(model_dir, output_dir, *, examples_pattern=None, sample_refs=None, baseline_model_dir=None,
-             tta=None, miou_threshold=None, max_regression=0.0, class_names=VOC_CLASSES,
-             ignore_label=IGNORE_LABEL, make_pipeline=None, beam_args=None, num_gallery=4,
-             max_images=None, data_description=None, tensorboard=True, batch_size=beam_eval.DEFAULT_BATCH_SIZE,
-             max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION):
+def evaluate(
+    model_dir,
+    output_dir,
+    *,
+    examples_pattern=None,
+    sample_refs=None,
+    baseline_model_dir=None,
+    tta=None,
+    miou_threshold=None,
+    max_regression=0.0,
+    class_names=VOC_CLASSES,
+    ignore_label=IGNORE_LABEL,
+    make_pipeline=None,
+    beam_args=None,
+    num_gallery=4,
+    max_images=None,
+    data_description=None,
+    tensorboard=True,
+    batch_size=beam_eval.DEFAULT_BATCH_SIZE,
+    max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+):
     """Evaluates `model_dir` (and `baseline_model_dir` on the same data in the same run), decides
     the blessing and writes the report into `output_dir`. Returns the evaluation dict (also in
     `output_dir/evaluation.json`); its 'blessing' entry holds the decision. `tta`: see resolve_tta.
@@ -211,33 +290,62 @@ def evaluate(model_dir, output_dir, *, examples_pattern=None, sample_refs=None, 
     tta = resolve_tta(tta, model_dirs[beam_eval.CURRENT])
     if baseline_model_dir:
         model_dirs[beam_eval.BASELINE] = beam_eval.resolve_model_dir(baseline_model_dir)
-    log.info("Evaluating %s%s (TTA: %s)", model_dirs[beam_eval.CURRENT],
-             f" against baseline {model_dirs[beam_eval.BASELINE]}" if baseline_model_dir else "", tta.describe())
+    log.info(
+        "Evaluating %s%s (TTA: %s)",
+        model_dirs[beam_eval.CURRENT],
+        f" against baseline {model_dirs[beam_eval.BASELINE]}" if baseline_model_dir else "",
+        tta.describe(),
+    )
     raw = beam_eval.run_beam_evaluation(
-        model_dirs, tta, staging_dir=f"{str(output_dir).rstrip('/')}/.staging",
-        examples_pattern=examples_pattern, sample_refs=sample_refs, make_pipeline=make_pipeline,
-        beam_args=beam_args, num_classes=len(class_names), ignore_label=ignore_label,
-        num_gallery=num_gallery, max_images=max_images, batch_size=int(batch_size))
+        model_dirs,
+        tta,
+        staging_dir=f"{str(output_dir).rstrip('/')}/.staging",
+        examples_pattern=examples_pattern,
+        sample_refs=sample_refs,
+        make_pipeline=make_pipeline,
+        beam_args=beam_args,
+        num_classes=len(class_names),
+        ignore_label=ignore_label,
+        num_gallery=num_gallery,
+        max_images=max_images,
+        batch_size=int(batch_size),
+    )
     if not raw["images"][beam_eval.CURRENT]:
         reasons = sorted({r for r, _, _ in raw["skipped"]})
-        raise ValueError(f"no image could be evaluated ({len(raw['skipped'])} records skipped, reasons {reasons}); "
-                         "check the examples path/split and the report of the data stage")
+        raise ValueError(
+            f"no image could be evaluated ({len(raw['skipped'])} records skipped, reasons {reasons}); "
+            "check the examples path/split and the report of the data stage"
+        )
     result = summarize(raw, class_names, tta, data_description, max_images)
     baseline_miou = result["baseline"]["metrics"]["miou"] if result["baseline"] else None
     data = result["data"]
     data["max_eval_skipped_fraction"] = max_eval_skipped_fraction
     result["blessing"] = decide_blessing(
-        result["metrics"]["miou"], miou_threshold, baseline_miou, max_regression,
-        images_evaluated=data["images_evaluated"], images_skipped=data["images_skipped"],
-        skipped_by_reason=data["skipped_by_reason"], max_eval_skipped_fraction=max_eval_skipped_fraction)
+        result["metrics"]["miou"],
+        miou_threshold,
+        baseline_miou,
+        max_regression,
+        images_evaluated=data["images_evaluated"],
+        images_skipped=data["images_skipped"],
+        skipped_by_reason=data["skipped_by_reason"],
+        max_eval_skipped_fraction=max_eval_skipped_fraction,
+    )
     if raw["skipped"]:
-        log.warning("%d of %d records were skipped (fraction %.4f, max_eval_skipped_fraction %.4f): %s "
-                    "(listed in evaluation.json)", data["images_skipped"], data["images_total"],
-                    data["skipped_fraction"], max_eval_skipped_fraction, data["skipped_by_reason"])
+        log.warning(
+            "%d of %d records were skipped (fraction %.4f, max_eval_skipped_fraction %.4f): %s "
+            "(listed in evaluation.json)",
+            data["images_skipped"],
+            data["images_total"],
+            data["skipped_fraction"],
+            max_eval_skipped_fraction,
+            data["skipped_by_reason"],
+        )
     import tensorflow as tf
+
     staging = f"{str(output_dir).rstrip('/')}/.staging"
     if tf.io.gfile.exists(staging):
         tf.io.gfile.rmtree(staging)
-    report.write_report(result, output_dir, gallery={"best": raw["best"], "worst": raw["worst"]},
-                        tensorboard=tensorboard)
+    report.write_report(
+        result, output_dir, gallery={"best": raw["best"], "worst": raw["worst"]}, tensorboard=tensorboard
+    )
     return result

@@ -6,6 +6,7 @@ The ModelBlessing artifact is written exactly like TFX's Evaluator does it
 and an empty BLESSED or NOT_BLESSED file in its directory. That is what the standard Pusher
 (`model_utils.is_model_blessed`) and `LatestBlessedModelStrategy` read.
 """
+
 import json
 import logging
 import os
@@ -17,7 +18,25 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
+from pipeline import configs
+
 log = logging.getLogger(__name__)
+
+# Channel and execution-parameter keys of MiouEvaluator (the standard Evaluator's channel keys); the parameters
+# have the same snake_case names as MiouEvaluator's and create_pipeline()'s arguments.
+EXAMPLES_KEY = "examples"
+MODEL_KEY = "model"
+BASELINE_MODEL_KEY = "baseline_model"
+EVALUATION_KEY = "evaluation"
+BLESSING_KEY = "blessing"
+EVAL_SPLIT_KEY = "eval_split"
+MIOU_THRESHOLD_KEY = "miou_threshold"
+MAX_REGRESSION_KEY = "max_regression"
+TTA_KEY = "tta"
+NUM_GALLERY_KEY = "num_gallery"
+MAX_IMAGES_KEY = "max_images"
+BATCH_SIZE_KEY = "batch_size"
+MAX_EVAL_SKIPPED_FRACTION_KEY = "max_eval_skipped_fraction"
 
 
 def _model_dir(model):
@@ -28,45 +47,52 @@ def _model_dir(model):
 def _split_pattern(examples, split):
     names = artifact_utils.decode_split_names(examples.split_names)
     if split not in names:
-        raise ValueError(f"Examples artifact {examples.uri} has no split {split!r} (it has {names}); "
-                         "set MiouEvaluator(eval_split=...) to one of them")
+        raise ValueError(
+            f"Examples artifact {examples.uri} has no split {split!r} (it has {names}); "
+            "set MiouEvaluator(eval_split=...) to one of them"
+        )
     return os.path.join(artifact_utils.get_split_uri([examples], split), "*")
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Runs components.miou_evaluator.evaluate.evaluate with this component's Beam pipeline."""
 
-    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
         from components.miou_evaluator import component
         from components.miou_evaluator.evaluate import evaluate
 
         self._log_startup(input_dict, output_dict, exec_properties)
-        examples = artifact_utils.get_single_instance(input_dict[component.EXAMPLES_KEY])
-        model = artifact_utils.get_single_instance(input_dict[component.MODEL_KEY])
-        baselines = input_dict.get(component.BASELINE_MODEL_KEY) or []
+        examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+        model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+        baselines = input_dict.get(BASELINE_MODEL_KEY) or []
         if len(baselines) > 1:
             raise ValueError(f"there can be only one baseline model, got {len(baselines)}")
         baseline = baselines[0] if baselines else None
-        evaluation = artifact_utils.get_single_instance(output_dict[component.EVALUATION_KEY])
-        blessing = artifact_utils.get_single_instance(output_dict[component.BLESSING_KEY])
+        evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
+        blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
 
-        split = exec_properties.get("eval_split") or "val"
-        tta = json.loads(exec_properties.get("tta") or "null")  # a TTAConfig dict, null or "export"
-        max_skipped = exec_properties.get("max_eval_skipped_fraction")
+        split = exec_properties.get(EVAL_SPLIT_KEY) or configs.EVAL_SPLIT
+        tta = json.loads(exec_properties.get(TTA_KEY) or "null")  # a TTAConfig dict, null or "export"
+        max_skipped = exec_properties.get(MAX_EVAL_SKIPPED_FRACTION_KEY)
         if max_skipped is None:  # a pipeline compiled before the parameter existed
             max_skipped = component.DEFAULT_MAX_EVAL_SKIPPED_FRACTION
         result = evaluate(
-            _model_dir(model), evaluation.uri,
+            _model_dir(model),
+            evaluation.uri,
             examples_pattern=_split_pattern(examples, split),
             baseline_model_dir=_model_dir(baseline) if baseline else None,
             tta=tta,
-            miou_threshold=float(exec_properties.get("miou_threshold") or 0.0),
-            max_regression=float(exec_properties.get("max_regression") or 0.0),
+            miou_threshold=float(exec_properties.get(MIOU_THRESHOLD_KEY) or 0.0),
+            max_regression=float(exec_properties.get(MAX_REGRESSION_KEY) or 0.0),
             make_pipeline=self._make_beam_pipeline,
-            num_gallery=int(exec_properties.get("num_gallery") or 4),
-            max_images=exec_properties.get("max_images") or None,
-            batch_size=int(exec_properties.get("batch_size") or component.DEFAULT_BATCH_SIZE),
+            num_gallery=int(exec_properties.get(NUM_GALLERY_KEY) or component.DEFAULT_NUM_GALLERY),
+            max_images=exec_properties.get(MAX_IMAGES_KEY) or None,
+            batch_size=int(exec_properties.get(BATCH_SIZE_KEY) or component.DEFAULT_BATCH_SIZE),
             max_eval_skipped_fraction=float(max_skipped),
             data_description={"examples": examples.uri, "split": split},
         )

@@ -8,9 +8,11 @@ plus one extra column `cm[t, C]` for predictions outside 0..C-1 (a broken model 
 the wrong number of classes). Those pixels count as misses of their true class instead of
 vanishing; pixels labelled `ignore_label` are not counted anywhere.
 """
+
 import numpy as np
 
 from data.voc import IGNORE_LABEL, NUM_CLASSES, VOC_CLASSES
+from models.confusion import iou_from_confusion
 
 REFERENCE_STYLE_KEY = "per_image_mean_miou_reference_style"
 
@@ -34,8 +36,10 @@ def confusion_matrix(labels, preds, num_classes=NUM_CLASSES, ignore_label=IGNORE
     labels, preds = labels[valid], preds[valid]
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
-        raise ValueError(f"ground-truth labels hold values {sorted(set(labels[bad].tolist()))[:10]} that are "
-                         f"neither class ids 0..{num_classes - 1} nor the ignore label {ignore_label}")
+        raise ValueError(
+            f"ground-truth labels hold values {sorted(set(labels[bad].tolist()))[:10]} that are "
+            f"neither class ids 0..{num_classes - 1} nor the ignore label {ignore_label}"
+        )
     preds = np.where((preds < 0) | (preds >= num_classes), num_classes, preds)
     counts = np.bincount(labels * (num_classes + 1) + preds, minlength=num_classes * (num_classes + 1))
     return counts.reshape(num_classes, num_classes + 1).astype(np.int64)
@@ -46,7 +50,7 @@ def _square(cm):
     cm = np.asarray(cm, dtype=np.int64)
     if cm.ndim != 2 or cm.shape[1] not in (cm.shape[0], cm.shape[0] + 1):
         raise ValueError(f"confusion matrix must be [C, C] or [C, C+1], got {cm.shape}")
-    return cm[:, :cm.shape[0]], cm.sum(axis=1)
+    return cm[:, : cm.shape[0]], cm.sum(axis=1)
 
 
 def _ratio(num, den):
@@ -78,24 +82,31 @@ def metrics_from_confusion(cm, class_names=VOC_CLASSES):
         raise ValueError(f"{len(class_names)} class names for a {num_classes}-class confusion matrix")
     tp = np.diag(square)
     pred = square.sum(axis=0)
-    union = gt + pred - tp
     total = int(gt.sum())
+    iou, miou = iou_from_confusion(cm)  # the one IoU implementation; miou None for an empty matrix
 
     per_class, absent = [], []
     for c, name in enumerate(class_names):
-        present = bool(union[c] > 0)
+        present = not np.isnan(iou[c])
         if not present:
             absent.append(name)
-        per_class.append({
-            "id": c, "name": name, "present": present,
-            "iou": _ratio(tp[c], union[c]), "accuracy": _ratio(tp[c], gt[c]),
-            "tp": int(tp[c]), "gt_pixels": int(gt[c]), "pred_pixels": int(pred[c]),
-        })
+        per_class.append(
+            {
+                "id": c,
+                "name": name,
+                "present": present,
+                "iou": float(iou[c]) if present else None,
+                "accuracy": _ratio(tp[c], gt[c]),
+                "tp": int(tp[c]),
+                "gt_pixels": int(gt[c]),
+                "pred_pixels": int(pred[c]),
+            }
+        )
     fw = None
     if total:
         fw = float(sum(gt[c] / total * per_class[c]["iou"] for c in range(num_classes) if gt[c] > 0))
     return {
-        "miou": _mean(p["iou"] for p in per_class),
+        "miou": miou,
         "pixel_accuracy": _ratio(tp.sum(), total),
         "mean_class_accuracy": _mean(p["accuracy"] for p in per_class),
         "frequency_weighted_iou": fw,
@@ -116,10 +127,10 @@ def image_summary(cm):
     """
     square, gt = _square(cm)
     tp = np.diag(square)
-    union = gt + square.sum(axis=0) - tp
-    present = union > 0
+    iou, miou = iou_from_confusion(cm)
+    present = ~np.isnan(iou)
     return {
-        "miou": float(np.mean(tp[present] / union[present])) if present.any() else None,
+        "miou": miou,
         "pixel_accuracy": _ratio(tp.sum(), gt.sum()),
         "num_pixels": int(gt.sum()),
         "classes": [int(c) for c in np.flatnonzero(present)],

@@ -11,6 +11,7 @@ Files (relative names, so the folder can be copied or served as is):
   index.html             all of the above on one page
   tensorboard/           the same scalars (and charts) as TensorBoard summaries
 """
+
 import csv
 import html
 import io
@@ -33,6 +34,7 @@ GALLERY_CELL_WIDTH = 240
 
 def _gfile():
     import tensorflow as tf
+
     return tf.io.gfile
 
 
@@ -43,8 +45,10 @@ def _write_bytes(path, data):
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")  # no display on workers / CI
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -64,7 +68,7 @@ def confusion_png(result):
     norm = metrics.normalized_confusion(cm)
     cols = names + ["(invalid)"]
     if result["invalid_predictions"] == 0:
-        norm, cols = norm[:, :len(names)], names
+        norm, cols = norm[:, : len(names)], names
     n = len(names)
     fig, ax = plt.subplots(figsize=(0.42 * len(cols) + 2.5, 0.42 * n + 2))
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -75,8 +79,15 @@ def confusion_png(result):
     for t in range(n):
         for p in range(len(cols)):
             if norm[t, p] >= 0.005:
-                ax.text(p, t, f"{100 * norm[t, p]:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if norm[t, p] > 0.5 else "black")
+                ax.text(
+                    p,
+                    t,
+                    f"{100 * norm[t, p]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[t, p] > 0.5 else "black",
+                )
     ax.set_title(f"Confusion matrix, rows normalised (%) — mIoU {_pct(result['metrics']['miou'])}")
     fig.colorbar(im, ax=ax, fraction=0.04)
     return _fig_png(fig)
@@ -131,8 +142,10 @@ def gallery_png(items, path, mious=None):
         # Key: ground-truth classes first, then the most-predicted others; at most 12 rows.
         in_gt = set(np.unique(label).tolist())
         counts = np.bincount(pred.ravel().astype(np.int64), minlength=256)
-        shown = sorted((c for c in in_gt | set(np.flatnonzero(counts).tolist()) if c not in (0, IGNORE_LABEL)),
-                       key=lambda c: (c not in in_gt, -counts[c], c))
+        shown = sorted(
+            (c for c in in_gt | set(np.flatnonzero(counts).tolist()) if c not in (0, IGNORE_LABEL)),
+            key=lambda c: (c not in in_gt, -counts[c], c),
+        )
         key = legend(shown[:12] + [IGNORE_LABEL])
         rows.append([_fit(image), _fit(overlay(image, label)), _fit(overlay(image, pred)), key])
         titles.append([filename, "ground truth", f"prediction, mIoU {_pct((mious or {}).get(filename))}", "classes"])
@@ -180,14 +193,19 @@ def per_image_csv(result):
 
 
 def _skipped_summary(data, escape=html.escape):
-    """HTML: '1 of 8 records (12.50%) skipped; <b>over</b> the gate's limit of 0.00% (max_eval_skipped_fraction 0.0)'."""
-    text = (f"{data['images_skipped']} of {data.get('images_total', '?')} records "
-            f"({_pct(data.get('skipped_fraction'))}) skipped")
+    """HTML such as '1 of 8 records (12.50%) skipped; <b>over</b> the gate's limit of 0.00%
+    (max_eval_skipped_fraction 0.0)'."""
+    text = (
+        f"{data['images_skipped']} of {data.get('images_total', '?')} records "
+        f"({_pct(data.get('skipped_fraction'))}) skipped"
+    )
     if data.get("max_eval_skipped_fraction") is not None:
         allowed = data["max_eval_skipped_fraction"]
         verdict = "within" if (data.get("skipped_fraction") or 0.0) <= allowed else "<b>over</b>"
-        text += (f"; {verdict} the gate's limit of {_pct(allowed)} "
-                 f"(max_eval_skipped_fraction {escape(repr(float(allowed)))})")
+        text += (
+            f"; {verdict} the gate's limit of {_pct(allowed)} "
+            f"(max_eval_skipped_fraction {escape(repr(float(allowed)))})"
+        )
     return text
 
 
@@ -204,36 +222,50 @@ def index_html(result, files):
         if comp:
             d = comp["per_class_iou"][c["name"]]
             delta = f"<td>{'' if d is None else f'{100 * d:+.2f}'}</td>"
-        rows.append(f"<tr{' class=absent' if not c['present'] else ''}><td>{c['id']}</td><td>{e(c['name'])}</td>"
-                    f"<td>{_pct(c['iou'])}</td><td>{_pct(c['accuracy'])}</td><td>{c['gt_pixels']:,}</td>"
-                    f"<td>{c['pred_pixels']:,}</td>{delta}</tr>")
+        rows.append(
+            f"<tr{' class=absent' if not c['present'] else ''}><td>{c['id']}</td><td>{e(c['name'])}</td>"
+            f"<td>{_pct(c['iou'])}</td><td>{_pct(c['accuracy'])}</td><td>{c['gt_pixels']:,}</td>"
+            f"<td>{c['pred_pixels']:,}</td>{delta}</tr>"
+        )
     headline = [
-        ("mIoU (dataset-level, the standard VOC figure)", _pct(m["miou"]),
-         None if not comp else comp["metrics"].get("miou")),
+        (
+            "mIoU (dataset-level, the standard VOC figure)",
+            _pct(m["miou"]),
+            None if not comp else comp["metrics"].get("miou"),
+        ),
         ("pixel accuracy", _pct(m["pixel_accuracy"]), None if not comp else comp["metrics"].get("pixel_accuracy")),
-        ("mean class accuracy", _pct(m["mean_class_accuracy"]),
-         None if not comp else comp["metrics"].get("mean_class_accuracy")),
-        ("frequency-weighted IoU", _pct(m["frequency_weighted_iou"]),
-         None if not comp else comp["metrics"].get("frequency_weighted_iou")),
-        ("per-image mean mIoU (reference-repo style, not comparable to mIoU)",
-         _pct(m[metrics.REFERENCE_STYLE_KEY]), None if not comp else comp["metrics"].get(metrics.REFERENCE_STYLE_KEY)),
+        (
+            "mean class accuracy",
+            _pct(m["mean_class_accuracy"]),
+            None if not comp else comp["metrics"].get("mean_class_accuracy"),
+        ),
+        (
+            "frequency-weighted IoU",
+            _pct(m["frequency_weighted_iou"]),
+            None if not comp else comp["metrics"].get("frequency_weighted_iou"),
+        ),
+        (
+            "per-image mean mIoU (reference-repo style, not comparable to mIoU)",
+            _pct(m[metrics.REFERENCE_STYLE_KEY]),
+            None if not comp else comp["metrics"].get(metrics.REFERENCE_STYLE_KEY),
+        ),
     ]
     head_rows = "".join(
         f"<tr><td>{e(n)}</td><td><b>{v}</b></td>"
-        + (f"<td>{'' if d is None else f'{100 * d:+.2f} points'}</td>" if comp else "") + "</tr>"
-        for n, v, d in headline)
+        + (f"<td>{'' if d is None else f'{100 * d:+.2f} points'}</td>" if comp else "")
+        + "</tr>"
+        for n, v, d in headline
+    )
     d = result["data"]
     blessing = ""
     if b:
         cls = "blessed" if b["blessed"] else "notblessed"
         checks = "".join(f"<li>{'pass' if c['passed'] else '<b>FAIL</b>'}: {e(c['detail'])}</li>" for c in b["checks"])
-        blessing = (f"<div class={cls}><h2>{'BLESSED' if b['blessed'] else 'NOT BLESSED'}</h2>"
-                    f"<ul>{checks}</ul></div>")
+        blessing = f"<div class={cls}><h2>{'BLESSED' if b['blessed'] else 'NOT BLESSED'}</h2><ul>{checks}</ul></div>"
     skipped = ""
     if d.get("images_skipped"):
         items = "".join(f"<li>{e(s['reason'])}: {e(s['record'])}: {e(s['detail'])}</li>" for s in d["skipped"])
-        skipped = (f"<h3>Skipped records ({d['images_skipped']})</h3>"
-                   f"<p>{_skipped_summary(d, e)}</p><ul>{items}</ul>")
+        skipped = f"<h3>Skipped records ({d['images_skipped']})</h3><p>{_skipped_summary(d, e)}</p><ul>{items}</ul>"
 
     def img(key, alt):
         return f'<p><img src="{files[key]}" alt="{e(alt)}"></p>' if files.get(key) else ""
@@ -241,20 +273,39 @@ def index_html(result, files):
     def gallery_list(key):
         return ", ".join(f"{e(i['filename'])} ({_pct(i['miou'])})" for i in result[f"{key}_images"])
 
-    described = [f"{k.replace('_', ' ')} <code>{e(str(v))}</code>" for k, v in d.items()
-                 if k not in ("skipped", "skipped_by_reason", "images_evaluated", "images_skipped",
-                              "sampled_max_images", "images_total", "skipped_fraction",
-                              "max_eval_skipped_fraction") and v is not None]
-    data_line = ", ".join(described + [f"{d['images_evaluated']} images evaluated",
-                                       (_skipped_summary(d, e) if "skipped_fraction" in d
-                                        else f"{d['images_skipped']} skipped")
-                                       + (f" {e(json.dumps(d['skipped_by_reason']))}" if d["images_skipped"] else "")])
+    described = [
+        f"{k.replace('_', ' ')} <code>{e(str(v))}</code>"
+        for k, v in d.items()
+        if k
+        not in (
+            "skipped",
+            "skipped_by_reason",
+            "images_evaluated",
+            "images_skipped",
+            "sampled_max_images",
+            "images_total",
+            "skipped_fraction",
+            "max_eval_skipped_fraction",
+        )
+        and v is not None
+    ]
+    data_line = ", ".join(
+        described
+        + [
+            f"{d['images_evaluated']} images evaluated",
+            (_skipped_summary(d, e) if "skipped_fraction" in d else f"{d['images_skipped']} skipped")
+            + (f" {e(json.dumps(d['skipped_by_reason']))}" if d["images_skipped"] else ""),
+        ]
+    )
     if d.get("sampled_max_images"):
         data_line += f", <b>a random sample of at most {d['sampled_max_images']} images</b> (not the full split)"
-    baseline_line = (f"<p>Baseline: <code>{e(result['baseline_model']['path'])}</code>, mIoU "
-                     f"{_pct(base['metrics']['miou'])}</p>" if base else "<p>No baseline model.</p>")
+    baseline_line = (
+        f"<p>Baseline: <code>{e(result['baseline_model']['path'])}</code>, mIoU {_pct(base['metrics']['miou'])}</p>"
+        if base
+        else "<p>No baseline model.</p>"
+    )
     return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>DeepLab evaluation: mIoU {_pct(m['miou'])}</title>
+<html><head><meta charset="utf-8"><title>DeepLab evaluation: mIoU {_pct(m["miou"])}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: right; }}
@@ -263,28 +314,28 @@ td:nth-child(2) {{ text-align: left; }} tr.absent {{ color: #999; }}
 img {{ max-width: 100%; }} code {{ font-size: 90%; }}
 </style></head><body>
 <h1>DeepLab V3 evaluation</h1>
-<p>Model: <code>{e(result['model']['path'])}</code></p>
+<p>Model: <code>{e(result["model"]["path"])}</code></p>
 {baseline_line}
 <p>Data: {data_line}</p>
-<p>Test-time augmentation: {e(result['tta_description'] or 'none')}.
-{d['images_evaluated']} images, {result['num_pixels']:,} labelled pixels, {result['num_classes_present']} classes present
-{'(absent, left out of the means: ' + e(', '.join(result['absent_classes'])) + ')' if result['absent_classes'] else ''}.
-{'' if not result.get('seconds_per_image') else f"{result['seconds_per_image']:.2f} s/image."}
-{'' if not result['invalid_predictions'] else f"<b>{result['invalid_predictions']:,} pixels had predictions outside the class range</b> (counted as errors)."}</p>
+<p>Test-time augmentation: {e(result["tta_description"] or "none")}.
+{d["images_evaluated"]} images, {result["num_pixels"]:,} labelled pixels, {result["num_classes_present"]} classes present
+{"(absent, left out of the means: " + e(", ".join(result["absent_classes"])) + ")" if result["absent_classes"] else ""}.
+{"" if not result.get("seconds_per_image") else f"{result['seconds_per_image']:.2f} s/image."}
+{"" if not result["invalid_predictions"] else f"<b>{result['invalid_predictions']:,} pixels had predictions outside the class range</b> (counted as errors)."}</p>
 {blessing}
 <h2>Metrics</h2>
-<table><tr><th>metric</th><th>value</th>{'<th>vs baseline</th>' if comp else ''}</tr>{head_rows}</table>
+<table><tr><th>metric</th><th>value</th>{"<th>vs baseline</th>" if comp else ""}</tr>{head_rows}</table>
 {skipped}
 <h2>Per class</h2>
-{img('per_class', 'per-class IoU')}
-<table><tr><th>id</th><th>class</th><th>IoU</th><th>accuracy</th><th>GT pixels</th><th>predicted pixels</th>{'<th>IoU change (points)</th>' if comp else ''}</tr>
-{''.join(rows)}</table>
+{img("per_class", "per-class IoU")}
+<table><tr><th>id</th><th>class</th><th>IoU</th><th>accuracy</th><th>GT pixels</th><th>predicted pixels</th>{"<th>IoU change (points)</th>" if comp else ""}</tr>
+{"".join(rows)}</table>
 <h2>Confusion matrix</h2>
-{img('confusion', 'confusion matrix')}
-<h2>Best images</h2><p>{gallery_list('best')}</p>
-{img('gallery_best', 'best images')}
-<h2>Worst images</h2><p>{gallery_list('worst')}</p>
-{img('gallery_worst', 'worst images')}
+{img("confusion", "confusion matrix")}
+<h2>Best images</h2><p>{gallery_list("best")}</p>
+{img("gallery_best", "best images")}
+<h2>Worst images</h2><p>{gallery_list("worst")}</p>
+{img("gallery_worst", "worst images")}
 <h2>Files</h2>
 <ul><li><a href="{EVALUATION_JSON}">{EVALUATION_JSON}</a> (everything above, machine-readable)</li>
 <li><a href="{PER_IMAGE_CSV}">{PER_IMAGE_CSV}</a></li>
@@ -329,14 +380,20 @@ def write_report(result, output_dir, gallery=None, tensorboard=True):
     files["per_class"] = PER_CLASS_PNG
     mious = {row["filename"]: row["miou"] for row in result["per_image"]}
     for which in ("best", "worst"):
-        if gallery and gallery.get(which) and gallery_png(gallery[which], os.path.join(output_dir, GALLERY_PNG[which]),
-                                                          mious):
+        if (
+            gallery
+            and gallery.get(which)
+            and gallery_png(gallery[which], os.path.join(output_dir, GALLERY_PNG[which]), mious)
+        ):
             files[f"gallery_{which}"] = GALLERY_PNG[which]
     _write_bytes(os.path.join(output_dir, PER_IMAGE_CSV), per_image_csv(result).encode("utf-8"))
     files["per_image"] = PER_IMAGE_CSV
     if tensorboard:
-        write_tensorboard(result, os.path.join(output_dir, TENSORBOARD_DIR),
-                             pngs=[("confusion_matrix", confusion), ("per_class_iou", per_class)])
+        write_tensorboard(
+            result,
+            os.path.join(output_dir, TENSORBOARD_DIR),
+            pngs=[("confusion_matrix", confusion), ("per_class_iou", per_class)],
+        )
         files["tensorboard"] = TENSORBOARD_DIR
     files["index"] = INDEX_HTML
     files["evaluation"] = EVALUATION_JSON
@@ -344,4 +401,3 @@ def write_report(result, output_dir, gallery=None, tensorboard=True):
     _write_bytes(os.path.join(output_dir, EVALUATION_JSON), json.dumps(result, indent=1).encode("utf-8"))
     _write_bytes(os.path.join(output_dir, INDEX_HTML), index_html(result, files).encode("utf-8"))
     return {k: os.path.join(output_dir, v) for k, v in files.items()}
-

@@ -9,6 +9,7 @@ depend on it (`trainer.add_upstream_node(gate)`), so a failing gate stops the ru
 Its `ValidationResult` artifact holds `validation.json` (the anomalies per split) and the custom
 properties `blessed` (1: no anomalies) and `num_anomalies`.
 """
+
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import artifact, standard_artifacts
@@ -48,6 +49,7 @@ class SchemaGate(base_component.BaseComponent):
           anomalies: ExampleValidator's `anomalies` channel.
           allow_anomalies: log the anomalies as a warning and pass instead of failing.
         """
-        spec = SchemaGateSpec(anomalies=anomalies, allow_anomalies=int(bool(allow_anomalies)),
-                              result=types.Channel(type=ValidationResult))
+        spec = SchemaGateSpec(
+            anomalies=anomalies, allow_anomalies=int(bool(allow_anomalies)), result=types.Channel(type=ValidationResult)
+        )
         super().__init__(spec=spec)

@@ -7,6 +7,7 @@ Each output split is one dataset split, declared in a standard `example_gen_pb2.
 under `Split-<name>/`, `split_names`, payload and file format properties, plus span/version/input
 fingerprint from the driver so that TFX caching notices when the dataset's lists or masks change.
 """
+
 from typing import Dict, Optional
 
 from tfx import types
@@ -19,15 +20,10 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from tfx.utils import io_utils, proto_utils
 
 from components.voc_example_gen import executor
-
-VOC_ROOT_KEY = "voc_root"
-SBD_ROOT_KEY = "sbd_root"
-MAX_REJECTED_FRACTION_KEY = "max_rejected_fraction"
-NUM_SHARDS_KEY = "num_shards"
+from components.voc_example_gen.executor import MAX_REJECTED_FRACTION_KEY, NUM_SHARDS_KEY, SBD_ROOT_KEY, VOC_ROOT_KEY
+from pipeline import configs
 
 REFERENCE_PREFIX = executor.REFERENCE_PREFIX
-DEFAULT_SPLIT_RECIPES = {"train": "voc_train", "val": "voc_val"}
-DEFAULT_MAX_REJECTED_FRACTION = 0.05
 
 
 class VocExampleGenSpec(ComponentSpec):
@@ -62,9 +58,9 @@ def _fingerprint_patterns(exec_properties):
     patterns = []
     for split in input_config.splits:
         if split.pattern.startswith(REFERENCE_PREFIX):
-            patterns.append((split.name, split.pattern[len(REFERENCE_PREFIX):]))
+            patterns.append((split.name, split.pattern[len(REFERENCE_PREFIX) :]))
         elif split.pattern.startswith("file:"):
-            patterns.append((split.name, split.pattern[len("file:"):]))
+            patterns.append((split.name, split.pattern[len("file:") :]))
     if exec_properties.get(VOC_ROOT_KEY):
         root = VocDevkit(exec_properties[VOC_ROOT_KEY]).root
         patterns.append(("voc_lists", f"{root}/{VocDevkit.LIST_DIR}/*.txt"))
@@ -79,28 +75,33 @@ class VocExampleGenDriver(example_gen_driver.Driver):
     def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
         del pipeline_info, component_info
         executor.check_inputs(exec_properties)  # a missing root fails here, before any Beam start-up
-        fingerprints = [io_utils.generate_fingerprint(name, pattern)
-                        for name, pattern in _fingerprint_patterns(exec_properties)]
+        fingerprints = [
+            io_utils.generate_fingerprint(name, pattern) for name, pattern in _fingerprint_patterns(exec_properties)
+        ]
         exec_properties[example_gen_utils.SPAN_PROPERTY_NAME] = 0
         exec_properties[example_gen_utils.VERSION_PROPERTY_NAME] = None
         exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = "\n".join(fingerprints)
         return exec_properties
 
 
-def make_input_config(split_recipes: Optional[Dict[str, str]] = None,
-                      reference_tfrecords: Optional[Dict[str, str]] = None) -> example_gen_pb2.Input:
+def make_input_config(
+    split_recipes: Optional[Dict[str, str]] = None, reference_tfrecords: Optional[Dict[str, str]] = None
+) -> example_gen_pb2.Input:
     """One input split per output split: the recipe name, or `reference:GLOB` for reference TFRecords.
 
     A split named in `reference_tfrecords` is imported from those files instead of its recipe.
     """
     reference_tfrecords = dict(reference_tfrecords or {})
-    split_recipes = dict(DEFAULT_SPLIT_RECIPES if split_recipes is None and not reference_tfrecords
-                         else split_recipes or {})
+    split_recipes = dict(
+        configs.SPLIT_RECIPES if split_recipes is None and not reference_tfrecords else split_recipes or {}
+    )
     for name in reference_tfrecords:
         split_recipes.pop(name, None)
     splits = [example_gen_pb2.Input.Split(name=name, pattern=recipe) for name, recipe in split_recipes.items()]
-    splits += [example_gen_pb2.Input.Split(name=name, pattern=REFERENCE_PREFIX + glob)
-               for name, glob in reference_tfrecords.items()]
+    splits += [
+        example_gen_pb2.Input.Split(name=name, pattern=REFERENCE_PREFIX + glob)
+        for name, glob in reference_tfrecords.items()
+    ]
     if not splits:
         raise ValueError("VocExampleGen needs at least one split: give split_recipes or reference_tfrecords")
     names = [s.name for s in splits]
@@ -117,27 +118,30 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
                                   split_recipes={"train": "train_aug", "val": "voc_val"})
 
     Outputs `examples`: standard `Examples` (official DeepLab keys, see docs/ARCHITECTURE.md), and a
-    report `example_gen_report.json` (examples, rejects with reasons and files, conversions per split) in the artifact directory.
+    report `example_gen_report.json` (examples, rejects with reasons and files, conversions per split) in the
+    artifact directory.
     """
 
     SPEC_CLASS = VocExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
     DRIVER_CLASS = VocExampleGenDriver
 
-    def __init__(self,
-                 voc_root: Optional[str] = None,
-                 sbd_root: Optional[str] = None,
-                 split_recipes: Optional[Dict[str, str]] = None,
-                 reference_tfrecords: Optional[Dict[str, str]] = None,
-                 max_rejected_fraction: float = DEFAULT_MAX_REJECTED_FRACTION,
-                 num_shards: int = 0):
+    def __init__(
+        self,
+        voc_root: Optional[str] = None,
+        sbd_root: Optional[str] = None,
+        split_recipes: Optional[Dict[str, str]] = None,
+        reference_tfrecords: Optional[Dict[str, str]] = None,
+        max_rejected_fraction: float = configs.MAX_REJECTED_FRACTION,
+        num_shards: int = configs.NUM_SHARDS,
+    ):
         """Builds the component.
 
         Args:
           voc_root: VOCdevkit/VOC2012 (or a folder above it); local or any tf.io.gfile file system.
           sbd_root: SBD's benchmark_RELEASE (or its dataset/ folder), for the sbd_* and train_aug recipes.
-          split_recipes: output split name -> recipe of data.splits; default {'train': 'voc_train',
-            'val': 'voc_val'} when no reference_tfrecords are given.
+          split_recipes: output split name -> recipe of data.splits; default pipeline.configs.SPLIT_RECIPES
+            ({'train': 'voc_train', 'val': 'voc_val'}) when no reference_tfrecords are given.
           reference_tfrecords: output split name -> glob of TFRecords in the reference repo's format.
           max_rejected_fraction: the run fails when a split rejects more than this fraction of its samples.
           num_shards: output files per split; 0 lets the Beam runner decide.

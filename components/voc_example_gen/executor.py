@@ -7,6 +7,7 @@ Nothing depends on the runner: files go through Beam IO and tf.io.gfile, summari
 the pipeline itself (not read from runner metrics, which some runners do not report), and the DoFns
 hold no state beyond Beam counters.
 """
+
 import json
 import os
 from typing import Any, Dict, List
@@ -20,8 +21,24 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.voc_example_gen.transforms import (CONVERSIONS, EXAMPLES, METRICS_NAMESPACE, REFERENCE_PREFIX,
-                                                   REJECTS, ReadSplit, WriteExamples, write_summary)
+from components.voc_example_gen.transforms import (
+    CONVERSIONS,
+    EXAMPLES,
+    METRICS_NAMESPACE,
+    REFERENCE_PREFIX,
+    REJECTS,
+    ReadSplit,
+    WriteExamples,
+    write_summary,
+)
+from pipeline import configs
+
+# Execution parameters of VocExampleGen besides the standard ExampleGen ones (standard_component_specs): the
+# same snake_case names as VocExampleGen's and create_pipeline()'s arguments.
+VOC_ROOT_KEY = "voc_root"
+SBD_ROOT_KEY = "sbd_root"
+MAX_REJECTED_FRACTION_KEY = "max_rejected_fraction"
+NUM_SHARDS_KEY = "num_shards"
 
 REPORT_FILE = "example_gen_report.json"
 _SUMMARY_DIR = ".split_summaries"
@@ -31,10 +48,29 @@ class IngestError(RuntimeError):
     """The ingest produced unusable output (empty split, too many rejects); the message says why and what to do."""
 
 
+class RejectsError(IngestError):
+    """IngestError after the report was written: carries it for callers (`deeplab ingest` copies `splits` into
+    its own report), so nobody has to parse the message.
+
+    Attributes: report_path (the kept example_gen_report.json, outside the output folder the orchestrator
+    deletes), splits (its per-split examples, rejects with reasons and files, conversions)."""
+
+    def __init__(self, message, report_path=None, splits=None):
+        super().__init__(message)
+        self.report_path, self.splits = report_path, splits
+
+    def __reduce__(self):  # picklable with its attributes (exceptions crossing process boundaries)
+        return type(self), (str(self), self.report_path, self.splits)
+
+
 def _input_splits(exec_properties):
     input_config = example_gen_pb2.Input()
     proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
     return list(input_config.splits)
+
+
+def _max_rejected_fraction(exec_properties):
+    return float(exec_properties.get(MAX_REJECTED_FRACTION_KEY, configs.MAX_REJECTED_FRACTION))
 
 
 def check_inputs(exec_properties: Dict[str, Any]) -> None:
@@ -43,23 +79,29 @@ def check_inputs(exec_properties: Dict[str, Any]) -> None:
     from data.splits import RECIPES
     from data.voc import VocDevkit
 
-    if exec_properties.get("voc_root"):
-        VocDevkit(exec_properties["voc_root"])  # raises FileNotFoundError with the fix in the message
-    if exec_properties.get("sbd_root"):
-        SbdDataset(exec_properties["sbd_root"])
+    if exec_properties.get(VOC_ROOT_KEY):
+        VocDevkit(exec_properties[VOC_ROOT_KEY])  # raises FileNotFoundError with the fix in the message
+    if exec_properties.get(SBD_ROOT_KEY):
+        SbdDataset(exec_properties[SBD_ROOT_KEY])
     for split in _input_splits(exec_properties):
         if split.pattern.startswith(REFERENCE_PREFIX):
-            pattern = split.pattern[len(REFERENCE_PREFIX):]
+            pattern = split.pattern[len(REFERENCE_PREFIX) :]
             if not tf.io.gfile.glob(pattern):
-                raise FileNotFoundError(f"split {split.name!r}: no reference TFRecords match {pattern!r}; "
-                                        "check the --reference-tfrecords glob")
+                raise FileNotFoundError(
+                    f"split {split.name!r}: no reference TFRecords match {pattern!r}; "
+                    "check the --reference-tfrecords glob"
+                )
             continue
         if split.pattern not in RECIPES and not split.pattern.startswith("file:"):
-            raise ValueError(f"split {split.name!r}: unknown split recipe {split.pattern!r}; choose one of "
-                             f"{sorted(RECIPES)} or 'file:PATH'")
-        if not exec_properties.get("voc_root") and not exec_properties.get("sbd_root"):
-            raise ValueError(f"split {split.name!r} uses recipe {split.pattern!r} but neither voc_root nor "
-                             "sbd_root is set; pass --voc-root (and --sbd-root for SBD recipes)")
+            raise ValueError(
+                f"split {split.name!r}: unknown split recipe {split.pattern!r}; choose one of "
+                f"{sorted(RECIPES)} or 'file:PATH'"
+            )
+        if not exec_properties.get(VOC_ROOT_KEY) and not exec_properties.get(SBD_ROOT_KEY):
+            raise ValueError(
+                f"split {split.name!r} uses recipe {split.pattern!r} but neither voc_root nor "
+                "sbd_root is set; pass --voc-root (and --sbd-root for SBD recipes)"
+            )
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -70,13 +112,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
         @beam.ptransform_fn
         def ExamplesOnly(pipeline, exec_properties, split_pattern):  # pylint: disable=invalid-name
-            return (pipeline | "ReadSplit" >> ReadSplit(split_pattern, exec_properties.get("voc_root"),
-                                                        exec_properties.get("sbd_root")))[EXAMPLES]
+            return (
+                pipeline
+                | "ReadSplit"
+                >> ReadSplit(split_pattern, exec_properties.get(VOC_ROOT_KEY), exec_properties.get(SBD_ROOT_KEY))
+            )[EXAMPLES]
 
         return ExamplesOnly
 
-    def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
-           exec_properties: Dict[str, Any]) -> None:
+    def Do(
+        self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]], exec_properties: Dict[str, Any]
+    ) -> None:
         """Runs the Beam pipeline, writes the report, then fails if a split is empty or too dirty."""
         self._log_startup(input_dict, output_dict, exec_properties)
         check_inputs(exec_properties)
@@ -84,24 +130,32 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         artifact = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         artifact.split_names = artifact_utils.encode_split_names([s.name for s in splits])
         summary_dir = os.path.join(artifact.uri, _SUMMARY_DIR)
-        num_shards = int(exec_properties.get("num_shards") or 0)
+        num_shards = int(exec_properties.get(NUM_SHARDS_KEY) or configs.NUM_SHARDS)
 
         pipeline = self._make_beam_pipeline()
         for split in splits:
             outputs = pipeline | f"ReadSplit[{split.name}]" >> ReadSplit(
-                split.pattern, exec_properties.get("voc_root"), exec_properties.get("sbd_root"), split.name)
+                split.pattern, exec_properties.get(VOC_ROOT_KEY), exec_properties.get(SBD_ROOT_KEY), split.name
+            )
             examples = outputs[EXAMPLES]
             _ = examples | f"WriteSplit[{split.name}]" >> WriteExamples(
-                artifact_utils.get_split_uri([artifact], split.name), num_shards)
+                artifact_utils.get_split_uri([artifact], split.name), num_shards
+            )
             count = examples | f"Count[{split.name}]" >> beam.combiners.Count.Globally()
             rejects = outputs[REJECTS] | f"Rejects[{split.name}]" >> beam.combiners.ToList()
             conversions = outputs[CONVERSIONS] | f"Conversions[{split.name}]" >> beam.combiners.ToList()
-            _ = (pipeline
-                 | f"SummaryKey[{split.name}]" >> beam.Create([split.name])
-                 | f"Summary[{split.name}]" >> beam.Map(
-                     write_summary, os.path.join(summary_dir, f"{split.name}.json"),
-                     beam.pvalue.AsSingleton(count), beam.pvalue.AsSingleton(rejects),
-                     beam.pvalue.AsSingleton(conversions)))
+            _ = (
+                pipeline
+                | f"SummaryKey[{split.name}]" >> beam.Create([split.name])
+                | f"Summary[{split.name}]"
+                >> beam.Map(
+                    write_summary,
+                    os.path.join(summary_dir, f"{split.name}.json"),
+                    beam.pvalue.AsSingleton(count),
+                    beam.pvalue.AsSingleton(rejects),
+                    beam.pvalue.AsSingleton(conversions),
+                )
+            )
         logging.info("VocExampleGen: running Beam for splits %s", [s.name for s in splits])
         result = pipeline.run()
         result.wait_until_finish()
@@ -114,17 +168,22 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(artifact, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
         for name, split_report in report["splits"].items():
-            logging.info("VocExampleGen[%s]: %d examples written, %d rejected %s, %d converted", name,
-                         split_report["examples"], split_report["rejected"], split_report["rejects_by_reason"],
-                         len(split_report["conversions"]))
+            logging.info(
+                "VocExampleGen[%s]: %d examples written, %d rejected %s, %d converted",
+                name,
+                split_report["examples"],
+                split_report["rejected"],
+                split_report["rejects_by_reason"],
+                len(split_report["conversions"]),
+            )
         try:
-            check_report(report, float(exec_properties.get("max_rejected_fraction", 0.05)))
+            check_report(report, _max_rejected_fraction(exec_properties))
         except IngestError as e:
             # The orchestrator deletes a failed execution's output folder, so the report is kept beside it.
             kept = failed_report_path(artifact.uri)
             tf.io.gfile.makedirs(os.path.dirname(kept))
             tf.io.gfile.copy(os.path.join(artifact.uri, REPORT_FILE), kept, overwrite=True)
-            raise IngestError(f"{e} (rejects report: {kept})") from None
+            raise RejectsError(f"{e} (rejects report: {kept})", report_path=kept, splits=report["splits"]) from None
 
 
 def failed_report_path(artifact_uri):
@@ -146,8 +205,12 @@ def _log_counters(result):
 
 def build_report(summary_dir, splits, exec_properties):
     """Merges the per-split summaries the pipeline wrote into one report dict."""
-    report = {"voc_root": exec_properties.get("voc_root"), "sbd_root": exec_properties.get("sbd_root"),
-              "max_rejected_fraction": float(exec_properties.get("max_rejected_fraction", 0.05)), "splits": {}}
+    report = {
+        "voc_root": exec_properties.get(VOC_ROOT_KEY),
+        "sbd_root": exec_properties.get(SBD_ROOT_KEY),
+        "max_rejected_fraction": _max_rejected_fraction(exec_properties),
+        "splits": {},
+    }
     for split in splits:
         with tf.io.gfile.GFile(os.path.join(summary_dir, f"{split.name}.json")) as f:
             summary = json.load(f)
@@ -176,12 +239,16 @@ def check_report(report, max_rejected_fraction):
     problems = []
     for name, split in report["splits"].items():
         if split["examples"] == 0:
-            problems.append(f"split {name!r} ({split['source']}) is empty: {split['rejected']} samples rejected "
-                            f"{split['rejects_by_reason']}; check the dataset root and the split list")
+            problems.append(
+                f"split {name!r} ({split['source']}) is empty: {split['rejected']} samples rejected "
+                f"{split['rejects_by_reason']}; check the dataset root and the split list"
+            )
         elif split["rejected_fraction"] > max_rejected_fraction:
-            problems.append(f"split {name!r} rejected {split['rejected']} of "
-                            f"{split['rejected'] + split['examples']} samples ({split['rejected_fraction']:.1%} > "
-                            f"max_rejected_fraction {max_rejected_fraction:.1%}): {split['rejects_by_reason']}; "
-                            "fix the files listed in the report or raise --max-rejected-fraction")
+            problems.append(
+                f"split {name!r} rejected {split['rejected']} of "
+                f"{split['rejected'] + split['examples']} samples ({split['rejected_fraction']:.1%} > "
+                f"max_rejected_fraction {max_rejected_fraction:.1%}): {split['rejects_by_reason']}; "
+                "fix the files listed in the report or raise --max-rejected-fraction"
+            )
     if problems:
         raise IngestError("VocExampleGen failed: " + "; ".join(problems))

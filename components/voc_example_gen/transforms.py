@@ -15,6 +15,7 @@ Per split:
 
 or ReadAllFromTFRecord -> ParDo(convert) for TFRecords in the reference repo's format.
 """
+
 import hashlib
 import json
 import logging
@@ -59,8 +60,9 @@ class _ToExampleFn(beam.DoFn):
     def _reject(self, error, sample_id):
         beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{self._split}/rejected/{error.reason}").inc()
         log.warning("VocExampleGen[%s] skipping %s: %s", self._split, sample_id, error)
-        return beam.pvalue.TaggedOutput(REJECTS, {"id": sample_id, "reason": error.reason, "path": error.path,
-                                                   "detail": error.detail})
+        return beam.pvalue.TaggedOutput(
+            REJECTS, {"id": sample_id, "reason": error.reason, "path": error.path, "detail": error.detail}
+        )
 
     def process(self, ref):
         try:
@@ -70,8 +72,9 @@ class _ToExampleFn(beam.DoFn):
             return
         if sample.converted:
             beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{self._split}/converted/{sample.converted}").inc()
-            yield beam.pvalue.TaggedOutput(CONVERSIONS, {"id": ref.id, "conversion": sample.converted,
-                                                          "path": ref.image_path})
+            yield beam.pvalue.TaggedOutput(
+                CONVERSIONS, {"id": ref.id, "conversion": sample.converted, "path": ref.image_path}
+            )
         self._written.inc()
         yield example_bytes(sample)
 
@@ -101,9 +104,12 @@ def write_summary(split_name, path, num_examples, rejects, conversions):
     """Writes what one split produced (counts, rejects, conversions) as JSON; runs on a worker."""
     from apache_beam.io.filesystems import FileSystems
 
-    summary = {"split": split_name, "examples": num_examples,
-               "rejects": sorted(rejects, key=lambda r: r["id"]),
-               "conversions": sorted(conversions, key=lambda c: c["id"])}
+    summary = {
+        "split": split_name,
+        "examples": num_examples,
+        "rejects": sorted(rejects, key=lambda r: r["id"]),
+        "conversions": sorted(conversions, key=lambda c: c["id"]),
+    }
     with FileSystems.create(path) as f:  # local, gs://, s3://... whatever the runner's file systems serve
         f.write(json.dumps(summary).encode("utf-8"))
 
@@ -115,12 +121,14 @@ def ReadSplit(pipeline, split_pattern, voc_root=None, sbd_root=None, split_name=
     split_pattern: a recipe of data.splits, or 'reference:GLOB' for reference-format TFRecords.
     """
     if split_pattern.startswith(REFERENCE_PREFIX):
-        glob = split_pattern[len(REFERENCE_PREFIX):]
-        records = (pipeline
-                   | "Glob" >> beam.Create([glob])
-                   | "ReadReference" >> beam.io.ReadAllFromTFRecord(with_filename=True)
-                   # A TFRecord file is read by one worker; the PNG encoding after it is worth spreading.
-                   | "Spread" >> beam.Reshuffle())
+        glob = split_pattern[len(REFERENCE_PREFIX) :]
+        records = (
+            pipeline
+            | "Glob" >> beam.Create([glob])
+            | "ReadReference" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+            # A TFRecord file is read by one worker; the PNG encoding after it is worth spreading.
+            | "Spread" >> beam.Reshuffle()
+        )
         fn = _ReferenceToExampleFn(split_name)
     else:
         refs = resolve_refs(split_pattern, voc_root, sbd_root)
@@ -162,17 +170,24 @@ def _masked_crc32c(data):
 def tfrecord_frame(record):
     """One record in the TFRecord file format: length, masked CRC-32C of the length, data, masked CRC-32C."""
     length = struct.pack("<Q", len(record))
-    return b"".join((length, struct.pack("<I", _masked_crc32c(length)), record,
-                     struct.pack("<I", _masked_crc32c(record))))
+    return b"".join(
+        (length, struct.pack("<I", _masked_crc32c(length)), record, struct.pack("<I", _masked_crc32c(record)))
+    )
 
 
 class _TFRecordSink(filebasedsink.FileBasedSink):
     """beam.io.WriteToTFRecord's sink (same files, same compression by suffix) with a hardware CRC-32C."""
 
     def __init__(self, file_path_prefix, file_name_suffix, num_shards):
-        super().__init__(file_path_prefix, coder=coders.BytesCoder(), file_name_suffix=file_name_suffix,
-                         num_shards=num_shards, shard_name_template=None, mime_type="application/octet-stream",
-                         compression_type=CompressionTypes.AUTO)
+        super().__init__(
+            file_path_prefix,
+            coder=coders.BytesCoder(),
+            file_name_suffix=file_name_suffix,
+            num_shards=num_shards,
+            shard_name_template=None,
+            mime_type="application/octet-stream",
+            compression_type=CompressionTypes.AUTO,
+        )
 
     def write_encoded_record(self, file_handle, value):
         file_handle.write(tfrecord_frame(value))
@@ -185,5 +200,8 @@ def WriteExamples(examples, output_split_path, num_shards=0):  # pylint: disable
     Unlike TFX's WriteSplit there is no Reshuffle before the write: the refs are already shuffled, and
     a reshuffle would move every encoded image through the runner's shuffle once more (bench/ingest.py).
     """
-    return examples | "Write" >> beam.io.Write(_TFRecordSink(
-        os.path.join(output_split_path, TFRECORD_FILE_PREFIX), file_name_suffix=".gz", num_shards=num_shards or 0))
+    return examples | "Write" >> beam.io.Write(
+        _TFRecordSink(
+            os.path.join(output_split_path, TFRECORD_FILE_PREFIX), file_name_suffix=".gz", num_shards=num_shards or 0
+        )
+    )

@@ -7,6 +7,7 @@ tensorflow_serving.apis and the /v1 REST API -- over the same SavedModel layout
 either. Layout: core.py (validation, tensors, signatures), manager.py (versions, polling,
 warm-up), grpc_api.py and rest_api.py (front ends), image_limits.py (decompression-bomb guard).
 """
+
 import logging
 import threading
 
@@ -31,17 +32,38 @@ class ModelServer:
     batching.config values), or False/None for no server-side batching.
     """
 
-    def __init__(self, model_base_path, model_name="deeplab", host="127.0.0.1", grpc_port=8500,
-                 rest_port=8501, poll_seconds=1.0, max_message_mb=64, max_image_pixels=4096 * 4096,
-                 max_image_side=8192, threads=8, warmup=True, version_labels=None, ssl_cert=None, ssl_key=None,
-                 batching=True):
+    def __init__(
+        self,
+        model_base_path,
+        model_name="deeplab",
+        host="127.0.0.1",
+        grpc_port=8500,
+        rest_port=8501,
+        poll_seconds=1.0,
+        max_message_mb=64,
+        max_image_pixels=4096 * 4096,
+        max_image_side=8192,
+        threads=8,
+        warmup=True,
+        version_labels=None,
+        ssl_cert=None,
+        ssl_key=None,
+        batching=True,
+    ):
         self.host = host
         self.limits = Limits(int(max_message_mb * (1 << 20)), max_image_pixels, max_image_side)
         if batching is True:
             batching = BatchingOptions()
         self.batching = batching or BatchingOptions(enabled=False)
-        self.manager = ModelManager(model_name, model_base_path, self.limits, poll_seconds=poll_seconds,
-                                    warmup=warmup, version_labels=version_labels, batching=self.batching)
+        self.manager = ModelManager(
+            model_name,
+            model_base_path,
+            self.limits,
+            poll_seconds=poll_seconds,
+            warmup=warmup,
+            version_labels=version_labels,
+            batching=self.batching,
+        )
         self.grpc_port, self.rest_port, self.threads = grpc_port, rest_port, threads
         self.ssl_cert, self.ssl_key = ssl_cert, ssl_key
         self._grpc = self._rest = self._rest_thread = None
@@ -50,16 +72,27 @@ class ModelServer:
         self.manager.start()
         try:
             if self.grpc_port is not None:
-                self._grpc, self.grpc_port = create_grpc_server(self.manager, self.host, self.grpc_port,
-                                                                self.limits, max_workers=self.threads,
-                                                                ssl_cert=self.ssl_cert, ssl_key=self.ssl_key)
-                log.info("Running gRPC ModelServer at %s:%d%s ...", self.host, self.grpc_port,
-                         " (TLS)" if self.ssl_cert else "")
+                self._grpc, self.grpc_port = create_grpc_server(
+                    self.manager,
+                    self.host,
+                    self.grpc_port,
+                    self.limits,
+                    max_workers=self.threads,
+                    ssl_cert=self.ssl_cert,
+                    ssl_key=self.ssl_key,
+                )
+                log.info(
+                    "Running gRPC ModelServer at %s:%d%s ...",
+                    self.host,
+                    self.grpc_port,
+                    " (TLS)" if self.ssl_cert else "",
+                )
             if self.rest_port is not None:
                 self._rest = RestServer((self.host, self.rest_port), self.manager, self.limits)
                 self.rest_port = self._rest.server_address[1]
-                self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest",
-                                                     kwargs={"poll_interval": 0.2}, daemon=True)
+                self._rest_thread = threading.Thread(
+                    target=self._rest.serve_forever, name="rest", kwargs={"poll_interval": 0.2}, daemon=True
+                )
                 self._rest_thread.start()
                 log.info("Exporting HTTP/REST API at %s:%d ...", self.host, self.rest_port)
         except Exception:

@@ -21,6 +21,7 @@ get alone:
     rerun on its own, so only the bad request gets the error.
   * A request bigger than `max_batch_size` runs on its own (TF Serving would refuse it).
 """
+
 import collections
 import logging
 import threading
@@ -44,9 +45,15 @@ DEFAULT_BATCHED_SIGNATURES = ("serving_default", "serving_examples", "serving_pn
 class BatchingOptions:
     """The knobs of TF Serving's BatchingParameters that apply here; `signatures` names the batched ones."""
 
-    def __init__(self, enabled=True, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
-                 batch_timeout_micros=DEFAULT_BATCH_TIMEOUT_MICROS, num_batch_threads=DEFAULT_NUM_BATCH_THREADS,
-                 max_enqueued_batches=DEFAULT_MAX_ENQUEUED_BATCHES, signatures=DEFAULT_BATCHED_SIGNATURES):
+    def __init__(
+        self,
+        enabled=True,
+        max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+        batch_timeout_micros=DEFAULT_BATCH_TIMEOUT_MICROS,
+        num_batch_threads=DEFAULT_NUM_BATCH_THREADS,
+        max_enqueued_batches=DEFAULT_MAX_ENQUEUED_BATCHES,
+        signatures=DEFAULT_BATCHED_SIGNATURES,
+    ):
         if int(max_batch_size) < 1 or int(num_batch_threads) < 1 or int(max_enqueued_batches) < 1:
             raise ValueError("max_batch_size, num_batch_threads and max_enqueued_batches must be >= 1")
         if int(batch_timeout_micros) < 0:
@@ -62,9 +69,11 @@ class BatchingOptions:
         return self.enabled and ("*" in self.signatures or signature_name in self.signatures)
 
     def __repr__(self):
-        return (f"BatchingOptions(enabled={self.enabled}, max_batch_size={self.max_batch_size}, "
-                f"batch_timeout_micros={self.batch_timeout_micros}, num_batch_threads={self.num_batch_threads}, "
-                f"max_enqueued_batches={self.max_enqueued_batches}, signatures={self.signatures})")
+        return (
+            f"BatchingOptions(enabled={self.enabled}, max_batch_size={self.max_batch_size}, "
+            f"batch_timeout_micros={self.batch_timeout_micros}, num_batch_threads={self.num_batch_threads}, "
+            f"max_enqueued_batches={self.max_enqueued_batches}, signatures={self.signatures})"
+        )
 
 
 def batch_size_of(inputs):
@@ -133,8 +142,13 @@ class BatchingQueue:
         self._forming = 0  # tasks taken by workers but not yet run
         self._arriving = 0  # requests announced by arriving() and not yet queued (being parsed/validated)
         self._former = False  # a worker is forming a batch: the others wait, so new requests join it
-        self.stats = {"requests": 0, "runs": 0, "merged_runs": 0, "batch_sizes": collections.Counter(),
-                      "reruns_after_error": 0}
+        self.stats = {
+            "requests": 0,
+            "runs": 0,
+            "merged_runs": 0,
+            "batch_sizes": collections.Counter(),
+            "reruns_after_error": 0,
+        }
 
     # -- client side --
 
@@ -177,9 +191,11 @@ class BatchingQueue:
         task = _Task(inputs, size)
         with self._cond:
             if len(self._queue) >= self.options.max_enqueued_batches * self.options.max_batch_size:
-                raise QueueFull(f"The batch scheduling queue to which this task was submitted is full "
-                                f"({len(self._queue)} requests waiting; max_enqueued_batches="
-                                f"{self.options.max_enqueued_batches})")
+                raise QueueFull(
+                    f"The batch scheduling queue to which this task was submitted is full "
+                    f"({len(self._queue)} requests waiting; max_enqueued_batches="
+                    f"{self.options.max_enqueued_batches})"
+                )
             self._queue.append(task)
             self._in_flight += 1
             self._start_workers()
@@ -271,8 +287,7 @@ class BatchingQueue:
             outputs = self.fn(merged)
         except BaseException as e:
             # One bad request must not fail the others: rerun each alone.
-            log.info("%s: merged batch of %d requests failed (%s); rerunning them one by one",
-                     self.name, len(batch), e)
+            log.info("%s: merged batch of %d requests failed (%s); rerunning them one by one", self.name, len(batch), e)
             with self._cond:
                 self.stats["reruns_after_error"] += 1
             for task in batch:
@@ -289,8 +304,9 @@ class BatchingQueue:
         try:
             bad = [k for k, v in outputs.items() if v.ndim == 0 or v.shape[0] != total]
             if bad:
-                raise ValueError(f"outputs {bad} have no batch dimension of size {total}: this signature "
-                                 "cannot be batched")
+                raise ValueError(
+                    f"outputs {bad} have no batch dimension of size {total}: this signature cannot be batched"
+                )
             parts = split_outputs(outputs, [t.size for t in batch])
         except BaseException as e:
             for task in batch:

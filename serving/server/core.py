@@ -5,6 +5,7 @@ shapes, encoded-image headers), runs the signature and maps failures to TF Servi
 and messages. Front ends only translate their wire format to `predict(...)` calls and
 `ServingError`s back to gRPC statuses / HTTP responses.
 """
+
 import contextlib
 import logging
 import threading
@@ -14,7 +15,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from models.export import read_signature_defs
+from serving.saved_model_info import read_signature_defs
 from serving.server.batching import BatchingOptions, BatchingQueue, QueueFull
 from serving.server.image_limits import ImageHeaderError, check_image
 
@@ -51,8 +52,9 @@ def internal_error(error, what):
     """
     request_id = uuid.uuid4().hex[:12]
     log.error("request %s (%s) failed with an unexpected error", request_id, what, exc_info=error)
-    return ServingError(grpc.StatusCode.INTERNAL, f"Internal error in {what} (request id {request_id}): "
-                                                  f"{type(error).__name__}: {error}")
+    return ServingError(
+        grpc.StatusCode.INTERNAL, f"Internal error in {what} (request id {request_id}): {type(error).__name__}: {error}"
+    )
 
 
 # tf.errors codes are the gRPC codes' numbers.
@@ -82,6 +84,7 @@ def shape_list(shape_proto):
 # ---------------------------------------------------------------------------------------------
 # TensorProto <-> numpy
 
+
 def tensor_proto_to_ndarray(proto, name):
     try:
         return tf.make_ndarray(proto)
@@ -90,9 +93,14 @@ def tensor_proto_to_ndarray(proto, name):
 
 
 _TYPED_FIELD = {
-    np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val",
-    np.dtype(np.int32): "int_val", np.dtype(np.int16): "int_val", np.dtype(np.int8): "int_val",
-    np.dtype(np.uint8): "int_val", np.dtype(np.int64): "int64_val", np.dtype(np.bool_): "bool_val",
+    np.dtype(np.float32): "float_val",
+    np.dtype(np.float64): "double_val",
+    np.dtype(np.int32): "int_val",
+    np.dtype(np.int16): "int_val",
+    np.dtype(np.int8): "int_val",
+    np.dtype(np.uint8): "int_val",
+    np.dtype(np.int64): "int64_val",
+    np.dtype(np.bool_): "bool_val",
 }
 
 
@@ -118,6 +126,7 @@ def ndarray_to_tensor_proto(array):
 
 # ---------------------------------------------------------------------------------------------
 # a loaded model version
+
 
 class Servable:
     """One loaded SavedModel version: its signatures and a validated `predict`.
@@ -146,8 +155,10 @@ class Servable:
             queue = self._queues.get(sig_name)
             if queue is None:
                 queue = self._queues[sig_name] = BatchingQueue(
-                    lambda inputs, sig_name=sig_name: self._run(sig_name, inputs), self.batching,
-                    name=f"batch-{self.name}-{self.version}-{sig_name}")
+                    lambda inputs, sig_name=sig_name: self._run(sig_name, inputs),
+                    self.batching,
+                    name=f"batch-{self.name}-{self.version}-{sig_name}",
+                )
             return queue
 
     def close(self):
@@ -171,8 +182,7 @@ class Servable:
         sig = self.signature_defs.get(name)
         if sig is None or name not in self._functions:
             known = sorted(k for k in self.signature_defs if not k.startswith("__"))
-            raise ServingError(code, f"Serving signature key \"{name}\" not found. This model has: "
-                                     f"{', '.join(known)}")
+            raise ServingError(code, f'Serving signature key "{name}" not found. This model has: {", ".join(known)}')
         return name, sig
 
     def validate(self, sig_name, sig, inputs):
@@ -182,28 +192,38 @@ class Servable:
             raise invalid(
                 f"Request inputs do not match required inputs for model `{self.name}` signature "
                 f"`{sig_name}`. Send extra: {{{', '.join(sorted(given - expected))}}}. "
-                f"Missing but required: {{{', '.join(sorted(expected - given))}}}.")
+                f"Missing but required: {{{', '.join(sorted(expected - given))}}}."
+            )
         for alias, info in sig.inputs.items():
             array = inputs[alias]
             want = tf.dtypes.as_dtype(info.dtype)
             got = _tf_dtype_of(array)
             if got != want:
-                raise invalid(f"input '{alias}' of signature '{sig_name}' expects {want.name} but "
-                              f"{got.name if got else array.dtype} was provided")
+                raise invalid(
+                    f"input '{alias}' of signature '{sig_name}' expects {want.name} but "
+                    f"{got.name if got else array.dtype} was provided"
+                )
             shape = shape_list(info.tensor_shape)
-            if shape is not None and (len(shape) != array.ndim or any(
-                    s not in (-1, a) for s, a in zip(shape, array.shape))):
-                raise invalid(f"input '{alias}' of signature '{sig_name}' expects shape "
-                              f"{_shape_str(shape)} but got {list(array.shape)}")
+            if shape is not None and (
+                len(shape) != array.ndim or any(s not in (-1, a) for s, a in zip(shape, array.shape))
+            ):
+                raise invalid(
+                    f"input '{alias}' of signature '{sig_name}' expects shape "
+                    f"{_shape_str(shape)} but got {list(array.shape)}"
+                )
             if want == tf.string and alias in ENCODED_IMAGE_INPUTS:
                 for i, data in enumerate(array.ravel()):
                     self._check_encoded(data, f"input '{alias}'[{i}]")
             elif want == tf.string and alias in EXAMPLE_INPUTS:
                 for i, data in enumerate(array.ravel()):
                     self._check_example(data, f"input '{alias}'[{i}]")
-            elif want.is_floating and array.ndim == 4 and array.shape[1] * array.shape[2] > self.limits.max_image_pixels:
-                raise invalid(f"input '{alias}': {array.shape[1]}x{array.shape[2]} images are over the "
-                              f"server's limit of {self.limits.max_image_pixels} pixels")
+            elif (
+                want.is_floating and array.ndim == 4 and array.shape[1] * array.shape[2] > self.limits.max_image_pixels
+            ):
+                raise invalid(
+                    f"input '{alias}': {array.shape[1]}x{array.shape[2]} images are over the "
+                    f"server's limit of {self.limits.max_image_pixels} pixels"
+                )
 
     def _check_encoded(self, data, what):
         try:
@@ -225,12 +245,14 @@ class Servable:
         """Run a signature on numpy inputs; returns (signature name, {output alias: ndarray})."""
         sig_name, sig = self.signature(signature_name)
         queue = self.batching_queue(sig_name)
-        with (queue.arriving() if queue is not None else contextlib.nullcontext()) as arrival:
+        with queue.arriving() if queue is not None else contextlib.nullcontext() as arrival:
             self.validate(sig_name, sig, inputs)
             unknown = set(output_filter) - set(sig.outputs)
             if unknown:
-                raise invalid(f"output tensor alias(es) {sorted(unknown)} not found in signature '{sig_name}'; "
-                              f"outputs are {sorted(sig.outputs)}")
+                raise invalid(
+                    f"output tensor alias(es) {sorted(unknown)} not found in signature '{sig_name}'; "
+                    f"outputs are {sorted(sig.outputs)}"
+                )
             if queue is None:
                 outputs = self._run(sig_name, inputs)
             else:
@@ -248,6 +270,7 @@ class Servable:
     def predict_request(self, request):
         """PredictRequest -> PredictResponse (both tensorflow_serving.apis protos)."""
         from tensorflow_serving.apis import predict_pb2
+
         inputs = {alias: tensor_proto_to_ndarray(proto, alias) for alias, proto in request.inputs.items()}
         sig_name, outputs = self.predict(request.model_spec.signature_name, inputs, request.output_filter)
         response = predict_pb2.PredictResponse()

@@ -1,11 +1,16 @@
 """gRPC front end: TF Serving's PredictionService and ModelService on the shared core."""
+
 import functools
 import logging
 from concurrent import futures
 
 import grpc
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
 
 from serving.server.core import ServingError, internal_error
 
@@ -29,6 +34,7 @@ def _answered(method):
     grpc would otherwise answer an escaped exception with UNKNOWN and a bare "Exception calling
     application" that no log line can be matched to.
     """
+
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
@@ -39,6 +45,7 @@ def _answered(method):
             if context.code() is not None:  # context.abort() itself raises; the status is already set
                 raise
             _abort(context, internal_error(e, f"gRPC {method.__name__}"))
+
     return wrapper
 
 
@@ -82,14 +89,18 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def GetModelMetadata(self, request, context):
         unsupported = [f for f in request.metadata_field if f != "signature_def"]
         if unsupported or not request.metadata_field:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Metadata field {unsupported[0] if unsupported else '(none)'} is not "
-                               "supported; ask for metadata_field 'signature_def'")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Metadata field {unsupported[0] if unsupported else '(none)'} is not "
+                "supported; ask for metadata_field 'signature_def'",
+            )
         return metadata_response(self.manager, request.model_spec)
 
     def _unimplemented(self, what, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      f"{what} is not implemented by this server: DeepLab signatures are Predict signatures")
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{what} is not implemented by this server: DeepLab signatures are Predict signatures",
+        )
 
     @_answered
     def Classify(self, request, context):
@@ -114,18 +125,23 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     @_answered
     def HandleReloadConfigRequest(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      "HandleReloadConfigRequest is not implemented: this server serves one model from "
-                      "--model-base-path and picks up new versions by polling it")
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "HandleReloadConfigRequest is not implemented: this server serves one model from "
+            "--model-base-path and picks up new versions by polling it",
+        )
 
 
 def create_grpc_server(manager, host, port, limits, max_workers=8, ssl_cert=None, ssl_key=None):
     """A started grpc.Server; returns (server, bound port). ssl_cert/ssl_key: PEM files -> TLS."""
-    options = [("grpc.max_receive_message_length", limits.max_message_bytes),
-               ("grpc.max_send_message_length", limits.max_message_bytes),
-               ("grpc.so_reuseport", 0)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-                         options=options)
+    options = [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"), options=options
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
     if ssl_cert or ssl_key:

@@ -4,6 +4,7 @@ A few hundred bytes of PNG can declare 50000 x 50000 pixels (7.5 GB of RGB once 
 server checks the declared size against its limit first and refuses such "decompression bombs"
 without touching the decoder. Formats are the ones `tf.io.decode_image` accepts.
 """
+
 import struct
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -32,8 +33,9 @@ def image_size(data):
             raise ImageHeaderError("truncated BMP header")
         width, height = struct.unpack("<ii", data[18:26])
         return "bmp", abs(height), abs(width)
-    raise ImageHeaderError("not a JPEG, PNG, GIF or BMP image (unknown file signature "
-                           f"{data[:8].hex() or 'of an empty string'})")
+    raise ImageHeaderError(
+        f"not a JPEG, PNG, GIF or BMP image (unknown file signature {data[:8].hex() or 'of an empty string'})"
+    )
 
 
 def _jpeg_size(data):
@@ -49,11 +51,11 @@ def _jpeg_size(data):
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
             i += 2
             continue
-        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
         if marker in _JPEG_SOF:
             if i + 9 > n:
                 break
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
             return height, width
         if marker == 0xD9 or length < 2:
             break
@@ -69,5 +71,6 @@ def check_image(data, max_pixels, max_side):
     if max(height, width) > max_side or height * width > max_pixels:
         raise ImageHeaderError(
             f"{fmt.upper()} image declares {height}x{width} pixels, over the server's limit "
-            f"({max_pixels} pixels, {max_side} per side); resize it before sending")
+            f"({max_pixels} pixels, {max_side} per side); resize it before sending"
+        )
     return fmt, height, width

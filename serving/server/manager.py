@@ -6,6 +6,7 @@ hidden `.tmp-*` staging folders) is ignored. The newest version is loaded, warme
 requests never see a gap. A version that fails to load or warm up ends in state END with its error
 and the previous one keeps serving.
 """
+
 import logging
 import os
 import threading
@@ -14,11 +15,13 @@ import time
 import grpc
 import tensorflow as tf
 
-from serving.server.core import ServingError, Servable
+from serving.saved_model_info import ASSETS_EXTRA
+from serving.server.core import Servable, ServingError
+from serving.warmup import WARMUP_FILENAME
 
 log = logging.getLogger(__name__)
 
-WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_PATH = os.path.join(ASSETS_EXTRA, WARMUP_FILENAME)
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 
@@ -37,6 +40,7 @@ def list_versions(base_path):
 def replay_warmup(servable):
     """Run the version's warm-up PredictionLogs through it; returns how many were replayed."""
     from tensorflow_serving.apis import prediction_log_pb2
+
     path = os.path.join(servable.path, WARMUP_PATH)
     if not tf.io.gfile.exists(path):
         return 0
@@ -54,8 +58,7 @@ def replay_warmup(servable):
 class ModelManager:
     """Serves the newest version under `base_path` and polls for new ones."""
 
-    def __init__(self, name, base_path, limits, poll_seconds=1.0, warmup=True, version_labels=None,
-                 batching=None):
+    def __init__(self, name, base_path, limits, poll_seconds=1.0, warmup=True, version_labels=None, batching=None):
         self.name = name
         self.batching = batching  # serving.server.batching.BatchingOptions or None (off)
         self.base_path = base_path
@@ -130,9 +133,14 @@ class ModelManager:
             for v in old:
                 self._servables.pop(v).close()
                 self._states[v] = ("END", grpc.StatusCode.OK, "")
-        log.info("Successfully loaded servable version {name: %s version: %d} in %.1f s "
-                 "(%d warm-up requests replayed)%s", self.name, version, time.time() - start, replayed,
-                 f"; unloaded {old}" if old else "")
+        log.info(
+            "Successfully loaded servable version {name: %s version: %d} in %.1f s (%d warm-up requests replayed)%s",
+            self.name,
+            version,
+            time.time() - start,
+            replayed,
+            f"; unloaded {old}" if old else "",
+        )
 
     # -- lookups used by the front ends --
 
@@ -147,8 +155,9 @@ class ModelManager:
     def get(self, name, version=None, label=None):
         """The Servable for a request's model spec, or NOT_FOUND like TF Serving's ServerCore."""
         if name != self.name:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: "
-                                                          f"{_request_str(name, version, label)}")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {_request_str(name, version, label)}"
+            )
         version = self._labelled_version(version, label)
         with self._lock:
             if version is None:
@@ -156,8 +165,9 @@ class ModelManager:
             else:
                 servable = self._servables.get(int(version))
         if servable is None:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: "
-                                                          f"{_request_str(name, version, label)}")
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {_request_str(name, version, label)}"
+            )
         return servable
 
     def status(self, name, version=None, label=None):
@@ -169,8 +179,7 @@ class ModelManager:
             states = dict(self._states)
         if version is not None:
             if int(version) not in states:
-                raise ServingError(grpc.StatusCode.NOT_FOUND,
-                                   f"Could not find version {version} of model {name}")
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
             states = {int(version): states[int(version)]}
         if not states:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")

@@ -8,11 +8,11 @@ Errors are `{ "error": "<message>" }` with TF Serving's status-code -> HTTP mapp
 exception is a 500 whose message carries the request id of its logged traceback.
 Binary values travel as {"b64": "..."}, like TF Serving.
 """
+
 import base64
 import json
 import logging
 import re
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -28,13 +28,22 @@ log = logging.getLogger(__name__)
 
 # TF Serving's http_server.cc ToHTTPStatusCode.
 HTTP_STATUS = {
-    grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500, grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 
@@ -46,6 +55,7 @@ STATUS_RE = re.compile(r"(?i)/v1/models(?:/([^/:]+))?" + _VERSION + r"(?:/(metad
 # ---------------------------------------------------------------------------------------------
 # JSON <-> numpy (TF Serving's json_tensor semantics, for the dtypes a signature can declare)
 
+
 def _decode_value(value, what):
     """Replace {"b64": ...} objects by bytes, recursively."""
     if isinstance(value, dict):
@@ -54,7 +64,7 @@ def _decode_value(value, what):
                 return base64.b64decode(value["b64"], validate=True)
             except (ValueError, TypeError):
                 raise invalid(f"{what}: 'b64' value is not valid base64") from None
-        raise invalid(f"{what}: JSON objects are only allowed as {{\"b64\": ...}} binary values")
+        raise invalid(f'{what}: JSON objects are only allowed as {{"b64": ...}} binary values')
     if isinstance(value, list):
         return [_decode_value(v, what) for v in value]
     return value
@@ -68,9 +78,12 @@ def json_to_array(value, dtype, what):
         if array.dtype != object or any(isinstance(v, list) for v in array.ravel()):
             raise invalid(f"{what}: lists must be rectangular (all rows the same length)")
         if not all(isinstance(v, (bytes, str)) for v in array.ravel()):
-            raise invalid(f"{what}: expects strings (binary data as {{\"b64\": ...}}), got a non-string value")
-        return np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])(array) \
-            if array.size else array
+            raise invalid(f'{what}: expects strings (binary data as {{"b64": ...}}), got a non-string value')
+        return (
+            np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])(array)
+            if array.size
+            else array
+        )
     try:
         raw = np.array(value)
     except ValueError:
@@ -88,11 +101,13 @@ def json_to_array(value, dtype, what):
 
 def _json_value(array):
     if array.dtype.kind in "OS":
+
         def enc(v):
             try:
                 return v.decode("utf-8")
             except UnicodeDecodeError:
                 return {"b64": base64.b64encode(v).decode("ascii")}
+
         return np.vectorize(enc, otypes=[object])(array).tolist() if array.size else array.tolist()
     return array.tolist()
 
@@ -107,14 +122,15 @@ def parse_predict_body(body, signature_inputs):
     except (ValueError, UnicodeDecodeError) as e:
         raise invalid(f"JSON Parse error: {e}") from None
     if not isinstance(request, dict):
-        raise invalid("JSON Value is not an object: expecting {\"instances\": [...]} or {\"inputs\": ...}")
+        raise invalid('JSON Value is not an object: expecting {"instances": [...]} or {"inputs": ...}')
     sig_name = request.get("signature_name", "") or ""
     if not isinstance(sig_name, str):
         raise invalid("'signature_name' must be a string")
     has_rows, has_cols = "instances" in request, "inputs" in request
     if has_rows == has_cols:
-        raise invalid("JSON Value: must have exactly one of 'instances' (row format) or 'inputs' "
-                      "(columnar format) keys")
+        raise invalid(
+            "JSON Value: must have exactly one of 'instances' (row format) or 'inputs' (columnar format) keys"
+        )
     infos = signature_inputs(sig_name)
     if has_rows:
         return sig_name, _rows_to_arrays(request["instances"], infos), "row"
@@ -128,8 +144,10 @@ def _rows_to_arrays(instances, infos):
     named = all(isinstance(i, dict) and set(i) != {"b64"} for i in instances)
     if not named:
         if len(aliases) != 1:
-            raise invalid(f"instances must be objects naming the signature inputs {aliases} "
-                          "(the signature has more than one input)")
+            raise invalid(
+                f"instances must be objects naming the signature inputs {aliases} "
+                "(the signature has more than one input)"
+            )
         columns = {aliases[0]: instances}
     else:
         columns = {}
@@ -170,8 +188,10 @@ def format_predict_response(outputs, fmt):
         return {"outputs": {k: _json_value(v) for k, v in outputs.items()}}
     sizes = {v.shape[0] if v.ndim else None for v in outputs.values()}
     if len(sizes) != 1 or None in sizes:
-        raise invalid("Tensors in the row format response must all have the same (batch) 0th dimension; "
-                      "use the columnar 'inputs' format for this signature")
+        raise invalid(
+            "Tensors in the row format response must all have the same (batch) 0th dimension; "
+            "use the columnar 'inputs' format for this signature"
+        )
     if len(outputs) == 1:
         return {"predictions": _json_value(next(iter(outputs.values())))}
     names = sorted(outputs)
@@ -181,6 +201,7 @@ def format_predict_response(outputs, fmt):
 
 # ---------------------------------------------------------------------------------------------
 # HTTP server
+
 
 def _model_spec(name, version, label):
     spec = model_pb2.ModelSpec(name=name)
@@ -268,15 +289,15 @@ class RestHandler(BaseHTTPRequestHandler):
             sig_map = get_model_metadata_pb2.SignatureDefMap()
             response.metadata["signature_def"].Unpack(sig_map)
             payload = {
-                "model_spec": json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True,
-                                                        including_default_value_fields=True),
-                "metadata": {"signature_def": json_format.MessageToDict(
-                    sig_map, preserving_proto_field_name=True)},
+                "model_spec": json_format.MessageToDict(
+                    response.model_spec, preserving_proto_field_name=True, including_default_value_fields=True
+                ),
+                "metadata": {"signature_def": json_format.MessageToDict(sig_map, preserving_proto_field_name=True)},
             }
         else:
-            payload = json_format.MessageToDict(status_response(manager, spec),
-                                                preserving_proto_field_name=True,
-                                                including_default_value_fields=True)
+            payload = json_format.MessageToDict(
+                status_response(manager, spec), preserving_proto_field_name=True, including_default_value_fields=True
+            )
         self._reply(200, json.dumps(payload, indent=1))
 
     def _post(self):
@@ -290,22 +311,28 @@ class RestHandler(BaseHTTPRequestHandler):
             self._discard_body(int(length), limits.max_message_bytes)
             # 413, not the 429 RESOURCE_EXHAUSTED maps to: TF Serving's REST API has no body limit to
             # copy, and 429 would invite clients to retry the same oversized request.
-            return self._error(ServingError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"Request body of {int(length)} bytes is larger than the server's limit of "
-                f"{limits.max_message_bytes} bytes (--max-message-mb)"), status=413)
+            return self._error(
+                ServingError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"Request body of {int(length)} bytes is larger than the server's limit of "
+                    f"{limits.max_message_bytes} bytes (--max-message-mb)",
+                ),
+                status=413,
+            )
         body = self.rfile.read(int(length))
         match = PREDICT_RE.fullmatch(path)
         if not match:
             raise invalid(f"Malformed request: POST {path}")
         name, version, label, method = match.groups()
         if method.lower() != "predict":
-            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                               f"{method} is not implemented by this server: DeepLab signatures are "
-                               "Predict signatures (use :predict)")
+            raise ServingError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{method} is not implemented by this server: DeepLab signatures are Predict signatures (use :predict)",
+            )
         servable = manager.get(name, version, label)
         sig_name, inputs, fmt = parse_predict_body(
-            body, lambda s: servable.signature(s, code=grpc.StatusCode.INVALID_ARGUMENT)[1].inputs)
+            body, lambda s: servable.signature(s, code=grpc.StatusCode.INVALID_ARGUMENT)[1].inputs
+        )
         _, outputs = servable.predict(sig_name, inputs)
         self._reply(200, format_predict_response(outputs, fmt))
 

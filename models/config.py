@@ -1,0 +1,95 @@
+"""ModelConfig: the fields that define a DeepLab V3 network (architecture and output classes).
+
+The one typed description of a network, shared by training (models.hparams.HParams holds one as
+`hparams.model`), building (`ModelConfig.build()` / models.model_io.build_model), saving (hparams.json
+beside model.keras, deeplab_export.json of every export: `ModelConfig.to_dict()`, one JSON shape) and
+loading (models.model_io.load_model). Pure Python: no TensorFlow import, so CLIs validate cheaply.
+
+Training-time options that do not change the network's weights or its outputs (ImageNet init
+`weights`, `weight_decay`, `freeze_bn`) are not part of it: they stay in HParams and are passed to
+the build separately.
+"""
+
+import dataclasses
+import typing
+
+BACKBONES = ("resnet_v2_50", "resnet_v2_101", "mobilenet_v2")
+OUTPUT_STRIDES = (8, 16, 32)
+# BatchNormalization epsilon each backbone's ImageNet weights were trained with.
+DEFAULT_BN_EPSILON = {"resnet_v2_50": 1e-5, "resnet_v2_101": 1e-5, "mobilenet_v2": 1e-3}
+# Options of models.deeplab.build_deeplab_v3 that are training-time, not part of the network definition.
+BUILD_OPTIONS = ("weights", "weight_decay", "freeze_bn")
+
+
+def default_bn_epsilon(backbone):
+    """BatchNormalization epsilon matching `backbone`'s ImageNet weights."""
+    if backbone not in DEFAULT_BN_EPSILON:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
+    return DEFAULT_BN_EPSILON[backbone]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A DeepLab V3 network (defaults = the paper's VOC model)."""
+
+    backbone: str = "resnet_v2_50"
+    output_stride: int = 16
+    multi_grid: typing.Tuple[int, ...] = (1, 2, 4)  # block4 unit rates (ResNet only)
+    aspp_rates: typing.Optional[typing.Tuple[int, ...]] = None  # None = paper rates for output_stride
+    aspp_filters: int = 256
+    image_pooling: bool = True
+    alpha: float = 1.0  # MobileNetV2 width multiplier
+    num_classes: int = 21
+    bn_decay: float = 0.9997
+    bn_epsilon: typing.Optional[float] = None  # None = the backbone's (DEFAULT_BN_EPSILON), resolved here
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen
+        set_(self, "multi_grid", tuple(int(v) for v in self.multi_grid))
+        if self.aspp_rates is not None:
+            set_(self, "aspp_rates", tuple(int(v) for v in self.aspp_rates))
+        checks = [
+            (self.backbone in BACKBONES, "backbone", " or ".join(BACKBONES)),
+            (self.output_stride in OUTPUT_STRIDES, "output_stride", " or ".join(map(str, OUTPUT_STRIDES))),
+            (int(self.num_classes) > 0, "num_classes", "a positive integer"),
+            (int(self.aspp_filters) > 0, "aspp_filters", "a positive integer"),
+            (float(self.alpha) > 0, "alpha", "a positive number"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise ValueError(f"model {name}: got {getattr(self, name)!r}, expected {expected}")
+        if self.bn_epsilon is None:
+            # resolved so that the saved JSON records the value the network was built with
+            set_(self, "bn_epsilon", default_bn_epsilon(self.backbone))
+
+    @classmethod
+    def field_names(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_dict(self):
+        """JSON-ready dict (tuples as lists): the one saved shape (hparams.json "model", deeplab_export.json
+        "model_config")."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values, ignore=()):
+        """From a dict of its fields; unknown keys are an error naming them, except those in `ignore`."""
+        names = set(cls.field_names())
+        unknown = sorted(set(values) - names - set(ignore))
+        if unknown:
+            raise ValueError(f"unknown model field(s) {unknown}; known: {sorted(names)}")
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def build_kwargs(self):
+        """Keyword arguments of models.deeplab.build_deeplab_v3 for this network."""
+        return dataclasses.asdict(self)
+
+    def build(self, weights=None, weight_decay=0.0, freeze_bn=False):
+        """The tf_keras DeepLab V3 under the current Keras dtype policy (see models.model_io.build_model
+        for one under a given precision)."""
+        from models.deeplab import build_deeplab_v3
+
+        return build_deeplab_v3(**self.build_kwargs(), weights=weights, weight_decay=weight_decay, freeze_bn=freeze_bn)

@@ -1,0 +1,151 @@
+"""Send image files to a TF Serving endpoint and write what came back: `deeplab predict` and the demo's last step.
+
+    code = predict_files("localhost:8500", ["cat.jpg"], "predictions")  # gRPC; rest=True for the REST API
+
+For every image it writes `<stem>_labels.png` (palette PNG of the label map) and `<stem>_overlay.png`, prints
+the class shares, and writes `predictions.json` (server, API, model, signature, per image shares and files).
+"""
+
+import json
+import os
+import sys
+
+from pipeline import configs
+
+SIGNATURES = ("serving_default", "predict_images")
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_MAX_MESSAGE_MB = 64
+PREDICTIONS_FILE = "predictions.json"
+
+
+def make_client(
+    server,
+    model_name=configs.MODEL_NAME,
+    rest=False,
+    version=None,
+    version_label=None,
+    timeout=DEFAULT_TIMEOUT,
+    max_message_mb=DEFAULT_MAX_MESSAGE_MB,
+    root_cert=None,
+):
+    """A GrpcClient (default) or RestClient for `server` ('host:port')."""
+    if rest:
+        from serving.rest_client import RestClient
+
+        return RestClient(server, model_name, version=version, version_label=version_label, timeout=timeout)
+    from serving.grpc_client import GrpcClient
+
+    return GrpcClient(
+        server,
+        model_name,
+        version=version,
+        version_label=version_label,
+        timeout=timeout,
+        max_message_mb=max_message_mb,
+        root_cert=root_cert,
+    )
+
+
+def predict_files(
+    server,
+    image_paths,
+    out_dir,
+    model_name=configs.MODEL_NAME,
+    rest=False,
+    version=None,
+    version_label=None,
+    signature=SIGNATURES[0],
+    timeout=DEFAULT_TIMEOUT,
+    batch_size=DEFAULT_BATCH_SIZE,
+    max_message_mb=DEFAULT_MAX_MESSAGE_MB,
+    root_cert=None,
+):
+    """Segments `image_paths` on the endpoint and writes label maps, overlays and predictions.json to `out_dir`.
+
+    signature: serving_default sends the encoded files (batch_size per request); predict_images the decoded
+    float pixels, one image per request. Returns an exit code: 0 done, 1 the server failed or answered a
+    map of the wrong size, 2 an image cannot be read (the problem is printed on stderr)."""
+    import numpy as np
+    from PIL import Image
+
+    from data.synthetic import encode_palette_png
+    from data.visualize import overlay
+    from data.voc import VOC_CLASSES
+    from serving.rest_client import ServingClientError
+
+    client = make_client(
+        server,
+        model_name,
+        rest=rest,
+        version=version,
+        version_label=version_label,
+        timeout=timeout,
+        max_message_mb=max_message_mb,
+        root_cert=root_cert,
+    )
+    encoded, images = [], []
+    for path in image_paths:
+        try:
+            with open(path, "rb") as f:
+                encoded.append(f.read())
+            images.append(np.asarray(Image.open(path).convert("RGB")))
+        except (OSError, ValueError) as e:
+            print(f"deeplab predict: cannot read image {path}: {e}", file=sys.stderr)
+            return 2
+    try:
+        if signature == "serving_default":
+            label_maps = [m for m, _ in client.segment(encoded, batch_size=batch_size)]
+        else:
+            label_maps = [client.predict_images(image) for image in images]
+    except ServingClientError as e:
+        print(f"deeplab predict: {e}", file=sys.stderr)
+        return 1
+    os.makedirs(out_dir, exist_ok=True)
+    report = []
+    for path, image, label_map in zip(image_paths, images, label_maps):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if label_map.shape != image.shape[:2]:
+            print(
+                f"deeplab predict: {path}: server returned a {label_map.shape} map for a {image.shape[:2]} image",
+                file=sys.stderr,
+            )
+            return 1
+        labels_png = os.path.join(out_dir, f"{stem}_labels.png")
+        overlay_png = os.path.join(out_dir, f"{stem}_overlay.png")
+        with open(labels_png, "wb") as f:
+            f.write(encode_palette_png(label_map.astype(np.uint8)))
+        Image.fromarray(overlay(image, label_map.astype(np.uint8))).save(overlay_png)
+        ids, counts = np.unique(label_map, return_counts=True)
+        shares = {
+            VOC_CLASSES[i] if i < len(VOC_CLASSES) else str(i): round(float(c) / label_map.size, 4)
+            for i, c in sorted(zip(ids.tolist(), counts.tolist()), key=lambda t: -t[1])
+        }
+        print(
+            f"{path} ({image.shape[0]}x{image.shape[1]}): "
+            + ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
+        )
+        report.append(
+            {
+                "image": path,
+                "height": image.shape[0],
+                "width": image.shape[1],
+                "class_share": shares,
+                "labels_png": labels_png,
+                "overlay_png": overlay_png,
+            }
+        )
+    with open(os.path.join(out_dir, PREDICTIONS_FILE), "w") as f:
+        json.dump(
+            {
+                "server": server,
+                "api": "rest" if rest else "grpc",
+                "model": model_name,
+                "signature": signature,
+                "images": report,
+            },
+            f,
+            indent=2,
+        )
+    print(f"Wrote label maps, overlays and predictions.json to {out_dir}")
+    return 0

@@ -100,10 +100,18 @@ def quiet(command, args):
     added = [to_file, to_terminal, StageLines(sys.stdout)]
     for handler in added:
         root.addHandler(handler)
+    # The stage lines are absl INFO records. Parsing absl's flags (done by some library mid-run, after the
+    # Trainer's export) sets the absl logger to WARNING, which would drop every later stage line: hold it at INFO.
+    absl_logger = logging.getLogger("absl")
+    absl_level = absl_logger.level
+    absl_logger.setLevel(logging.INFO)
+    absl_logger.setLevel = lambda level: None
     print(f"log: {path} (--verbose prints it here instead)", flush=True)
     try:
         yield path
     finally:
+        del absl_logger.setLevel
+        absl_logger.setLevel(absl_level)
         for handler in added:
             root.removeHandler(handler)
         for handler in saved[1]:

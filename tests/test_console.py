@@ -96,3 +96,16 @@ def test_a_failing_command_prints_one_line_and_logs_the_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     log_path = terminal[0].split()[1]
     assert os.path.isfile(log_path)
+
+
+def test_stage_lines_survive_absl_raising_its_level(tmp_path, capsys):
+    """absl sets its logger to WARNING when its flags are parsed (a library did so mid-run, after the Trainer):
+    the quiet console keeps receiving LocalDagRunner's INFO stage records, and restores the level afterwards."""
+    absl_logger = logging.getLogger("absl")
+    before = absl_logger.level
+    with console.quiet("run", argparse.Namespace(output_dir=str(tmp_path))):
+        absl_logger.setLevel(logging.WARNING)
+        absl_logger.info("Component %s is running.", "AtomicPusher")
+        absl_logger.info("Component %s is finished.", "AtomicPusher")
+    assert "AtomicPusher" in capsys.readouterr().out
+    assert absl_logger.level == before

@@ -93,7 +93,9 @@ def test_killed_run_resumes_training_from_its_checkpoint(tmp_path):
     report = _train_report(out)
     assert report["steps"] == TRAIN_STEPS
     assert report["initial_step"] >= CHECKPOINT_EVERY and report["initial_step"] % CHECKPOINT_EVERY == 0
-    assert f"resuming from step {report['initial_step']}" in second.stderr
+    log_path = second.stdout.splitlines()[0].split()[1]  # the quiet console's first line names its log file
+    with open(log_path) as f:
+        assert f"resuming from step {report['initial_step']}" in f.read()
     # The finished training's state is gone: nothing is left to resume by mistake.
     assert not _checkpoints(state_root)
 

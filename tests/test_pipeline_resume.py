@@ -67,6 +67,7 @@ def _train_report(out):
         return json.load(f)["model"]["train"]
 
 
+@pytest.mark.slow  # four minutes and more: two real pipeline runs in fresh processes (make test-slow)
 @pytest.mark.timeout(900)
 def test_killed_run_resumes_training_from_its_checkpoint(tmp_path):
     voc_root = synthetic.generate_voc_dataset(

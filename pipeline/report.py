@@ -161,8 +161,9 @@ def _figure(value):
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def print_summary(report, out=sys.stdout):
-    """A short human summary of an ingest report."""
+def print_summary(report, out=None):
+    """A short human summary of an ingest report (on `sys.stdout` as it is at call time, so redirects hold)."""
+    out = out or sys.stdout
     print(f"pipeline root: {report.get('pipeline_root')}  ({report.get('seconds', '?')} s)", file=out)
     print(f"{'split':<12}{'examples':>10}{'rejected':>10}{'converted':>11}{'files':>7}  source", file=out)
     for name, s in report["splits"].items():

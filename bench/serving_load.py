@@ -164,28 +164,7 @@ def main(argv=None):
     rows["in_process"] = _summary([t for _, t in lat], wall, n)
     rows["in_process"]["correct"] = sum(np.array_equal(r, expected[i % 8]) for i, r in enumerate(results))
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(REPO, "runner.py"),
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--model-base-path",
-            base,
-            "--grpc-port",
-            "0",
-            "--rest-port",
-            "0",
-            "--poll-seconds",
-            "0",
-            "--threads",
-            str(args.threads),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _spawn_server(base, rest_port="0", threads=args.threads)
     try:
         ports = json.loads(proc.stdout.readline())
         clients = {
@@ -260,8 +239,9 @@ def main(argv=None):
     return 1 if bad else 0
 
 
-def _start_server(base, extra=()):
-    proc = subprocess.Popen(
+def _spawn_server(base, rest_port, threads, extra=()):
+    """`runner.py serve` as a subprocess, as in production; its first stdout line is the JSON of its ports."""
+    return subprocess.Popen(
         [
             sys.executable,
             os.path.join(REPO, "runner.py"),
@@ -273,17 +253,21 @@ def _start_server(base, extra=()):
             "--grpc-port",
             "0",
             "--rest-port",
-            "-1",
+            rest_port,
             "--poll-seconds",
             "0",
             "--threads",
-            "16",
+            str(threads),
             *extra,
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def _start_server(base, extra=()):
+    proc = _spawn_server(base, rest_port="-1", threads=16, extra=extra)
     return proc, json.loads(proc.stdout.readline())
 
 

@@ -52,8 +52,7 @@ class Ade20kDataset(LabelledDataset):
         )
 
     def available_splits(self):
-        image_dir = fileio.join(self.root, self.IMAGE_DIR)
-        return [s for s in fileio.listdir(image_dir) if fileio.isdir(fileio.join(image_dir, s))]
+        return self._split_subfolders()
 
     def split_path(self, name):
         return fileio.join(self.root, self.IMAGE_DIR, SPLIT_ALIASES.get(name, name))
@@ -61,12 +60,7 @@ class Ade20kDataset(LabelledDataset):
     def split_ids(self, name):
         """Stems of images/<split>/*.jpg, sorted."""
         folder = SPLIT_ALIASES.get(name, name)
-        split_dir = self.split_path(name)
-        if not fileio.isdir(split_dir):
-            raise FileNotFoundError(
-                f"ADE20K split folder {split_dir} does not exist (available: "
-                f"{self.available_splits()}); expected layout: {self.LAYOUT}"
-            )
+        split_dir = self._split_folder(name)
         ids = [n[:-4] for n in fileio.listdir(split_dir) if n.lower().endswith(".jpg")]
         for image_id in ids:
             self._where[image_id] = folder

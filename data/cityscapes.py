@@ -27,6 +27,7 @@ class CityscapesDataset(LabelledDataset):
         "ROOT/leftImg8bit/{train,val,test}/<city>/<id>_leftImg8bit.png and "
         "ROOT/gtFine/{train,val,test}/<city>/<id>_gtFine_labelIds.png"
     )
+    FOLDER_HINT = " (download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip and unpack both into the root)"
 
     def __init__(self, root, label_map=None, annotation="gtFine"):
         self.MASK_DIR = annotation
@@ -39,34 +40,15 @@ class CityscapesDataset(LabelledDataset):
 
         return LabelMap.cityscapes()
 
-    def _resolve(self, root):
-        if not fileio.isdir(root):
-            raise FileNotFoundError(f"Cityscapes root {root!r} is not a directory; expected layout: {self.LAYOUT}")
-        for folder in (self.IMAGE_DIR, self.MASK_DIR):
-            path = fileio.join(root, folder)
-            if not fileio.isdir(path):
-                raise FileNotFoundError(
-                    f"Cityscapes folder {path} does not exist; expected layout: {self.LAYOUT} "
-                    "(download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip and "
-                    "unpack both into the root)"
-                )
-        return root
-
     def available_splits(self):
-        image_dir = fileio.join(self.root, self.IMAGE_DIR)
-        return [s for s in fileio.listdir(image_dir) if fileio.isdir(fileio.join(image_dir, s))]
+        return self._split_subfolders()
 
     def split_path(self, name):
         return fileio.join(self.root, self.IMAGE_DIR, name)
 
     def split_ids(self, name):
         """Ids of the images in leftImg8bit/<name>/<city>/, sorted by city then id (one listing per city)."""
-        split_dir = self.split_path(name)
-        if not fileio.isdir(split_dir):
-            raise FileNotFoundError(
-                f"Cityscapes split folder {split_dir} does not exist (available: "
-                f"{self.available_splits()}); expected layout: {self.LAYOUT}"
-            )
+        split_dir = self._split_folder(name)
         ids = []
         for city in fileio.listdir(split_dir):
             city_dir = fileio.join(split_dir, city)

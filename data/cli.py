@@ -60,88 +60,37 @@ def add_arguments(command, parser):
     )
 
 
-def summarize(voc_root, preview_path=None, preview_count=6):
-    """Per-split counts, class pixel shares and image sizes of a VOC tree; optionally a preview grid PNG."""
+def _summarize(
+    root, splits, load_mask, preview_row, class_names, num_labelled, ignore, preview_path, preview_count, header
+):
+    """The summary both layouts share: `load_mask(id)` gives the counted ids, `preview_row(id, label)` a grid row;
+    class shares are over ids below `num_labelled`, and `header` keys follow "root"."""
     import numpy as np
-    from PIL import Image
 
-    from data.visualize import overlay, save_grid
-    from data.voc import IGNORE_LABEL, VOC_CLASSES, VocDevkit
-
-    voc = VocDevkit(voc_root)
     pixels = np.zeros(256, dtype=np.int64)
     images_with = np.zeros(256, dtype=np.int64)
     heights, widths, rows = [], [], []
-    splits = {name: voc.split_ids(name) for name in ("train", "val")}
     for image_id in splits["train"] + splits["val"]:
-        label = np.asarray(Image.open(voc.mask_path(image_id)))
+        label = load_mask(image_id)
         counts = np.bincount(label.ravel(), minlength=256)
         pixels += counts
         images_with += counts > 0
         heights.append(label.shape[0])
         widths.append(label.shape[1])
         if preview_path and len(rows) < preview_count:
-            image = np.asarray(Image.open(voc.image_path(image_id)).convert("RGB"))
-            rows.append([image, label, overlay(image, label)])
-    labelled = pixels[:IGNORE_LABEL].sum()
+            rows.append(preview_row(image_id, label))
+    labelled = pixels[:num_labelled].sum()
     summary = {
-        "root": voc.root,
+        "root": root,
+        **header,
         "splits": {name: len(ids) for name, ids in splits.items()},
         "classes": {
-            VOC_CLASSES[c]: {
+            class_names[c]: {
                 "id": c,
                 "images": int(images_with[c]),
                 "pixel_share": round(float(pixels[c] / max(labelled, 1)), 4),
             }
-            for c in range(len(VOC_CLASSES))
-            if images_with[c]
-        },
-        "ignore_pixel_share": round(float(pixels[IGNORE_LABEL] / max(pixels.sum(), 1)), 4),
-        "height": [min(heights, default=0), max(heights, default=0)],
-        "width": [min(widths, default=0), max(widths, default=0)],
-    }
-    if rows:
-        save_grid(rows, preview_path, titles=["image", "mask", "overlay"])
-    return summary
-
-
-def summarize_dataset(dataset, preview_path=None, preview_count=6):
-    """Like `summarize`, for a `data.dataset.LabelledDataset` (any label map): masks in train ids."""
-    import numpy as np
-
-    label_map = dataset.label_map
-    ignore = label_map.ignore_label
-    pixels = np.zeros(256, dtype=np.int64)
-    images_with = np.zeros(256, dtype=np.int64)
-    heights, widths, rows = [], [], []
-    splits = {name: dataset.split_ids(name) for name in ("train", "val")}
-    for image_id in splits["train"] + splits["val"]:
-        label = dataset.load_mask(image_id)
-        counts = np.bincount(label.ravel(), minlength=256)
-        pixels += counts
-        images_with += counts > 0
-        heights.append(label.shape[0])
-        widths.append(label.shape[1])
-        if preview_path and len(rows) < preview_count:
-            image = dataset.load_image(image_id)
-            colours = label_map.decode_mask(label)
-            blend = image.astype(np.float32)
-            shown = label != 0
-            blend[shown] = 0.5 * blend[shown] + 0.5 * colours[shown]
-            rows.append([image, colours, np.round(blend).astype(np.uint8)])
-    labelled = pixels[: label_map.num_classes].sum()
-    summary = {
-        "root": dataset.root,
-        "label_map": label_map.name,
-        "num_classes": label_map.num_classes,
-        "splits": {name: len(ids) for name, ids in splits.items()},
-        "classes": {
-            label_map.names[c]: {
-                "id": c,
-                "images": int(images_with[c]),
-                "pixel_share": round(float(pixels[c] / max(labelled, 1)), 4),
-            }
-            for c in range(label_map.num_classes)
+            for c in range(len(class_names))
             if images_with[c]
         },
         "ignore_pixel_share": round(float(pixels[ignore] / max(pixels.sum(), 1)), 4),
@@ -153,6 +102,72 @@ def summarize_dataset(dataset, preview_path=None, preview_count=6):
 
         save_grid(rows, preview_path, titles=["image", "mask", "overlay"])
     return summary
+
+
+def summarize(voc_root, preview_path=None, preview_count=6):
+    """Per-split counts, class pixel shares and image sizes of a VOC tree; optionally a preview grid PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from data.visualize import overlay
+    from data.voc import IGNORE_LABEL, VOC_CLASSES, VocDevkit
+
+    voc = VocDevkit(voc_root)
+
+    def preview_row(image_id, label):
+        image = np.asarray(Image.open(voc.image_path(image_id)).convert("RGB"))
+        return [image, label, overlay(image, label)]
+
+    return _summarize(
+        voc.root,
+        {name: voc.split_ids(name) for name in ("train", "val")},
+        lambda image_id: np.asarray(Image.open(voc.mask_path(image_id))),
+        preview_row,
+        VOC_CLASSES,
+        IGNORE_LABEL,  # every stored id below the ignore label counts as labelled
+        IGNORE_LABEL,
+        preview_path,
+        preview_count,
+        header={},
+    )
+
+
+def summarize_dataset(dataset, preview_path=None, preview_count=6):
+    """Like `summarize`, for a `data.dataset.LabelledDataset` (any label map): masks in train ids."""
+    import numpy as np
+
+    label_map = dataset.label_map
+
+    def preview_row(image_id, label):
+        image = dataset.load_image(image_id)
+        colours = label_map.decode_mask(label)
+        blend = image.astype(np.float32)
+        shown = label != 0
+        blend[shown] = 0.5 * blend[shown] + 0.5 * colours[shown]
+        return [image, colours, np.round(blend).astype(np.uint8)]
+
+    return _summarize(
+        dataset.root,
+        {name: dataset.split_ids(name) for name in ("train", "val")},
+        dataset.load_mask,
+        preview_row,
+        label_map.names,
+        label_map.num_classes,
+        label_map.ignore_label,
+        preview_path,
+        preview_count,
+        header={"label_map": label_map.name, "num_classes": label_map.num_classes},
+    )
+
+
+def _write_summary(output, summary):
+    """OUTPUT/synth_summary.json plus the closing lines both `deeplab synth` paths print."""
+    with open(os.path.join(output, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=2)
+    classes = ", ".join(f"{name} ({c['images']} images)" for name, c in summary["classes"].items())
+    print(f"classes: {classes}")
+    print(f"summary: {os.path.join(output, SUMMARY_FILE)}; preview: {os.path.join(output, PREVIEW_FILE)}")
+    return 0
 
 
 def _main_label_map(args):
@@ -202,12 +217,7 @@ def _main_label_map(args):
     summary = summarize_dataset(dataset, preview_path=os.path.join(args.output, PREVIEW_FILE))
     summary["seed"] = args.seed
     summary["layout"] = args.layout
-    with open(os.path.join(args.output, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f, indent=2)
-    classes = ", ".join(f"{name} ({c['images']} images)" for name, c in summary["classes"].items())
-    print(f"classes: {classes}")
-    print(f"summary: {os.path.join(args.output, SUMMARY_FILE)}; preview: {os.path.join(args.output, PREVIEW_FILE)}")
-    return 0
+    return _write_summary(args.output, summary)
 
 
 def main(command, args):
@@ -255,9 +265,4 @@ def main(command, args):
         )
         summary["sbd_root"] = sbd_root
         print(f"wrote {args.num_train} train + {args.num_val} val SBD images to {sbd_root} (use --sbd-root {sbd_root})")
-    with open(os.path.join(args.output, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f, indent=2)
-    classes = ", ".join(f"{name} ({c['images']} images)" for name, c in summary["classes"].items())
-    print(f"classes: {classes}")
-    print(f"summary: {os.path.join(args.output, SUMMARY_FILE)}; preview: {os.path.join(args.output, PREVIEW_FILE)}")
-    return 0
+    return _write_summary(args.output, summary)

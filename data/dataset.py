@@ -100,17 +100,30 @@ class LabelledDataset(ImageMaskDataset):
     train ids, and generators that hold one image at a time.
 
     Subclasses also set `SOURCE` (the `SampleRef.source` of their samples) and `LAYOUT` (the expected
-    folder layout, quoted in errors), and implement `split_ids`, `image_path`, `mask_path`.
+    folder layout, quoted in errors), and implement `split_ids`, `image_path`, `mask_path`. The default
+    `_resolve` wants the root to hold `IMAGE_DIR` and `MASK_DIR`; `FOLDER_HINT` follows its missing-folder error.
     """
 
     SOURCE = None
     LAYOUT = None
+    FOLDER_HINT = ""
 
     def __init__(self, root, label_map=None):
         from data.label_map import LabelMap
 
         super().__init__(root)
         self.label_map = LabelMap.resolve(label_map if label_map is not None else self.default_label_map())
+
+    def _resolve(self, root):
+        if not fileio.isdir(root):
+            raise FileNotFoundError(f"{self.NAME} root {root!r} is not a directory; expected layout: {self.LAYOUT}")
+        for folder in (self.IMAGE_DIR, self.MASK_DIR):
+            path = fileio.join(root, folder)
+            if not fileio.isdir(path):
+                raise FileNotFoundError(
+                    f"{self.NAME} folder {path} does not exist; expected layout: {self.LAYOUT}{self.FOLDER_HINT}"
+                )
+        return root
 
     def default_label_map(self):
         return None  # LabelMap.resolve(None) is VOC
@@ -120,6 +133,21 @@ class LabelledDataset(ImageMaskDataset):
 
     def available_splits(self):
         raise NotImplementedError
+
+    def _split_subfolders(self):
+        """Splits of the layouts with one folder per split under `IMAGE_DIR` (Cityscapes, ADE20K)."""
+        image_dir = fileio.join(self.root, self.IMAGE_DIR)
+        return [s for s in fileio.listdir(image_dir) if fileio.isdir(fileio.join(image_dir, s))]
+
+    def _split_folder(self, name):
+        """`split_path(name)` of a folder-per-split layout; FileNotFoundError listing the splits if it is missing."""
+        split_dir = self.split_path(name)
+        if not fileio.isdir(split_dir):
+            raise FileNotFoundError(
+                f"{self.NAME} split folder {split_dir} does not exist (available: "
+                f"{self.available_splits()}); expected layout: {self.LAYOUT}"
+            )
+        return split_dir
 
     def iter_refs(self, split):
         """`data.splits.SampleRef`s of a split, lazily (paths only; nothing is read)."""

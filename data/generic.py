@@ -33,15 +33,6 @@ class GenericDataset(LabelledDataset):
         self._image_files = None
         super().__init__(root, label_map)
 
-    def _resolve(self, root):
-        if not fileio.isdir(root):
-            raise FileNotFoundError(f"generic dataset root {root!r} is not a directory; expected layout: {self.LAYOUT}")
-        for folder in (self.IMAGE_DIR, self.MASK_DIR):
-            path = fileio.join(root, folder)
-            if not fileio.isdir(path):
-                raise FileNotFoundError(f"generic dataset folder {path} does not exist; expected layout: {self.LAYOUT}")
-        return root
-
     def default_label_map(self):
         path = fileio.join(self.root, LABEL_MAP_FILE)
         return path if fileio.exists(path) else None

@@ -14,6 +14,7 @@ Presets:
 import argparse
 import dataclasses
 import json
+import math
 import typing
 
 from models.config import ModelConfig
@@ -22,8 +23,11 @@ from models.precision import REQUESTS as PRECISION_REQUESTS  # auto: models/prec
 MODEL_FIELDS = ModelConfig.field_names()  # accepted flat (presets, --set, custom_config, old hparams.json)
 # Recorded by models.train in hparams.json beside the fields (what "auto" resolved to, and why);
 # from_json drops them, so a model_run's hparams.json reloads (and "auto" resolves again where it runs).
-RECORDED_KEYS = ("precision_resolved", "precision_reason")
+RECORDED_KEYS = ("precision_resolved", "precision_reason", "class_weights_resolved")
 OPTIMIZERS = ("sgd", "adam")
+# HParams.class_weights computed from the class pixel histogram of the training labels
+# (models.losses.class_weights_from_histogram); "auto" is "median_frequency".
+CLASS_WEIGHT_METHODS = ("auto", "median_frequency", "inverse_sqrt")
 
 
 @dataclasses.dataclass
@@ -59,6 +63,14 @@ class HParams:
     warmup_steps: int = 0
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # Class imbalance: loss weight per class id (models.losses.masked_softmax_cross_entropy, the weighted mean
+    # sum w[label] * ce / sum w[label] over the labelled pixels). None: off (every pixel counts the same).
+    # "auto" (= "median_frequency": w_c = median(freq) / freq_c) or "inverse_sqrt" (w_c ~ 1 / sqrt(freq_c),
+    # pixel-weighted mean 1): computed when training starts from the class pixel histogram of the training
+    # examples (the one LabelStatsGen computes; freq_c = pixels of c / labelled pixels; a class without pixels
+    # gets 0) and recorded in hparams.json as "class_weights_resolved". Or num_classes numbers, one per class
+    # id (flags and --set also take the text "1,2,0.5" or "[1, 2, 0.5]").
+    class_weights: typing.Union[None, str, typing.Tuple[float, ...]] = None
     # execution
     precision: str = "auto"  # auto: bfloat16 where native, float16 on older GPUs, else float32
     xla: bool = False
@@ -69,6 +81,7 @@ class HParams:
     def __post_init__(self):
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
+        self.class_weights = parse_class_weights(self.class_weights, self.model.num_classes)
         checks = [
             (self.precision in PRECISION_REQUESTS, "precision", " or ".join(PRECISION_REQUESTS)),
             (self.optimizer in OPTIMIZERS, "optimizer", " or ".join(OPTIMIZERS)),
@@ -135,6 +148,46 @@ class HParams:
         if model:
             overrides["model"] = overrides.get("model", self.model).replace(**model)
         return dataclasses.replace(self, **overrides)
+
+
+def parse_class_weights(value, num_classes=None):
+    """HParams.class_weights in its one form: None, a name of CLASS_WEIGHT_METHODS or a tuple of floats (one
+    per class id when num_classes is given). Takes None / "none" / "null" / "", a method name, a list or tuple
+    of numbers, or text "1,2,0.5", "1 2 0.5" or "[1, 2, 0.5]" (flags, --set, custom_config). ValueError naming
+    the field and the accepted values otherwise."""
+    if value is None:
+        return None
+    count = f"{num_classes} " if num_classes is not None else ""
+    expected = (
+        f"null (no class weights), {' / '.join(repr(m) for m in CLASS_WEIGHT_METHODS)} (computed from the "
+        f"training labels), or {count}non-negative numbers, one per class id, e.g. class_weights=[1, 2.5, ...] "
+        "or --set class_weights=1,2.5,..."
+    )
+    values = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("", "none", "null", "off"):
+            return None
+        if text.lower() in CLASS_WEIGHT_METHODS:
+            return text.lower()
+        try:
+            values = json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
+        except ValueError:
+            values = None
+    try:
+        if isinstance(values, (str, bytes, dict)) or not values:
+            raise TypeError
+        weights = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"hyper-parameter class_weights: got {value!r}, expected {expected}") from None
+    if num_classes is not None and len(weights) != num_classes:
+        raise ValueError(
+            f"hyper-parameter class_weights: got {len(weights)} weight(s) but num_classes is {num_classes}; "
+            f"give one weight per class id 0..{num_classes - 1} (or change num_classes), or 'auto' to compute them"
+        )
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+        raise ValueError(f"hyper-parameter class_weights: got {list(weights)}, expected finite weights >= 0, not all 0")
+    return weights
 
 
 def _model_property(name):
@@ -254,6 +307,10 @@ def add_flags(parser):
         kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}.get(
             getattr(field.type, "__name__", ""), None
         )
+        extra_help = ""
+        if field.name == "class_weights":  # text as given; HParams parses it (parse_class_weights)
+            kind = _parse_optional(str)
+            extra_help = f"; {' | '.join(CLASS_WEIGHT_METHODS)} | one number per class, e.g. 1,2.5,0.5"
         if kind is None:
             type_text = str(field.type)
             kind = (
@@ -269,7 +326,7 @@ def add_flags(parser):
             dest=f"hp_{field.name}",
             type=kind,
             default=argparse.SUPPRESS,
-            help=f"(default from the preset; paper: {field.default!r})",
+            help=f"(default from the preset; paper: {field.default!r}{extra_help})",
         )
 
 

@@ -2,7 +2,8 @@
 
 train(hparams, train_files, eval_files, model_run_dir, serving_model_dir) does, in order:
   strategy (MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy on several GPUs) ->
-  precision policy -> model (models.deeplab) + SGD/Adam with the poly schedule -> Model.fit with
+  precision policy -> class weights of the loss (hparams.class_weights; "auto" etc. from the class pixel
+  histogram of the training examples) -> model (models.deeplab) + SGD/Adam with the poly schedule -> Model.fit with
   BackupAndRestore (a killed run resumes at its last checkpointed step), TensorBoard (loss,
   learning rate, running mIoU, prediction overlays), best-mIoU checkpoint -> mIoU over every
   validation image at its own size -> model.keras + hparams.json + train_report.json in
@@ -21,7 +22,7 @@ import tf_keras as keras
 
 from models import input_pipeline
 from models.confusion import iou_from_confusion
-from models.losses import MaskedSparseCrossEntropy
+from models.losses import CLASS_WEIGHT_METHODS, MaskedSparseCrossEntropy, class_weights_from_histogram
 from models.metrics import StreamingMeanIoU
 from models.model_io import build_model, precision_policy, save_model, with_precision, write_hparams
 from models.precision import resolve_precision
@@ -95,10 +96,59 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
 
 
-def compile_model(model, hparams, total_steps):
+def class_pixel_histogram(train_files):
+    """LabelStatsGen's histogram (data/label_histogram.py: pixels and images per label value
+    0..255, examples, undecodable masks) of the Examples in `train_files` (glob patterns or directories)."""
+    from data.label_histogram import histogram_of_examples
+
+    files = input_pipeline.list_files(train_files)
+    records = input_pipeline._record_dataset(files, deterministic=True, seed=0)  # GZIP or not, as training reads
+    return histogram_of_examples(records.as_numpy_iterator())
+
+
+def resolve_class_weights(hparams, train_files):
+    """(weights, how): the per-class loss weights hparams.class_weights asks for, as a list of floats (None when
+    off), and a short description. A method name ("auto" = "median_frequency", "inverse_sqrt") computes them
+    with models.losses.class_weights_from_histogram from class_pixel_histogram(train_files)."""
+    requested = hparams.class_weights
+    if requested is None:
+        return None, "off"
+    if not isinstance(requested, str):
+        return [float(w) for w in requested], "given"
+    started = time.time()
+    histogram = class_pixel_histogram(train_files)
+    if histogram["num_undecodable"]:
+        log.warning(
+            "class weights: %d training mask(s) cannot be decoded and are left out, e.g. %s",
+            histogram["num_undecodable"],
+            histogram["undecodable"][:3],
+        )
+    counts = histogram["pixels"][: hparams.num_classes]
+    weights = class_weights_from_histogram(counts, requested, num_classes=hparams.num_classes)
+    absent = [c for c, n in enumerate(counts) if n == 0]
+    if absent:
+        log.warning("class weights: class id(s) %s have no pixel in the training examples: weight 0", absent)
+    how = (
+        f"{requested}: {CLASS_WEIGHT_METHODS[requested]} over the class pixel histogram of "
+        f"{histogram['num_examples']} training examples "
+        f"({sum(counts)} labelled pixels, {time.time() - started:.1f} s)"
+    )
+    return weights, how
+
+
+def compile_model(model, hparams, total_steps, class_weights=None):
+    """Compiles `model` for training. class_weights: the resolved per-class loss weights (resolve_class_weights);
+    None takes hparams.class_weights when it is a list of numbers (a method name needs resolve_class_weights)."""
+    if class_weights is None and hparams.class_weights is not None:
+        if isinstance(hparams.class_weights, str):
+            raise ValueError(
+                f"class_weights={hparams.class_weights!r} is computed from the training examples: pass "
+                "compile_model(..., class_weights=resolve_class_weights(hparams, train_files)[0])"
+            )
+        class_weights = list(hparams.class_weights)
     model.compile(
         optimizer=build_optimizer(hparams, total_steps),
-        loss=MaskedSparseCrossEntropy(),
+        loss=MaskedSparseCrossEntropy(class_weights=class_weights),
         metrics=[StreamingMeanIoU(hparams.num_classes, name="miou")],
         jit_compile=bool(hparams.xla),
     )
@@ -241,6 +291,7 @@ def train(
     epochs, steps_per_epoch = _epochs(hparams)
     total_steps = epochs * steps_per_epoch
     policy, precision_reason = resolve_precision(hparams.precision)  # "auto" -> the policy native here
+    class_weights, class_weights_how = resolve_class_weights(hparams, train_files)
     log.info(
         "Training %s (output_stride %d, crop %d, batch %d) for %d steps (%d epochs x %d) on %d replica(s), "
         "precision %s (%s)%s",
@@ -256,8 +307,16 @@ def train(
         precision_reason,
         ", XLA" if hparams.xla else "",
     )
+    if class_weights is not None:
+        log.info("Class weights of the loss (%s): %s", class_weights_how, [round(w, 6) for w in class_weights])
     if chief:
-        write_hparams(run_dir, hparams, precision_resolved=policy, precision_reason=precision_reason)
+        write_hparams(
+            run_dir,
+            hparams,
+            precision_resolved=policy,
+            precision_reason=precision_reason,
+            class_weights_resolved=class_weights,
+        )
 
     keras.utils.set_random_seed(hparams.seed)
     train_ds = input_pipeline.train_dataset(train_files, hparams, deterministic=deterministic)
@@ -272,7 +331,9 @@ def train(
     if hparams.eval_steps:
         val_ds = val_ds.take(hparams.eval_steps)
     with precision_policy(policy), strategy.scope():  # metrics and optimizer too are made under the policy
-        model = compile_model(build_model(hparams.model, None, **hparams.build_options()), hparams, total_steps)
+        model = compile_model(
+            build_model(hparams.model, None, **hparams.build_options()), hparams, total_steps, class_weights
+        )
 
     initial_step = InitialStep()
     fit_callbacks = [
@@ -319,6 +380,7 @@ def train(
         "hparams": hparams.to_dict(),
         "precision_resolved": policy,
         "precision_reason": precision_reason,
+        "class_weights_resolved": class_weights,
         "model": None,
         "serving_model_dir": None,
     }

@@ -23,6 +23,16 @@ def _digest(root):
     return h.hexdigest()
 
 
+def _synth(output, *flags, num_train=3, num_val=2):
+    """Exit code of `deeplab synth` writing small images (32..40 px) to `output`."""
+    import runner
+
+    return runner.main(
+        ["synth", "--output", str(output), "--num-train", str(num_train), "--num-val", str(num_val)]
+        + ["--min-size", "32", "--max-size", "40", *flags]
+    )
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
@@ -105,28 +115,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    import runner
-
-    assert (
-        runner.main(
-            [
-                "synth",
-                "--output",
-                str(tmp_path),
-                "--num-train",
-                "3",
-                "--num-val",
-                "2",
-                "--min-size",
-                "32",
-                "--max-size",
-                "40",
-                "--sbd",
-                "--defects",
-            ]
-        )
-        == 0
-    )
+    assert _synth(tmp_path, "--sbd", "--defects") == 0
     out = capsys.readouterr().out
     assert "3 train + 2 val images" in out and os.path.join(str(tmp_path), "VOC2012") in out
     with open(tmp_path / "synth_summary.json") as f:
@@ -249,32 +238,9 @@ def test_generate_dataset_five_classes_voc_layout(tmp_path):
 
 
 def test_cli_num_classes_generic_layout(tmp_path, capsys):
-    import runner
     from data.generic import GenericDataset
 
-    assert (
-        runner.main(
-            [
-                "synth",
-                "--output",
-                str(tmp_path),
-                "--num-train",
-                "3",
-                "--num-val",
-                "2",
-                "--min-size",
-                "32",
-                "--max-size",
-                "40",
-                "--num-classes",
-                "5",
-                "--layout",
-                "generic",
-                "--rgb-masks",
-            ]
-        )
-        == 0
-    )
+    assert _synth(tmp_path, "--num-classes", "5", "--layout", "generic", "--rgb-masks") == 0
     out = capsys.readouterr().out
     assert "generic layout" in out and "'synthetic5': 5 classes" in out
     with open(tmp_path / "synth_summary.json") as f:
@@ -292,26 +258,7 @@ def test_cli_label_map_file(tmp_path, capsys):
     from data.label_map import LabelMap
 
     path = LabelMap.synthetic(3).save(tmp_path / "three.json")
-    assert (
-        runner.main(
-            [
-                "synth",
-                "--output",
-                str(tmp_path / "out"),
-                "--num-train",
-                "2",
-                "--num-val",
-                "1",
-                "--min-size",
-                "32",
-                "--max-size",
-                "40",
-                "--label-map",
-                str(path),
-            ]
-        )
-        == 0
-    )
+    assert _synth(tmp_path / "out", "--label-map", str(path), num_train=2, num_val=1) == 0
     with open(tmp_path / "out" / "synth_summary.json") as f:
         summary = json.load(f)
     assert summary["num_classes"] == 3 and summary["layout"] == "voc"

@@ -235,37 +235,16 @@ def test_cli_batch_size(setup, capsys):
 
     import runner
 
+    def evaluate(batch_size, out, *flags):
+        return runner.main(
+            ["evaluate", "--model", setup["current"], "--examples", str(setup["root"] / "examples")]
+            + ["--batch-size", batch_size, "--output-dir", str(out), *flags]
+        )
+
     out = setup["root"] / "cli"
-    rc = runner.main(
-        [
-            "evaluate",
-            "--model",
-            setup["current"],
-            "--examples",
-            str(setup["root"] / "examples"),
-            "--batch-size",
-            "2",
-            "--output-dir",
-            str(out),
-            "--no-tensorboard",
-            "--num-gallery",
-            "0",
-        ]
-    )
+    rc = evaluate("2", out, "--no-tensorboard", "--num-gallery", "0")
     assert rc == 0 and "report:" in capsys.readouterr().out
     result = json.loads((out / "evaluation.json").read_text())
     assert result["batch_size"] == 2 and result["beam_counters"]["model_calls"] == 6  # 3 sizes x ceil(3/2)
     with pytest.raises(SystemExit, match="batch-size"):
-        runner.main(
-            [
-                "evaluate",
-                "--model",
-                setup["current"],
-                "--examples",
-                str(setup["root"] / "examples"),
-                "--batch-size",
-                "0",
-                "--output-dir",
-                str(setup["root"] / "x"),
-            ]
-        )
+        evaluate("0", setup["root"] / "x")

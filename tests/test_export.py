@@ -15,6 +15,7 @@ from models import export, model_io
 from models.config import ModelConfig
 from models.inference import TTAConfig, predict_logits
 from serving import saved_model_info, warmup
+from tests.helpers import export_random_model
 
 TINY = {"backbone": "mobilenet_v2", "alpha": 0.35, "aspp_filters": 16, "output_stride": 16}
 TTA = TTAConfig(scales=(1.0, 0.75), flip=True)
@@ -392,30 +393,8 @@ def test_load_model_from_keras_file_and_checkpoint(tiny_model, tmp_path):
 
 
 def test_cli_exports_an_untrained_model_of_any_configuration(tmp_path, capsys):
-    import runner
-
     out = str(tmp_path / "random")
-    assert (
-        runner.main(
-            [
-                "export",
-                "--init",
-                "random",
-                "--backbone",
-                "mobilenet_v2",
-                "--output-stride",
-                "8",
-                "--model-arg",
-                "alpha=0.35",
-                "--model-arg",
-                "aspp_filters=8",
-                "--output",
-                out,
-                "--no-warmup",
-            ]
-        )
-        == 0
-    )
+    assert export_random_model(out, "--output-stride", "8") == 0
     printed = capsys.readouterr().out
     assert "predict_images: height int32 <unknown rank>, images float32 [?,?,?,3]" in printed
     config = saved_model_info.read_export_config(out)

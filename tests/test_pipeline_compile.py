@@ -6,21 +6,13 @@ import os
 import pytest
 
 import runner
+from tests.helpers import PIPELINE_STAGES
 
+RESOLVER = "latest_blessed_model_resolver"
+# On Kubeflow the resolver compiles to two nodes, one per resolved channel.
 COMPONENTS = sorted(
-    [
-        "VocExampleGen",
-        "StatisticsGen",
-        "ImportSchemaGen",
-        "ExampleValidator",
-        "SchemaGate",
-        "LabelStatsGen",
-        "Trainer",
-        "latest_blessed_model_resolver-model-blessing-resolver",
-        "latest_blessed_model_resolver-model-resolver",
-        "MiouEvaluator",
-        "AtomicPusher",
-    ]
+    [stage for stage in PIPELINE_STAGES if stage != RESOLVER]
+    + [f"{RESOLVER}-model-blessing-resolver", f"{RESOLVER}-model-resolver"]
 )
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import runner
 from data import synthetic
+from tests.helpers import PIPELINE_STAGES
 
 # A tiny MobileNetV2 DeepLab that trains a few steps: the test checks the plumbing, not the accuracy.
 TINY = [
@@ -62,19 +63,8 @@ def test_console_shows_stages_and_summary_and_the_rest_goes_to_the_log(full_run)
     assert log_line.startswith("log: ") and "--verbose" in log_line
     log_path = log_line.split()[1]
     assert os.path.dirname(log_path) == os.path.join(str(out), "logs")
-    # One line per component, in the order LocalDagRunner runs them (a topological order of the DAG).
-    for stage in (
-        "VocExampleGen",
-        "StatisticsGen",
-        "ImportSchemaGen",
-        "ExampleValidator",
-        "SchemaGate",
-        "LabelStatsGen",
-        "Trainer",
-        "latest_blessed_model_resolver",
-        "MiouEvaluator",
-        "AtomicPusher",
-    ):
+    # One line per component.
+    for stage in PIPELINE_STAGES:
         assert len(re.findall(rf"\b{stage}\s+done \(", report["console"])) == 1, (stage, report["console"])
     assert any(line.startswith("evaluation: mIoU") for line in lines)
     assert len(lines) <= 60, report["console"]

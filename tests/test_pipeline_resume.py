@@ -12,6 +12,7 @@ import pytest
 
 from data import synthetic
 from pipeline import configs
+from tests.helpers import TINY_TRAIN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_STEPS = 120
@@ -20,11 +21,7 @@ CHECKPOINT_EVERY = 10
 
 def _command(voc_root, out, train_steps=TRAIN_STEPS, extra=()):
     sets = dict(
-        alpha=0.35,
-        aspp_filters=8,
-        crop_size=33,
-        batch_size=2,
-        precision="float32",
+        TINY_TRAIN,
         log_images=0,
         cache_decoded=True,
         shuffle_buffer=4,

@@ -9,6 +9,7 @@ import pytest
 
 from models import hparams as hparams_lib
 from models import precision
+from tests.helpers import export_random_model
 
 AVX2 = {"fpu", "sse4_2", "avx", "avx2", "fma"}  # e.g. AMD Zen 2: bfloat16 only emulated
 
@@ -180,29 +181,10 @@ def test_train_records_the_resolved_precision(avx2_only, tmp_path, caplog):
 
 
 def test_deeplab_export_defaults_to_auto_and_records_why(amx, tmp_path):
-    import runner
     from serving.saved_model_info import read_export_config
 
     out = str(tmp_path / "auto")
-    assert (
-        runner.main(
-            [
-                "export",
-                "--init",
-                "random",
-                "--backbone",
-                "mobilenet_v2",
-                "--model-arg",
-                "alpha=0.35",
-                "--model-arg",
-                "aspp_filters=8",
-                "--output",
-                out,
-                "--no-warmup",
-            ]
-        )
-        == 0
-    )
+    assert export_random_model(out) == 0
     config = read_export_config(out)
     assert config["precision"] == "bfloat16"
     assert config["precision_reason"] == "auto: CPU has amx_bf16 (native bfloat16)"

@@ -14,19 +14,11 @@ import tf_keras as keras
 from models import hparams as hparams_lib
 from models import model_io
 from models import train as train_lib
+from tests.helpers import TINY_TRAIN
 from tests.test_train_data import write_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(
-    alpha=0.35,
-    aspp_filters=8,
-    crop_size=33,
-    batch_size=2,
-    precision="float32",
-    log_images=1,
-    cache_decoded=False,
-    shuffle_buffer=4,
-)
+TINY = dict(TINY_TRAIN, log_images=1, cache_decoded=False, shuffle_buffer=4)
 
 
 @pytest.fixture(scope="module")

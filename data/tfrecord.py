@@ -198,7 +198,7 @@ def _png_as_class_ids(data):
     )
 
 
-def _mask_array_from_png(data, path, num_classes):
+def _mask_array_from_png(data, path, num_classes, label_map=None):
     try:
         mask = Image.open(io.BytesIO(data))
         mask.load()
@@ -210,8 +210,13 @@ def _mask_array_from_png(data, path, num_classes):
         return np.asarray(mask, dtype=np.uint8)
     if mask.mode in ("I", "I;16"):
         values = np.asarray(mask)
+        if label_map is not None:
+            return values  # raw ids: the caller encodes them through the label map
         _check_labels(values, path, num_classes)
         return values.astype(np.uint8)
+    if mask.mode in ("RGB", "RGBA") and label_map is not None and label_map.palette:
+        # A colour mask of a label map with a palette: the caller looks each colour up (unknown ones are rejected).
+        return np.asarray(mask)
     if mask.mode in ("RGB", "RGBA"):
         raise BadSample(
             "rgb_mask",
@@ -226,6 +231,17 @@ def _mask_array_from_png(data, path, num_classes):
         f"mask mode {mask.mode} is not class ids; save masks as palette ('P') or grayscale ('L') "
         f"PNGs whose values are class ids 0..{num_classes - 1} and {IGNORE_LABEL}",
     )
+
+
+def _encode_with_label_map(label_map, mask, path):
+    """Train ids of a raw mask through `label_map.encode_mask`; its MaskValueError becomes a BadSample
+    (reason 'label_out_of_range') whose detail names the offending values (and, with the path, the file)."""
+    from data.label_map import MaskValueError
+
+    try:
+        return label_map.encode_mask(mask)
+    except MaskValueError as e:
+        raise BadSample(getattr(e, "reason", "label_out_of_range"), path, str(e)) from None
 
 
 def _check_labels(mask, path, num_classes):
@@ -245,12 +261,26 @@ def _check_labels(mask, path, num_classes):
         )
 
 
-def read_mask(path, num_classes=NUM_CLASSES):
-    """Class-id mask (np.uint8 [H, W]) of a VOC palette/grayscale PNG or an SBD .mat; raises BadSample."""
-    return _read_mask(path, num_classes)[0]
+def read_mask(path, num_classes=NUM_CLASSES, label_map=None):
+    """Class-id mask (np.uint8 [H, W]) of a VOC palette/grayscale PNG or an SBD .mat; raises BadSample.
+
+    label_map: a `data.label_map.LabelMap` (or anything `LabelMap.resolve` takes except None): the raw mask goes
+    through its `encode_mask` (id_remap, RGB palette; values outside the map are rejected as
+    'label_out_of_range' naming the values and the file) and `num_classes` is ignored. None: the VOC checks
+    of class ids 0..num_classes-1 and 255, exactly as before label maps existed.
+    """
+    return _read_mask(path, num_classes, _label_map(label_map))[0]
 
 
-def _read_mask(path, num_classes):
+def _label_map(label_map):
+    if label_map is None:
+        return None
+    from data.label_map import LabelMap
+
+    return label_map if isinstance(label_map, LabelMap) else LabelMap.resolve(label_map)
+
+
+def _read_mask(path, num_classes, label_map=None):
     """(read_mask's array, the single-channel class-id PNG of the file when it can be made without re-encoding)."""
     try:
         data = fileio.read_bytes(path)
@@ -268,7 +298,15 @@ def _read_mask(path, num_classes):
             mask = read_sbd_mask(data)
         except ValueError as e:
             raise BadSample("corrupt_mask", path, str(e).replace("<bytes>", "mask")) from e
+        if label_map is not None:
+            mask = _encode_with_label_map(label_map, mask, path)
         png = None
+    elif label_map is not None:
+        raw = _mask_array_from_png(data, path, label_map.num_classes, label_map)
+        mask = _encode_with_label_map(label_map, raw, path)
+        # The header rewrite keeps the file's values: valid only when encoding left them unchanged.
+        png = _png_as_class_ids(data) if label_map.id_remap is None and raw.ndim == 2 else None
+        return mask, png
     else:
         mask = _mask_array_from_png(data, path, num_classes)
         png = _png_as_class_ids(data)
@@ -276,8 +314,11 @@ def _read_mask(path, num_classes):
     return mask, png
 
 
-def load_sample(ref, num_classes=NUM_CLASSES):
+def load_sample(ref, num_classes=NUM_CLASSES, label_map=None):
     """Reads, validates and encodes one `data.splits.SampleRef` into a `Sample`; raises BadSample.
+
+    label_map: None (VOC: class ids 0..num_classes-1 and 255) or a `data.label_map.LabelMap` whose
+    `encode_mask` turns the raw mask into train ids (see `read_mask`).
 
     The image is decoded to its last byte (truncation shows only then; an RGB JPEG, whose bytes are
     kept, at 1/8 scale), the mask is checked against the image size and the label range, and
@@ -304,7 +345,7 @@ def load_sample(ref, num_classes=NUM_CLASSES):
             converted = f"{(image.format or 'unknown').lower()}_to_png"
         image_bytes, image_format = _encode_png(rgb), "png"
 
-    mask, mask_png = _read_mask(ref.mask_path, num_classes)
+    mask, mask_png = _read_mask(ref.mask_path, num_classes, _label_map(label_map))
     if mask.shape != (height, width):
         raise BadSample(
             "size_mismatch",
@@ -496,13 +537,14 @@ def parse_example_np(serialized):
     return image, label, filename
 
 
-def reference_record_to_example(serialized, filename="", num_classes=NUM_CLASSES):
+def reference_record_to_example(serialized, filename="", num_classes=NUM_CLASSES, label_map=None):
     """Converts a reference-repo record (sthalles/deeplab_v3 notebook format) to the official format.
 
     The reference records hold `height`, `width` (int64) and `image_raw` / `annotation_raw`: raw
     uint8 pixels (H*W*3 RGB, or H*W for the grayscale images the notebook stored with one channel,
     which become RGB here; and H*W class ids). Both are encoded losslessly as PNG. Raises
     BadSample ('size_mismatch', 'label_out_of_range', 'corrupt_image') for inconsistent records.
+    label_map: None (VOC ids) or a `data.label_map.LabelMap` the annotation goes through (see `read_mask`).
     """
     example = _as_example(serialized)
     name = filename or "<reference record>"
@@ -537,7 +579,11 @@ def reference_record_to_example(serialized, filename="", num_classes=NUM_CLASSES
             f"{height * width}; the record is truncated or its height/width are wrong",
         )
     mask = np.frombuffer(annotation_raw, dtype=np.uint8).reshape(height, width)
-    _check_labels(mask, name, num_classes)
+    label_map = _label_map(label_map)
+    if label_map is not None:
+        mask = _encode_with_label_map(label_map, mask, name)
+    else:
+        _check_labels(mask, name, num_classes)
     sample = Sample(
         image_bytes=_encode_png(image),
         image_format="png",

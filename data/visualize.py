@@ -8,45 +8,49 @@ from PIL import Image, ImageDraw
 from data.voc import IGNORE_LABEL, VOC_CLASSES, voc_palette
 
 
-def colorize(label_map):
-    """VOC colours of a label map: uint8 [H, W] class ids -> uint8 [H, W, 3] (255 -> boundary cream)."""
+def colorize(label_map, palette=None):
+    """Colours of a label map: uint8 [H, W] class ids -> uint8 [H, W, 3] (VOC colours by default, 255 -> boundary
+    cream). palette: uint8 [256, 3] colour per id, e.g. `data.label_map.LabelMap.colors()`."""
     label_map = np.asarray(label_map)
     if label_map.ndim != 2:
         raise ValueError(f"colorize expects a [H, W] label map, got shape {label_map.shape}")
     # Ids >= 256 (e.g. int64 predictions gone wrong) wrap around in uint8; clip makes them visible as 255.
-    return voc_palette()[np.clip(label_map, 0, 255).astype(np.uint8)]
+    table = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    return table[np.clip(label_map, 0, 255).astype(np.uint8)]
 
 
-def overlay(image, label_map, alpha=0.5, show_ignore=True):
-    """Blends VOC class colours into an RGB image: uint8 [H, W, 3].
+def overlay(image, label_map, alpha=0.5, show_ignore=True, palette=None, ignore_label=IGNORE_LABEL, background=0):
+    """Blends class colours (VOC's, or `palette`: uint8 [256, 3]) into an RGB image: uint8 [H, W, 3].
 
-    Background (0) stays as the image; 255 pixels are drawn in the VOC boundary colour when
-    `show_ignore`, else left as the image.
+    The `background` id (VOC's 0; None for a label map without a background class) stays as the image;
+    `ignore_label` (255) pixels are drawn in their palette colour (VOC: the boundary colour) when `show_ignore`,
+    else left as the image.
     """
     image = _as_rgb(image)
     label_map = np.asarray(label_map)
     if image.shape[:2] != label_map.shape:
         raise ValueError(f"overlay: image is {image.shape[:2]} but label map is {label_map.shape}")
-    colours = colorize(label_map).astype(np.float32)
-    mask = label_map != 0
+    colours = colorize(label_map, palette).astype(np.float32)
+    mask = np.ones(label_map.shape, bool) if background is None else label_map != background
     if not show_ignore:
-        mask &= label_map != IGNORE_LABEL
+        mask &= label_map != ignore_label
     out = image.astype(np.float32)
     out[mask] = (1.0 - alpha) * out[mask] + alpha * colours[mask]
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def legend(class_ids, names=VOC_CLASSES, swatch=12, width=150):
-    """A colour key: uint8 [N*(swatch+2), width, 3] with one swatch and name per class id (255 = 'ignore')."""
+def legend(class_ids, names=VOC_CLASSES, swatch=12, width=150, palette=None, ignore_label=IGNORE_LABEL):
+    """A colour key: uint8 [N*(swatch+2), width, 3] with one swatch and name per class id (`ignore_label` =
+    'ignore'); palette: uint8 [256, 3] colours (default VOC)."""
     class_ids = [int(c) for c in class_ids]
     row = swatch + 2
     canvas = Image.new("RGB", (width, max(row * len(class_ids), 1)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    palette = voc_palette()
+    palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
     for k, c in enumerate(class_ids):
         y = k * row + 1
         draw.rectangle([1, y, swatch, y + swatch - 1], fill=tuple(int(v) for v in palette[c]), outline=(0, 0, 0))
-        name = "ignore" if c == IGNORE_LABEL else (names[c] if c < len(names) else str(c))
+        name = "ignore" if c == ignore_label else (names[c] if c < len(names) else str(c))
         draw.text((swatch + 5, y), f"{c} {name}", fill=(0, 0, 0))
     return np.asarray(canvas)
 

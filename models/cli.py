@@ -1,7 +1,7 @@
 """`deeplab train`: the Trainer's training loop outside TFX, on an ExampleGen output directory.
 
   deeplab train --examples <Examples uri with Split-train/ Split-val/> --output-dir OUT --preset demo \
-                [--train-steps 500 --crop-size 129 ...]
+                [--train-steps 500 --crop-size 129 --label-map classes.json ...]
 
 Writes OUT/model_run (logs, checkpoints, model.keras, hparams.json, train_report.json, pictures)
 and OUT/serving_model (TF Serving SavedModel); prints the validation mIoU. Run again with the same
@@ -25,6 +25,12 @@ def add_arguments(command, parser):
     parser.add_argument("--val-split", default="val")
     parser.add_argument("--no-export", action="store_true", help="skip the TF Serving export")
     parser.add_argument(
+        "--label-map",
+        default=None,
+        help="the dataset's classes: a built-in name (voc, cityscapes, ade20k) or a JSON/YAML label map file; "
+        "sets num_classes, and the export carries the names and colours (default: voc)",
+    )
+    parser.add_argument(
         "--progress",
         type=int,
         default=1,
@@ -45,9 +51,30 @@ def _split_dir(examples, split):
     return path
 
 
+def _label_map(args):
+    """The --label-map as a LabelMap (None when not given); sets num_classes (a different --num-classes: exit)."""
+    if args.label_map is None:
+        return None
+    from data.label_map import LabelMap, LabelMapError
+
+    try:
+        label_map = LabelMap.resolve(args.label_map)
+    except (LabelMapError, FileNotFoundError) as e:
+        raise SystemExit(f"deeplab train: --label-map: {e}") from None
+    explicit = getattr(args, "hp_num_classes", None)
+    if explicit is not None and int(explicit) != label_map.num_classes:
+        raise SystemExit(
+            f"deeplab train: --num-classes {explicit} disagrees with --label-map {args.label_map} "
+            f"({label_map.num_classes} classes); drop --num-classes"
+        )
+    args.hp_num_classes = label_map.num_classes
+    return label_map
+
+
 def main(command, args):
     from models import hparams as hparams_lib
 
+    label_map = _label_map(args)
     hparams = hparams_lib.from_flags(args)
     train_dir, val_dir = _split_dir(args.examples, args.train_split), _split_dir(args.examples, args.val_split)
     from models.train import train  # after the cheap checks: importing TensorFlow takes seconds
@@ -60,6 +87,7 @@ def main(command, args):
         os.path.join(args.output_dir, "model_run"),
         None if args.no_export else serving_dir,
         verbose=args.progress,
+        **({} if label_map is None else {"label_map": label_map}),
     )
     summary = {k: report[k] for k in ("val_miou", "val_images", "steps", "train_seconds", "model", "serving_model_dir")}
     print(json.dumps(summary, indent=2))

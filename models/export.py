@@ -13,6 +13,10 @@ Signatures (tag `serve`, see docs/ARCHITECTURE.md):
                     -> same outputs as serving_default
   logits            images float32 [B,H,W,3] RGB 0..255 -> logits float32 [B,H,W,C], no TTA
   serving_png       as serving_default, outputs segmentation_png, height, width only (REST clients)
+  label_map         index int32 [B] (values ignored: one row per element, so TF Serving's batching can
+                    merge and split it along dimension 0; clients send [0]) -> class_names string [B,N],
+                    class_colors int32 [B,N,3] (display RGB of ids 0..N-1), ignore_label int32 [B]:
+                    the export's label map (data.label_map.LabelMap), constants in the graph
 
 Test-time augmentation (scales, flip, sliding windows) is baked into every signature except
 `logits` through `models.inference.predict_logits`, so the served model and the evaluator share
@@ -20,9 +24,10 @@ one implementation.
 
 `assets.extra/` holds TF Serving's warm-up file (`tf_serving_warmup_requests`, serving/warmup.py,
 replayed at load) and `deeplab_export.json` (serving/saved_model_info.py reads it): the network's
-`model_config` (models.config.ModelConfig.to_dict()), the training hparams, TTA, precision and weight
-names, from which models.model_io.load_model rebuilds the Keras model to re-export it with other
-serving options. Format version 2; version 1 (before ModelConfig: "hparams" + "model_kwargs") still loads.
+`model_config` (models.config.ModelConfig.to_dict()), the training hparams, TTA, precision, weight
+names and `label_map` (data.label_map.LabelMap.to_json_dict(); exports before it have none: VOC),
+from which models.model_io.load_model rebuilds the Keras model to re-export it with other serving options.
+Format version 2; version 1 (before ModelConfig: "hparams" + "model_kwargs") still loads.
 
 This module imports serving.warmup and serving.saved_model_info (the export's file formats, no server
 code): the one allowed models -> serving dependency (docs/ARCHITECTURE.md).
@@ -36,6 +41,7 @@ import os
 import tensorflow as tf
 
 from data import tfrecord
+from data.label_map import LabelMap
 from data.voc import IGNORE_LABEL, NUM_CLASSES
 from models.inference import MEAN_RGB, TTAConfig, _pad_to, canvas_side, predict_logits, shared_canvas
 from models.input_pipeline import decode_rgb
@@ -46,7 +52,8 @@ from serving.warmup import warmup_requests, write_warmup_file
 
 log = logging.getLogger(__name__)
 
-SIGNATURES = ("serving_default", "predict_images", "serving_examples", "logits", "serving_png")
+SIGNATURES = ("serving_default", "predict_images", "serving_examples", "logits", "serving_png", "label_map")
+LABEL_MAP_SIGNATURE = "label_map"
 FORMAT_VERSION = 2  # 2: "model_config" (ModelConfig.to_dict()); 1: "model_kwargs" + model fields in "hparams"
 
 
@@ -71,12 +78,13 @@ class _ServingModule(tf.Module):
     """Holds the model's variables (not the Keras model: that would make tf.saved_model.save trace
     every layer for Keras' own SavedModel format) and the signature functions."""
 
-    def __init__(self, model, tta, num_classes):
+    def __init__(self, model, tta, num_classes, label_map):
         super().__init__(name="deeplab_serving")
         self._model = model  # plain Python attribute is tracked; see _trackable_children below
         self.model_weights = list(model.weights)
         self._tta = tta
         self._num_classes = int(num_classes)
+        self._label_map = label_map  # a frozen dataclass: traced into the label_map signature as constants
         # Traced once; every signature (and every TTA scale/flip) calls this one function instead of
         # inlining its own copy of the network: export is several times faster and the graph small.
         self._logits_fn = tf.function(
@@ -289,6 +297,21 @@ class _ServingModule(tf.Module):
     def logits(self, images):
         return {"logits": self._logits_fn(images)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="index")])
+    def label_map(self, index):
+        # The label map as graph constants, one copy per element of `index` (its values are ignored): every
+        # output has the batch dimension 0 of the input, so TF Serving's batching (batching.config) can merge
+        # requests and split the answers; a client sends index=[0] and reads row 0.
+        label_map = self._label_map
+        batch = tf.shape(index)[0]
+        names = tf.constant([name.encode("utf-8") for name in label_map.names], tf.string)
+        colors = tf.constant(label_map.colors()[: label_map.num_classes].astype("int32"), tf.int32)
+        return {
+            "class_names": tf.tile(names[tf.newaxis], [batch, 1]),
+            "class_colors": tf.tile(colors[tf.newaxis], [batch, 1, 1]),
+            "ignore_label": tf.fill([batch], tf.constant(int(label_map.ignore_label), tf.int32)),
+        }
+
 
 # ---------------------------------------------------------------------------------------------
 # export
@@ -304,6 +327,20 @@ def _default_warmup_sizes(hparams):
     return ((128, 128),)
 
 
+def default_label_map(num_classes):
+    """The label map of an export given none: VOC for 21 classes, else LabelMap.synthetic(num_classes)."""
+    if int(num_classes) == NUM_CLASSES:
+        return LabelMap.voc()
+    if int(num_classes) < 2:
+        return LabelMap(names=tuple(f"class_{k}" for k in range(int(num_classes))), name="unnamed")
+    log.warning(
+        "Exporting a %d-class model without a label map: classes are named background, class_1, ... "
+        "(pass label_map= / --label-map for the real names and colours)",
+        int(num_classes),
+    )
+    return LabelMap.synthetic(num_classes)
+
+
 def export_serving_model(
     model,
     export_dir,
@@ -316,6 +353,7 @@ def export_serving_model(
     warmup_sizes=None,
     model_name="deeplab",
     extra_config=None,
+    label_map=None,
 ):
     """Write a TF Serving-ready SavedModel of `model` to `export_dir` (created; must not hold a model).
 
@@ -338,6 +376,10 @@ def export_serving_model(
         found in hparams (else 128x128). () writes no warm-up file.
       model_name: model name recorded in the warm-up requests (TF Serving ignores it at replay).
       extra_config: JSON-serialisable dict added to assets.extra/deeplab_export.json.
+      label_map: the classes' names and colours (anything data.label_map.LabelMap.resolve accepts: a LabelMap,
+        its JSON dict, a built-in name or a file); served by the `label_map` signature and recorded as
+        "label_map" in deeplab_export.json. Default: VOC for 21 classes, else LabelMap.synthetic(num_classes).
+        Its number of classes must equal the model's.
 
     Returns:
       export_dir.
@@ -358,11 +400,17 @@ def export_serving_model(
     model = with_precision(model, precision, config)
     if num_classes is None:
         num_classes = int(model.output_shape[-1]) if model.output_shape[-1] else NUM_CLASSES
+    label_map = default_label_map(num_classes) if label_map is None else LabelMap.resolve(label_map)
+    if label_map.num_classes != int(num_classes):
+        raise ValueError(
+            f"the label map {label_map.name!r} has {label_map.num_classes} classes but the model has {num_classes} "
+            "output channels (num_classes); export with the label map the model was trained with"
+        )
     if tf.io.gfile.exists(os.path.join(export_dir, "saved_model.pb")):
         raise FileExistsError(
             f"{export_dir} already holds a SavedModel; export to a new directory (TF Serving versions are immutable)"
         )
-    module = _ServingModule(model, tta, num_classes)
+    module = _ServingModule(model, tta, num_classes, label_map)
     signatures = {name: getattr(module, name).get_concrete_function() for name in SIGNATURES}
     log.info(
         "Exporting SavedModel to %s (TTA: %s, precision %s: %s)",
@@ -381,6 +429,7 @@ def export_serving_model(
         "precision": precision,
         "precision_reason": precision_reason,
         "num_classes": num_classes,
+        "label_map": label_map.to_json_dict(),
         "signatures": list(SIGNATURES),
         "weight_names": [w.name for w in model.weights],
         "weight_shapes": [list(w.shape) for w in model.weights],

@@ -43,6 +43,14 @@ class HParams:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     freeze_bn: bool = False
     weights: typing.Optional[str] = "imagenet"  # None, "imagenet" (local Keras h5) or a path
+    # Fine-tuning: a trained model to start from (models.finetune.warm_start): an export dir, a TFX Trainer Model
+    # artifact (Format-Serving/), a model_run dir or a .keras file (anything models.model_io.load_model reads).
+    # Its backbone must be this one (same backbone and alpha); every layer whose weights have the same shapes is
+    # copied (backbone, ASPP, and the logits when num_classes matches), the others (the logits of another class
+    # count) keep their fresh initialisation. It wins over `weights` for every copied layer, so the ImageNet load
+    # is skipped when it is set (build_options()). A resumed run (BackupAndRestore) still continues from its own
+    # checkpoint. In the TFX pipeline the Trainer's base_model input fills it when it is not set.
+    init_from: typing.Optional[str] = None
     # input pipeline
     crop_size: int = 513
     min_scale: float = 0.5
@@ -82,6 +90,7 @@ class HParams:
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
         self.class_weights = parse_class_weights(self.class_weights, self.model.num_classes)
+        self.init_from = parse_init_from(self.init_from)
         checks = [
             (self.precision in PRECISION_REQUESTS, "precision", " or ".join(PRECISION_REQUESTS)),
             (self.optimizer in OPTIMIZERS, "optimizer", " or ".join(OPTIMIZERS)),
@@ -104,8 +113,10 @@ class HParams:
         return {"model": self.model.to_dict(), **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
 
     def build_options(self):
-        """The training-time arguments of models.model_io.build_model (ImageNet init, L2, frozen BN)."""
-        return dict(weights=self.weights, weight_decay=self.weight_decay, freeze_bn=self.freeze_bn)
+        """The training-time arguments of models.model_io.build_model (ImageNet init, L2, frozen BN). With
+        init_from set there is no ImageNet load: the trained model's backbone replaces it entirely."""
+        weights = None if self.init_from else self.weights
+        return dict(weights=weights, weight_decay=self.weight_decay, freeze_bn=self.freeze_bn)
 
     def to_json(self, path=None, **recorded):
         """JSON text; also written to `path` (local or gfile URI) when given. `recorded`: RECORDED_KEYS
@@ -188,6 +199,22 @@ def parse_class_weights(value, num_classes=None):
     if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
         raise ValueError(f"hyper-parameter class_weights: got {list(weights)}, expected finite weights >= 0, not all 0")
     return weights
+
+
+def parse_init_from(value):
+    """HParams.init_from in its one form: None or a non-empty path string. Takes None / "none" / "null" / ""
+    (flags, --set, custom_config) as None and a str or os.PathLike as the path; ValueError otherwise."""
+    if value is None:
+        return None
+    if hasattr(value, "__fspath__"):
+        value = value.__fspath__()
+    if not isinstance(value, str):
+        raise ValueError(
+            f"hyper-parameter init_from: got {value!r}, expected null or the path of a trained model (an export "
+            "dir, a Trainer Model artifact, a model_run dir or a .keras file), e.g. --set init_from=/models/voc"
+        )
+    text = value.strip()
+    return None if text.lower() in ("", "none", "null") else text
 
 
 def _model_property(name):

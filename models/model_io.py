@@ -38,10 +38,25 @@ _POLICIES = {
     "mixed_float16": "mixed_float16",
 }
 
-LoadedModel = collections.namedtuple("LoadedModel", ["model", "config", "hparams", "export_config"])
-LoadedModel.__doc__ = """What load_model found: the tf_keras model, its ModelConfig (None for a .keras/.h5 file
-without hparams), the recorded hyper-parameters as a JSON dict ({} when none) and the export's
-deeplab_export.json (None when the source is not an export)."""
+
+class LoadedModel(collections.namedtuple("LoadedModel", ["model", "config", "hparams", "export_config"])):
+    """What load_model found: the tf_keras model, its ModelConfig (None for a .keras/.h5 file
+    without hparams), the recorded hyper-parameters as a JSON dict ({} when none) and the export's
+    deeplab_export.json (None when the source is not an export). `label_map`: see the property."""
+
+    __slots__ = ()
+
+    @property
+    def label_map(self):
+        """The recorded data.label_map.LabelMap: deeplab_export.json's "label_map", else a "label_map" recorded
+        in the hyper-parameters (hparams.json); None when neither has one (exports older than label maps: VOC
+        for 21 classes, models.export.default_label_map)."""
+        from serving.saved_model_info import label_map_from_config
+
+        found = label_map_from_config(self.export_config)
+        if found is None and isinstance(self.hparams, dict):
+            found = label_map_from_config(self.hparams)
+        return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +261,7 @@ def load_model(path, hparams=None, precision=None):
     an HParams, a dict or a JSON file path; by default the hparams.json beside it).
     precision: None (the source's), or a precision name to rebuild in (policy_name's vocabulary).
 
-    Returns a LoadedModel(model, config, hparams, export_config).
+    Returns a LoadedModel(model, config, hparams, export_config); `.label_map` is the recorded label map.
     """
     from serving.saved_model_info import read_export_config
 

@@ -3,7 +3,8 @@
 train(hparams, train_files, eval_files, model_run_dir, serving_model_dir) does, in order:
   strategy (MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy on several GPUs) ->
   precision policy -> class weights of the loss (hparams.class_weights; "auto" etc. from the class pixel
-  histogram of the training examples) -> model (models.deeplab) + SGD/Adam with the poly schedule -> Model.fit with
+  histogram of the training examples) -> model (models.deeplab; with hparams.init_from, the weights of a trained
+  model copied by models.finetune.warm_start) + SGD/Adam with the poly schedule -> Model.fit with
   BackupAndRestore (a killed run resumes at its last checkpointed step), TensorBoard (loss,
   learning rate, running mIoU, prediction overlays), best-mIoU checkpoint -> mIoU over every
   validation image at its own size -> model.keras + hparams.json + train_report.json in
@@ -269,6 +270,7 @@ def train(
     export=True,
     backup_dir=None,
     serving_tta=None,
+    label_map=None,
 ):
     """Train DeepLab V3 and write its artifacts; returns the report dict (also train_report.json).
 
@@ -277,6 +279,8 @@ def train(
     serving_model_dir: where models.export writes the TF Serving SavedModel (None: no export).
     backup_dir: BackupAndRestore state (a killed run resumes from it); default model_run_dir/backup.
     serving_tta: models.inference.TTAConfig (or its dict) baked into the export; None = whole image, one scale.
+    label_map: the dataset's data.label_map.LabelMap (or what LabelMap.resolve takes), recorded in the export;
+        None: VOC's for 21 classes.
     """
     started = time.time()
     strategy = strategy or get_strategy()
@@ -331,9 +335,17 @@ def train(
     if hparams.eval_steps:
         val_ds = val_ds.take(hparams.eval_steps)
     with precision_policy(policy), strategy.scope():  # metrics and optimizer too are made under the policy
-        model = compile_model(
-            build_model(hparams.model, None, **hparams.build_options()), hparams, total_steps, class_weights
-        )
+        model = build_model(hparams.model, None, **hparams.build_options())  # no ImageNet load with init_from
+    init_report = None
+    if hparams.init_from:
+        # Before fit: BackupAndRestore restores a resumed run's checkpoint in on_train_begin, after this, so an
+        # interrupted fine-tuning continues from its own last step, not from the source model again. Outside the
+        # strategy scope: the source model is a plain local copy, read on every worker alike.
+        from models.finetune import warm_start
+
+        init_report = warm_start(model, hparams.init_from, log=log, config=hparams.model, label_map=label_map)
+    with precision_policy(policy), strategy.scope():
+        compile_model(model, hparams, total_steps, class_weights)
 
     initial_step = InitialStep()
     fit_callbacks = [
@@ -381,6 +393,7 @@ def train(
         "precision_resolved": policy,
         "precision_reason": precision_reason,
         "class_weights_resolved": class_weights,
+        "init_from": init_report,
         "model": None,
         "serving_model_dir": None,
     }
@@ -396,7 +409,9 @@ def train(
     if serving_model_dir and export:
         from models.export import export_serving_model
 
-        export_serving_model(final, export_dir, hparams=hparams, config=hparams.model, tta=serving_tta)
+        export_serving_model(
+            final, export_dir, hparams=hparams, config=hparams.model, tta=serving_tta, label_map=label_map
+        )
     if chief:
         report["model"] = model_path
         report["serving_model_dir"] = serving_model_dir if (serving_model_dir and export) else None

@@ -52,6 +52,23 @@ def _add_data_arguments(parser):
         "train='/data/tfrecords/train.tfrecords'; repeat per split",
     )
     data.add_argument(
+        "--layout",
+        choices=["voc", "generic"],
+        default=configs.LAYOUT,
+        help="dataset layout: voc (--voc-root / --sbd-root and split recipes, default) or generic (--data-root "
+        "with images/, masks/, splits/<split>.txt and an optional label_map.json; --split-recipe SPLIT=LIST "
+        "names a split list, default " + ", ".join(f"{k}={v}" for k, v in configs.GENERIC_SPLIT_RECIPES.items()) + ")",
+    )
+    data.add_argument("--data-root", default=configs.DATA_ROOT, help="root of a --layout generic dataset")
+    data.add_argument(
+        "--label-map",
+        default=configs.LABEL_MAP,
+        metavar="FILE|voc|cityscapes|ade20k",
+        help="the dataset's classes: a built-in label map or a label map JSON/YAML file (data/label_map.py); "
+        "masks are encoded through it, and the label statistics, the model and the evaluation use its classes "
+        "(default: Pascal VOC's 21 classes)",
+    )
+    data.add_argument(
         "--max-rejected-fraction",
         type=float,
         default=configs.MAX_REJECTED_FRACTION,
@@ -135,6 +152,13 @@ def add_model_arguments(parser):
         "(pipeline/schema/schema.pbtxt); SchemaGate then only logs them. Default: the run "
         "stops before the Trainer, naming each anomaly",
     )
+    model.add_argument(
+        "--warm-start",
+        action="store_true",
+        default=configs.WARM_START,
+        help="start training from the latest blessed model's weights (the Trainer's base_model): backbone and "
+        "ASPP are copied, the logits too when the class count matches (models/finetune.py)",
+    )
 
 
 def _tta_flag(value, flag, keywords=()):
@@ -179,6 +203,7 @@ def model_options_from_args(args):
         model_name=args.model_name,
         keep_versions=args.keep_versions,
         allow_anomalies=args.allow_anomalies,
+        warm_start=args.warm_start,
     )
 
 
@@ -268,11 +293,11 @@ def split_recipes_from_args(args):
     return recipes or None, references or None
 
 
-def _check_roots(voc_root, sbd_root):
+def _check_roots(voc_root, sbd_root, data_root=None):
     """Fails before any TFX start-up when a given root is not there (remote roots are checked by the driver)."""
     from data.fileio import is_remote
 
-    for flag, root in (("--voc-root", voc_root), ("--sbd-root", sbd_root)):
+    for flag, root in (("--voc-root", voc_root), ("--sbd-root", sbd_root), ("--data-root", data_root)):
         if root and not is_remote(root) and not os.path.isdir(root):
             raise SystemExit(f"{flag} {root!r} does not exist or is not a folder")
 
@@ -309,6 +334,10 @@ class RunOptions:
     model_name: str = configs.MODEL_NAME
     keep_versions: int = configs.KEEP_VERSIONS
     allow_anomalies: bool = configs.ALLOW_ANOMALIES
+    label_map: Any = configs.LABEL_MAP  # None (VOC), a built-in name, a JSON/YAML path, a LabelMap or its dict
+    layout: str = configs.LAYOUT
+    data_root: Optional[str] = configs.DATA_ROOT
+    warm_start: bool = configs.WARM_START
 
     def local(self):
         """A copy with pipeline_root and metadata_path filled in under output_dir (a local run)."""
@@ -343,8 +372,32 @@ def options_from_args(args, with_model):
         enable_cache=not getattr(args, "no_cache", False),
         schema_file=getattr(args, "schema_file", configs.SCHEMA_FILE),
         with_model=with_model,
+        label_map=_label_map_from_args(args),
+        layout=getattr(args, "layout", configs.LAYOUT),
+        data_root=getattr(args, "data_root", configs.DATA_ROOT),
     )
+    if options.layout == "generic":
+        if not options.data_root:
+            raise SystemExit("--layout generic needs --data-root (the folder holding images/, masks/, splits/)")
+        if not (args.split_recipe or args.train_recipe or args.val_recipe):
+            options = dataclasses.replace(
+                options, split_recipes=dict(configs.GENERIC_SPLIT_RECIPES) if not reference_tfrecords else None
+            )
     return dataclasses.replace(options, **model_options_from_args(args)) if with_model else options
+
+
+def _label_map_from_args(args):
+    """--label-map as given (None: VOC), checked now so that a bad file fails before any component runs."""
+    value = getattr(args, "label_map", configs.LABEL_MAP)
+    if value is None:
+        return None
+    from data.label_map import LabelMap, LabelMapError
+
+    try:
+        LabelMap.resolve(value)
+    except (LabelMapError, FileNotFoundError) as e:
+        raise SystemExit(f"--label-map: {e}") from None
+    return value
 
 
 def check_local_weights(train_config):
@@ -353,7 +406,7 @@ def check_local_weights(train_config):
     from models.weights import find_weights_file
 
     hparams = hparams_lib.from_custom_config(train_config)
-    if hparams.weights is not None:
+    if hparams.build_options()["weights"] is not None:  # init_from copies the whole backbone: no h5 needed
         try:
             find_weights_file(
                 hparams.backbone, hparams.alpha, None if hparams.weights == "imagenet" else hparams.weights
@@ -390,7 +443,7 @@ def _run_from_args(args, with_model):
     options = options_from_args(args, with_model)
     if with_model:
         check_local_weights(options.train_config)
-    _check_roots(options.voc_root, options.sbd_root)
+    _check_roots(options.voc_root, options.sbd_root, options.data_root)
     return run_pipeline(options)
 
 

@@ -26,6 +26,17 @@ TRAIN_SPLIT = "train"
 EVAL_SPLIT = "val"
 # output split name -> recipe of data.splits (voc_train, voc_val, train_aug, sbd_train_minus_voc_val, file:PATH, ...)
 SPLIT_RECIPES = {TRAIN_SPLIT: "voc_train", EVAL_SPLIT: "voc_val"}
+# The dataset's classes (data/label_map.py): None is Pascal VOC's 21 classes, exactly the pipeline of before label
+# maps (no `label_map` exec property anywhere, so compiled pipelines and cached executions stay the same); else a
+# built-in name ('voc', 'cityscapes', 'ade20k'), a label map JSON/YAML path, a LabelMap or its dict. It sets the
+# mask encoding of the ingest, the classes of the label statistics, the model's num_classes and the evaluator's
+# per-class names (`deeplab run --label-map`).
+LABEL_MAP = None
+# Dataset layout of the ingest: "voc" (VOC_ROOT / SBD_ROOT and SPLIT_RECIPES) or "generic" (data/generic.py at
+# DATA_ROOT: images/, masks/, splits/<split>.txt, optional label_map.json; output split -> split list name).
+LAYOUT = "voc"
+DATA_ROOT = None
+GENERIC_SPLIT_RECIPES = {TRAIN_SPLIT: "train", EVAL_SPLIT: "val"}
 # Fail the ingest when a split rejects more than this fraction of its samples.
 MAX_REJECTED_FRACTION = 0.05
 # Output TFRecord files per split; 0 lets the Beam runner decide (one per bundle on the DirectRunner).
@@ -58,6 +69,9 @@ TRAIN_CONFIG = {"preset": "paper"}
 # images at one scale, the fastest answer), as a models.inference.TTAConfig dict, e.g.
 # {"scales": [0.75, 1.0, 1.25], "flip": true}. The evaluator's "export" mode then measures exactly that.
 SERVING_TTA = None
+# Start each training from the latest blessed model's weights (the Trainer's base_model; models/finetune.py copies
+# backbone and ASPP, and the logits too when the class count matches). Off: a run trains as its preset says.
+WARM_START = False
 # Under the pipeline root: the Trainer's resumable state (models/trainer_module.py), kept across TFX executions so a
 # killed pipeline continues its training when run again.
 TRAINING_STATE_DIRNAME = "_training_state"

@@ -11,6 +11,7 @@ caching); `compile_kubeflow()` writes the same pipeline as a Kubeflow Pipelines 
 offline.
 """
 
+import json
 import os
 import posixpath
 from typing import Any, Dict, List, Optional
@@ -21,9 +22,12 @@ from components.atomic_pusher.component import AtomicPusher
 from components.label_stats.component import LabelStatsGen
 from components.miou_evaluator.component import MiouEvaluator
 from components.schema_gate.component import SchemaGate
-from components.voc_example_gen.component import VocExampleGen
+from components.voc_example_gen.component import VocExampleGen, label_map_json
 from models import trainer_module
 from pipeline import configs
+
+# Trainer custom_config key of the label map's dict (models/trainer_module.py reads it).
+TRAINER_LABEL_MAP_KEY = "label_map"
 
 
 def create_pipeline(
@@ -51,6 +55,10 @@ def create_pipeline(
     keep_versions: int = configs.KEEP_VERSIONS,
     schema_file: str = configs.SCHEMA_FILE,
     allow_anomalies: bool = configs.ALLOW_ANOMALIES,
+    label_map: Any = configs.LABEL_MAP,
+    layout: str = configs.LAYOUT,
+    data_root: Optional[str] = configs.DATA_ROOT,
+    warm_start: bool = configs.WARM_START,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
@@ -78,12 +86,29 @@ def create_pipeline(
         (default serving_dir: `serving` beside the pipeline root).
       schema_file: the curated schema (tensorflow_metadata Schema text proto) ImportSchemaGen loads and
         ExampleValidator checks every split against (default pipeline/schema/schema.pbtxt).
+      warm_start: with_model only: the Trainer starts from the latest blessed model's weights (its base_model).
       allow_anomalies: with_model only: SchemaGate logs schema anomalies as a warning instead of failing
         the run before the Trainer. The data half alone (with_model=False) never fails on them; they are
         in the ExampleValidator artifact and the ingest report.
+      label_map: the dataset's classes (data.label_map.LabelMap.resolve: None = VOC, a built-in name, a JSON/YAML
+        path, a LabelMap or its dict). Resolved once here; VocExampleGen, LabelStatsGen and MiouEvaluator get
+        its JSON (`label_map` exec property) and the Trainer its dict (custom_config["label_map"]). None adds
+        nothing anywhere (the VOC pipeline as before); with layout 'generic', the dataset's ROOT/label_map.json
+        when it has one.
+      layout, data_root: 'voc' (voc_root / sbd_root recipes) or 'generic': data.generic.GenericDataset at
+        data_root (images/, masks/, splits/<split>.txt; split_recipes map output splits to its split list
+        names, default configs.GENERIC_SPLIT_RECIPES).
     """
+    generic = layout == "generic"
+    if generic and label_map is None and data_root:
+        from data import fileio
+        from data.generic import LABEL_MAP_FILE
+
+        path = fileio.join(str(data_root), LABEL_MAP_FILE)
+        label_map = path if fileio.exists(path) else None
+    label_map = label_map_json(label_map)
     if split_recipes is None and not reference_tfrecords:
-        split_recipes = dict(configs.SPLIT_RECIPES)
+        split_recipes = dict(configs.GENERIC_SPLIT_RECIPES if generic else configs.SPLIT_RECIPES)
     components = []
 
     # Data: ingest, then validate.
@@ -94,6 +119,9 @@ def create_pipeline(
         reference_tfrecords=reference_tfrecords,
         max_rejected_fraction=max_rejected_fraction,
         num_shards=num_shards,
+        label_map=label_map,
+        layout=layout if generic else None,
+        data_root=data_root if generic else None,
     )
     components.append(example_gen)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -105,7 +133,7 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     components.append(example_validator)
-    label_stats = LabelStatsGen(examples=example_gen.outputs["examples"])
+    label_stats = LabelStatsGen(examples=example_gen.outputs["examples"], label_map=label_map)
     components.append(label_stats)
 
     if with_model:
@@ -113,21 +141,23 @@ def create_pipeline(
         schema_gate = SchemaGate(anomalies=example_validator.outputs["anomalies"], allow_anomalies=allow_anomalies)
         components.append(schema_gate)
         # Model: train, evaluate against the latest blessed model, push only what was blessed.
-        trainer = tfx.components.Trainer(
-            run_fn="models.trainer_module.run_fn",
-            examples=example_gen.outputs["examples"],
-            train_args=tfx.proto.TrainArgs(splits=[configs.TRAIN_SPLIT], num_steps=train_steps),
-            eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
-            custom_config=trainer_custom_config(train_config, serving_tta, pipeline_root),
-        )
-        trainer.add_upstream_node(schema_gate)
-        components.append(trainer)
         latest_blessed = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
             model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
             model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
         ).with_id("latest_blessed_model_resolver")
-        components.append(latest_blessed)
+        trainer = tfx.components.Trainer(
+            run_fn="models.trainer_module.run_fn",
+            examples=example_gen.outputs["examples"],
+            train_args=tfx.proto.TrainArgs(splits=[configs.TRAIN_SPLIT], num_steps=train_steps),
+            eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
+            custom_config=trainer_custom_config(train_config, serving_tta, pipeline_root, label_map=label_map),
+            # warm_start: the latest blessed model seeds the weights (models/finetune.py; a new class count
+            # re-initialises only the logits). Without a blessed model yet, training starts as configured.
+            base_model=latest_blessed.outputs["model"] if warm_start else None,
+        )
+        trainer.add_upstream_node(schema_gate)
+        components += [trainer, latest_blessed]
         evaluator = MiouEvaluator(
             examples=example_gen.outputs["examples"],
             model=trainer.outputs["model"],
@@ -136,6 +166,7 @@ def create_pipeline(
             miou_threshold=miou_threshold,
             max_regression=max_regression,
             tta=eval_tta,
+            label_map=label_map,
         )
         components.append(evaluator)
         pusher = AtomicPusher(
@@ -159,9 +190,10 @@ def create_pipeline(
     )
 
 
-def trainer_custom_config(train_config, serving_tta, pipeline_root):
+def trainer_custom_config(train_config, serving_tta, pipeline_root, label_map=None):
     """The Trainer's custom_config: hyper-parameters, the export's TTA and where a killed run's state survives
-    (models/trainer_module.py)."""
+    (models/trainer_module.py); with a `label_map` (anything label_map_json takes; None = VOC adds nothing) also
+    the label map's dict under "label_map" (the model's num_classes and the export's classes)."""
     from models.inference import TTAConfig
 
     config = dict(configs.TRAIN_CONFIG if train_config is None else train_config)
@@ -169,6 +201,9 @@ def trainer_custom_config(train_config, serving_tta, pipeline_root):
         None if serving_tta is None else TTAConfig.coerce(serving_tta).to_json_dict()
     )
     config[trainer_module.RESUME_ROOT_KEY] = posixpath.join(str(pipeline_root), configs.TRAINING_STATE_DIRNAME)
+    label_map = label_map_json(label_map)
+    if label_map is not None:
+        config[TRAINER_LABEL_MAP_KEY] = json.loads(label_map)
     return config
 
 

@@ -80,7 +80,7 @@ def build_report(metadata_path, pipeline_name):
         entry["label_histogram"] = label_stats["splits"].get(name)
         entry["schema_anomalies"] = _schema_anomalies(anomalies_uri, name) if anomalies_uri else None
         splits[name] = entry
-    return {
+    report = {
         "status": "ok",
         "voc_root": example_gen.get("voc_root"),
         "sbd_root": example_gen.get("sbd_root"),
@@ -97,6 +97,9 @@ def build_report(metadata_path, pipeline_name):
             "label_histogram_png": os.path.join(label_stats_uri, PLOT_FILE) if label_stats_uri else None,
         },
     }
+    if example_gen.get("label_map"):  # only a non-default label map is recorded (VOC reports stay as they were)
+        report["label_map"] = example_gen["label_map"]
+    return report
 
 
 def build_model_report(metadata_path, pipeline_name):
@@ -165,6 +168,9 @@ def print_summary(report, out=None):
     """A short human summary of an ingest report (on `sys.stdout` as it is at call time, so redirects hold)."""
     out = out or sys.stdout
     print(f"pipeline root: {report.get('pipeline_root')}  ({report.get('seconds', '?')} s)", file=out)
+    if report.get("label_map"):
+        label_map = report["label_map"]
+        print(f"label map: {label_map.get('name')} ({len(label_map.get('classes', []))} classes)", file=out)
     print(f"{'split':<12}{'examples':>10}{'rejected':>10}{'converted':>11}{'files':>7}  source", file=out)
     for name, s in report["splits"].items():
         print(
@@ -220,13 +226,21 @@ def save_samples_png(report, path, split="train", count=6):
     import tensorflow as tf
 
     from data.tfrecord import parse_example_np
-    from data.visualize import overlay, save_grid
+    from data.visualize import colorize, overlay, save_grid
 
+    palette = None
+    if report.get("label_map"):
+        from data.label_map import LabelMap
+
+        palette = LabelMap.from_json_dict(report["label_map"], source="ingest report label_map").colors()
     split = split if split in report["splits"] else next(iter(report["splits"]))
     files = report["splits"][split]["tfrecord_files"]
     rows, titles = [], []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(count):
         image, label, filename = parse_example_np(record.numpy())
-        rows.append([image, label, overlay(image, label)])
+        if palette is None:
+            rows.append([image, label, overlay(image, label)])
+        else:
+            rows.append([image, colorize(label, palette), overlay(image, label, palette=palette)])
         titles.append([filename, "mask", "overlay"])
     return save_grid(rows, path, titles=titles)

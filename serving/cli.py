@@ -53,7 +53,16 @@ def add_arguments(command, parser):
         parser.add_argument(
             "--output-stride", type=int, default=None, choices=OUTPUT_STRIDES, help="with --init random"
         )
-        parser.add_argument("--num-classes", type=int, default=None, help="with --init random (default 21)")
+        parser.add_argument(
+            "--num-classes", type=int, default=None, help="with --init random (default 21, or the --label-map's)"
+        )
+        parser.add_argument(
+            "--label-map",
+            default=None,
+            help="the classes' names and colours served by the label_map signature: a built-in name (voc, "
+            "cityscapes, ade20k) or a JSON/YAML label map file (default: the source's, else VOC for 21 classes); "
+            "with --init random it sets num_classes",
+        )
         parser.add_argument("--seed", type=int, default=0, help="with --init random: weight seed")
         parser.add_argument(
             "--model-arg",
@@ -212,6 +221,15 @@ def _tta_from_flags(args, source_config=None):
     return TTAConfig.from_json_dict(tta)
 
 
+def _label_map_flag(args):
+    """--label-map as a data.label_map.LabelMap (None when not given); its errors are ValueErrors."""
+    if not getattr(args, "label_map", None):
+        return None
+    from data.label_map import LabelMap
+
+    return LabelMap.resolve(args.label_map)
+
+
 def _export_or_raise(args):
     from models import model_io
     from models.config import BUILD_OPTIONS, ModelConfig
@@ -225,6 +243,7 @@ def _export_or_raise(args):
         raise FileExistsError(f"{args.output} already holds a SavedModel; choose a new --output directory")
     source_config = None
     precision, _ = resolve_export_precision(args.precision)
+    label_map = _label_map_flag(args)
     if args.init:
         _tta_from_flags(args)  # fail on bad TTA flags before spending time on building
         fields = {}
@@ -239,15 +258,24 @@ def _export_or_raise(args):
         ):
             if value is not None:
                 fields[key] = value
+        if label_map is not None:
+            explicit = args.num_classes if args.num_classes is not None else dict(args.model_arg).get("num_classes")
+            if explicit is not None and int(explicit) != label_map.num_classes:
+                raise ValueError(
+                    f"num_classes {explicit} disagrees with --label-map {args.label_map} "
+                    f"({label_map.num_classes} classes); drop --num-classes"
+                )
+            fields["num_classes"] = label_map.num_classes
         config = ModelConfig.from_dict(fields, ignore=BUILD_OPTIONS)
         log.info("Building an untrained DeepLab V3: %s", config)
         model = model_io.randomize_weights(model_io.build_model(config, precision), seed=args.seed)
         hparams = {}
         extra = {"source": f"init={args.init}", "init": args.init, "seed": args.seed}
     else:
-        model, config, hparams, source_config = model_io.load_model(
-            args.model, hparams=args.hparams, precision=precision
-        )
+        loaded = model_io.load_model(args.model, hparams=args.hparams, precision=precision)
+        model, config, hparams, source_config = loaded
+        if label_map is None:
+            label_map = loaded.label_map  # the source's (None: VOC for 21 classes, models.export.default_label_map)
         extra = {"source": args.model}
     warmup = () if args.no_warmup else args.warmup_size
     export_serving_model(
@@ -259,9 +287,14 @@ def _export_or_raise(args):
         precision=args.precision,
         warmup_sizes=warmup,
         extra_config=extra,
+        label_map=label_map,
     )
     exported = read_export_config(args.output)
-    print(f"Exported {args.output}: precision {exported['precision']}, TTA {json.dumps(exported['tta'])}")
+    classes = exported.get("label_map") or {}
+    print(
+        f"Exported {args.output}: precision {exported['precision']}, TTA {json.dumps(exported['tta'])}, "
+        f"label map {classes.get('name')} ({len(classes.get('classes') or [])} classes)"
+    )
     for line in describe_signatures(args.output):
         print("  " + line)
     return 0

@@ -5,6 +5,7 @@
     (label_map, confidence), = client.segment([...], confidence=True)  # + float32 confidence
     client.status()                 # ModelService.GetModelStatus
     client.signatures()             # PredictionService.GetModelMetadata
+    client.label_map()              # the model's classes (data.label_map.LabelMap): the `label_map` signature
 
 UNAVAILABLE (server starting, connection dropped) is retried with exponential back-off; every
 other failure raises ServingClientError with the server's status code and message.
@@ -25,7 +26,16 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.rest_client import COMPACT_OUTPUTS, ServingClientError, _lacks_compact_output, crop_batch
+from serving.rest_client import (
+    COMPACT_OUTPUTS,
+    LABEL_MAP_SIGNATURE,
+    ServingClientError,
+    _lacks_compact_output,
+    _lacks_signature,
+    crop_batch,
+    label_map_from_outputs,
+    voc_fallback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +152,17 @@ class GrpcClient:
             "predict_images",
         )
         return out["segmentation_map"][0]
+
+    def label_map(self):
+        """The served model's classes as a data.label_map.LabelMap (names, display colours, ignore label), from
+        its `label_map` signature; VOC's (with a warning) for a model exported without one."""
+        try:
+            outputs = self.predict({"index": np.array([0], np.int32)}, LABEL_MAP_SIGNATURE)
+        except ServingClientError as e:
+            if not _lacks_signature(e, LABEL_MAP_SIGNATURE):
+                raise
+            return voc_fallback(self.server)
+        return label_map_from_outputs(outputs, self.server)
 
     def signatures(self):
         """GetModelMetadata: {signature name: SignatureDef proto}."""

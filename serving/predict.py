@@ -3,7 +3,8 @@
     code = predict_files("localhost:8500", ["cat.jpg"], "predictions")  # gRPC; rest=True for the REST API
 
 For every image it writes `<stem>_labels.png` (palette PNG of the label map) and `<stem>_overlay.png`, prints
-the class shares, and writes `predictions.json` (server, API, model, signature, per image shares and files).
+the class shares, and writes `predictions.json` (server, API, model, signature, the class names, per image shares
+and files). Class names and colours are the served model's (its `label_map` signature; VOC for older models).
 """
 
 import json
@@ -47,6 +48,14 @@ def make_client(
     )
 
 
+def _client_label_map(client):
+    """The served model's LabelMap; VOC when the client cannot ask (a stand-in without label_map())."""
+    from data.label_map import LabelMap
+
+    ask = getattr(client, "label_map", None)
+    return ask() if callable(ask) else LabelMap.voc()
+
+
 def predict_files(
     server,
     image_paths,
@@ -71,7 +80,6 @@ def predict_files(
 
     from data.synthetic import encode_palette_png
     from data.visualize import overlay
-    from data.voc import VOC_CLASSES
     from serving.rest_client import ServingClientError
 
     client = make_client(
@@ -98,9 +106,12 @@ def predict_files(
             label_maps = [m for m, _ in client.segment(encoded, batch_size=batch_size)]
         else:
             label_maps = [client.predict_images(image) for image in images]
+        classes = _client_label_map(client)
     except ServingClientError as e:
         print(f"deeplab predict: {e}", file=sys.stderr)
         return 1
+    names, colors = classes.names, classes.colors()
+    background = 0 if names and names[0] == "background" else None  # VOC's rule: the background stays untinted
     os.makedirs(out_dir, exist_ok=True)
     report = []
     for path, image, label_map in zip(image_paths, images, label_maps):
@@ -114,11 +125,14 @@ def predict_files(
         labels_png = os.path.join(out_dir, f"{stem}_labels.png")
         overlay_png = os.path.join(out_dir, f"{stem}_overlay.png")
         with open(labels_png, "wb") as f:
-            f.write(encode_palette_png(label_map.astype(np.uint8)))
-        Image.fromarray(overlay(image, label_map.astype(np.uint8))).save(overlay_png)
+            f.write(encode_palette_png(label_map.astype(np.uint8), palette=colors))
+        ids8 = np.clip(label_map, 0, 255).astype(np.uint8)
+        Image.fromarray(
+            overlay(image, ids8, palette=colors, ignore_label=classes.ignore_label, background=background)
+        ).save(overlay_png)
         ids, counts = np.unique(label_map, return_counts=True)
         shares = {
-            VOC_CLASSES[i] if i < len(VOC_CLASSES) else str(i): round(float(c) / label_map.size, 4)
+            names[i] if 0 <= i < len(names) else str(i): round(float(c) / label_map.size, 4)
             for i, c in sorted(zip(ids.tolist(), counts.tolist()), key=lambda t: -t[1])
         }
         print(
@@ -142,6 +156,12 @@ def predict_files(
                 "api": "rest" if rest else "grpc",
                 "model": model_name,
                 "signature": signature,
+                "label_map": {
+                    "name": classes.name,
+                    "class_names": list(names),
+                    "class_colors": colors[: len(names)].tolist(),
+                    "ignore_label": int(classes.ignore_label),
+                },
                 "images": report,
             },
             f,

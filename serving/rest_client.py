@@ -5,6 +5,7 @@
     (label_map, confidence), = client.segment([...], compact=False)    # serving_default, all outputs
     client.status()      # GET /v1/models/deeplab
     client.metadata()    # GET /v1/models/deeplab/metadata
+    client.label_map()   # the model's classes (data.label_map.LabelMap): the `label_map` signature
 
 Images travel base64-encoded as {"b64": ...}; requests use the row ("instances") format unless
 `columnar=True` ("inputs"). Errors raise ServingClientError carrying TF Serving's error text.
@@ -55,6 +56,9 @@ class ServingClientError(Exception):
 # float32 confidence).
 COMPACT_OUTPUTS = ("segmentation_png", "height", "width")
 COMPACT_SIGNATURE = "serving_png"
+# models/export.py's label_map signature: index int32 [B] -> class_names string [B,N], class_colors int32 [B,N,3],
+# ignore_label int32 [B]; the clients send index=[0] and read row 0.
+LABEL_MAP_SIGNATURE = "label_map"
 
 
 def decode_label_png(data):
@@ -89,6 +93,52 @@ def _lacks_compact_output(error):
     return error.code in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION") and (
         "segmentation_png" in error.details or COMPACT_SIGNATURE in error.details
     )
+
+
+def _text(value):
+    if isinstance(value, dict):  # {"b64": ...}: a string output that is not valid UTF-8 (or a *_bytes alias)
+        value = base64.b64decode(value["b64"])
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def label_map_from_outputs(outputs, source="the served model"):
+    """The `label_map` signature's outputs (row 0 of each) -> data.label_map.LabelMap (name 'served'): the
+    names, the display colours of ids 0..N-1 and the ignore label."""
+    from data.label_map import LabelMap
+
+    names = [_text(v) for v in np.asarray(outputs["class_names"], dtype=object)[0].tolist()]
+    colors = np.asarray(outputs["class_colors"], np.int64)[0].reshape(-1, 3)
+    ignore = int(np.asarray(outputs["ignore_label"]).reshape(-1)[0])
+    palette, seen = [], set()
+    for i, rgb in enumerate(colors.tolist()):
+        if tuple(rgb) in seen:  # two classes shown in one colour: a palette maps a colour to one id
+            log.warning("%s: classes share the colour %s; class %d keeps the default colour", source, rgb, i)
+            continue
+        seen.add(tuple(rgb))
+        palette.append((tuple(rgb), i))
+    return LabelMap(names=tuple(names), ignore_label=ignore, palette=tuple(palette) or None, name="served")
+
+
+def _lacks_signature(error, name):
+    """The server's model has no signature `name` (exported before it)."""
+    details = str(error.details or "")
+    return (
+        error.code in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION")
+        and name in details
+        and "not found" in details.lower()
+    )
+
+
+def voc_fallback(source):
+    """VOC's label map, with the warning that `source` serves a model without a label_map signature."""
+    from data.label_map import LabelMap
+
+    log.warning(
+        "%s: the model has no %s signature (exported before label maps); assuming Pascal VOC's 21 classes",
+        source,
+        LABEL_MAP_SIGNATURE,
+    )
+    return LabelMap.voc()
 
 
 class RestClient:
@@ -187,6 +237,17 @@ class RestClient:
             inputs={"images": image[np.newaxis].tolist(), "height": [h], "width": [w]}, signature="predict_images"
         )["outputs"]
         return np.asarray(out, np.int64)[0]
+
+    def label_map(self):
+        """The served model's classes as a data.label_map.LabelMap (names, display colours, ignore label), from
+        its `label_map` signature; VOC's (with a warning) for a model exported without one."""
+        try:
+            outputs = self.predict(inputs={"index": [0]}, signature=LABEL_MAP_SIGNATURE)["outputs"]
+        except ServingClientError as e:
+            if not _lacks_signature(e, LABEL_MAP_SIGNATURE):
+                raise
+            return voc_fallback(self.base)
+        return label_map_from_outputs(outputs, self.base)
 
     def status(self):
         """GET /v1/models/NAME[/versions/N]: the model_version_status list."""

@@ -25,6 +25,26 @@ def read_export_config(export_dir):
         return json.load(f)
 
 
+def label_map_from_config(config):
+    """The data.label_map.LabelMap recorded under "label_map" in a deeplab_export.json (or hparams) dict; None
+    when there is none (exports written before label maps were recorded: their classes are VOC's)."""
+    from data.label_map import LabelMap
+
+    value = (config or {}).get("label_map")
+    if value is None:
+        return None
+    return (
+        LabelMap.from_json_dict(value, source=f"{CONFIG_FILENAME} 'label_map'")
+        if isinstance(value, dict)
+        else LabelMap.resolve(value)
+    )
+
+
+def read_label_map(export_dir):
+    """The LabelMap recorded in an export's deeplab_export.json; None for older exports (VOC classes)."""
+    return label_map_from_config(read_export_config(export_dir))
+
+
 def read_signature_defs(export_dir, tag="serve"):
     """{name: SignatureDef proto} of the MetaGraph tagged `tag` (what TF Serving and
     `saved_model_cli show --all` read)."""

@@ -120,3 +120,17 @@ def test_flags_become_one_run_options_that_maps_onto_create_pipeline():
     assert kwargs["with_model"] and not kwargs["enable_cache"] and kwargs["model_name"] == configs.MODEL_NAME
     local = options.local()
     assert (local.pipeline_root, local.metadata_path) == configs.local_paths(configs.OUTPUT_DIR)
+
+
+def test_warm_start_feeds_the_latest_blessed_model_to_the_trainer():
+    from pipeline.pipeline import create_pipeline
+
+    def trainer_of(**kwargs):
+        pipeline = create_pipeline(pipeline_root="gs://bucket/root", voc_root="gs://bucket/VOC2012", **kwargs)
+        return next(c for c in pipeline.components if c.id == "Trainer")
+
+    assert "base_model" not in trainer_of().inputs
+    trainer = trainer_of(warm_start=True)
+    assert trainer.inputs["base_model"].producer_component_id == RESOLVER
+    args = runner.build_parser("run").parse_args(["run", "--voc-root", "x", "--output-dir", "y", "--warm-start"])
+    assert args.warm_start and not runner.build_parser("run").parse_args(["run", "--output-dir", "y"]).warm_start

@@ -8,7 +8,7 @@ per split, the pixel count of each class id 0..20, of 255 (ignore) and of any ot
 """
 
 import json
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
@@ -32,6 +32,7 @@ class LabelStatsGenSpec(ComponentSpec):
         standard_component_specs.EXCLUDE_SPLITS_KEY: ExecutionParameter(type=str, optional=True),
         executor.FAIL_ON_ANOMALY_KEY: ExecutionParameter(type=int, optional=True),
         executor.NUM_CLASSES_KEY: ExecutionParameter(type=int, optional=True),
+        executor.LABEL_MAP_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {executor.LABEL_STATISTICS_KEY: ChannelParameter(type=LabelStatistics)}
@@ -53,6 +54,7 @@ class LabelStatsGen(base_beam_component.BaseBeamComponent):
         exclude_splits: Optional[List[str]] = None,
         fail_on_anomaly: bool = True,
         num_classes: Optional[int] = None,
+        label_map: Optional[Any] = None,
     ):
         """Builds the component.
 
@@ -61,13 +63,19 @@ class LabelStatsGen(base_beam_component.BaseBeamComponent):
           exclude_splits: split names to skip.
           fail_on_anomaly: fail the run when a mask holds labels outside 0..num_classes-1 and 255, or cannot
             be decoded; with False they are only recorded in label_stats.json.
-          num_classes: number of valid class ids (default data.voc.NUM_CLASSES = 21).
+          num_classes: number of valid class ids (default data.voc.NUM_CLASSES = 21); ignored with a label_map.
+          label_map: the dataset's classes (None: VOC / `num_classes`; a data.label_map.LabelMap, its dict, a
+            built-in name, a JSON/YAML path or its JSON string): number of classes, names, ignore label and
+            colours of the statistics.
         """
+        from components.voc_example_gen.component import label_map_json
+
         spec = LabelStatsGenSpec(
             examples=examples,
             exclude_splits=json.dumps(exclude_splits or []),
             fail_on_anomaly=int(bool(fail_on_anomaly)),
             num_classes=num_classes,
+            label_map=label_map_json(label_map),
             label_statistics=types.Channel(type=LabelStatistics),
         )
         super().__init__(spec=spec)

@@ -6,6 +6,7 @@ import os
 from typing import Any, Dict, List
 
 import apache_beam as beam
+import numpy as np
 import tensorflow as tf
 from absl import logging
 from tfx.dsl.components.base import base_beam_executor
@@ -17,6 +18,9 @@ from components.label_stats.transforms import HistogramFn, write_part
 LABEL_STATISTICS_KEY = "label_statistics"
 FAIL_ON_ANOMALY_KEY = "fail_on_anomaly"
 NUM_CLASSES_KEY = "num_classes"
+# JSON string of a data.label_map.LabelMap (json.dumps(label_map.to_json_dict(), sort_keys=True)); absent = VOC
+# (or `num_classes` ids). When set, it gives the number of classes, their names, the ignore label and the colours.
+LABEL_MAP_KEY = "label_map"
 STATS_FILE = "label_stats.json"
 PLOT_FILE = "label_stats.png"
 METRICS_NAMESPACE = "LabelStatsGen"
@@ -27,11 +31,20 @@ class LabelAnomalyError(RuntimeError):
     """Masks hold labels that are neither class ids nor the ignore label (or cannot be decoded)."""
 
 
-def split_stats(histogram, num_classes):
-    """Readable per-split statistics from the raw 256-bin histogram."""
+def split_stats(histogram, num_classes, names=None, ignore_label=None):
+    """Readable per-split statistics from the raw 256-bin histogram.
+
+    names: class names (index = class id; default the VOC names for 21 classes, else the ids);
+    ignore_label: the label not counted as a class (default data.voc.IGNORE_LABEL, 255).
+    """
     from data.voc import IGNORE_LABEL, VOC_CLASSES
 
-    names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else [str(i) for i in range(num_classes)]
+    if ignore_label is None:
+        ignore_label = IGNORE_LABEL
+    if names is None:
+        names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for {num_classes} classes")
     pixels, images = histogram["pixels"], histogram["images"]
     total = int(sum(pixels))
     labelled = int(sum(pixels[:num_classes]))
@@ -41,12 +54,12 @@ def split_stats(histogram, num_classes):
         "class_pixels": {names[c]: int(pixels[c]) for c in range(num_classes)},
         "class_pixel_fraction": {names[c]: (pixels[c] / labelled if labelled else 0.0) for c in range(num_classes)},
         "images_with_class": {names[c]: int(images[c]) for c in range(num_classes)},
-        "ignore_pixels": int(pixels[IGNORE_LABEL]),
+        "ignore_pixels": int(pixels[ignore_label]),
         "out_of_range_pixels": {
-            str(v): int(pixels[v]) for v in range(num_classes, 256) if v != IGNORE_LABEL and pixels[v]
+            str(v): int(pixels[v]) for v in range(num_classes, 256) if v != ignore_label and pixels[v]
         },
         "out_of_range_images": {
-            str(v): int(images[v]) for v in range(num_classes, 256) if v != IGNORE_LABEL and images[v]
+            str(v): int(images[v]) for v in range(num_classes, 256) if v != ignore_label and images[v]
         },
         "num_undecodable_masks": histogram["num_undecodable"],
         "undecodable_masks": histogram["undecodable"],
@@ -73,8 +86,12 @@ def find_anomalies(stats):
     return errors, warnings
 
 
-def plot_histograms(stats, path):
-    """Bar chart (log scale) of class pixels per split, bars in the VOC colours; written with tf.io.gfile."""
+def plot_histograms(stats, path, palette=None, ignore_label=None):
+    """Bar chart (log scale) of class pixels per split, bars in the class colours; written with tf.io.gfile.
+
+    palette: uint8 [256, 3] colours by class id (a label map's `colors()`; default the VOC colour map);
+    ignore_label: the id of the ignore bar (default 255).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,12 +99,13 @@ def plot_histograms(stats, path):
 
     from data.voc import voc_palette
 
-    palette = voc_palette() / 255.0
+    palette = (voc_palette() if palette is None else np.asarray(palette)) / 255.0
+    ignore_label = 255 if ignore_label is None else int(ignore_label)
     fig, axes = plt.subplots(len(stats), 1, figsize=(11, 3.2 * len(stats)), squeeze=False)
     for ax, (split, s) in zip(axes[:, 0], stats.items()):
-        names = list(s["class_pixels"]) + ["ignore (255)"]
+        names = list(s["class_pixels"]) + [f"ignore ({ignore_label})"]
         values = list(s["class_pixels"].values()) + [s["ignore_pixels"]]
-        colors = [palette[i] for i in range(len(names) - 1)] + [palette[255]]
+        colors = [palette[i] for i in range(len(names) - 1)] + [palette[ignore_label]]
         for value, count in s["out_of_range_pixels"].items():
             names.append(f"bad {value}")
             values.append(count)
@@ -132,6 +150,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 f"exclude_splits={exclude})"
             )
         num_classes = int(exec_properties.get(NUM_CLASSES_KEY) or NUM_CLASSES)
+        names = palette = ignore_label = None
+        label_map = None
+        if exec_properties.get(LABEL_MAP_KEY):
+            from data.label_map import LabelMap
+
+            label_map = LabelMap.from_json_dict(
+                json.loads(exec_properties[LABEL_MAP_KEY]), source="LabelStatsGen exec property label_map"
+            )
+            num_classes, names = label_map.num_classes, list(label_map.names)
+            palette, ignore_label = label_map.colors(), label_map.ignore_label
         fail_on_anomaly = bool(exec_properties.get(FAIL_ON_ANOMALY_KEY, 1))
         output = artifact_utils.get_single_instance(output_dict[LABEL_STATISTICS_KEY])
         output.set_string_custom_property("split_names", artifact_utils.encode_split_names(splits))
@@ -151,13 +179,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         stats = {}
         for split in splits:
             with tf.io.gfile.GFile(os.path.join(parts_dir, f"{split}.json")) as f:
-                stats[split] = split_stats(json.load(f), num_classes)
+                stats[split] = split_stats(json.load(f), num_classes, names, ignore_label)
         tf.io.gfile.rmtree(parts_dir)
         errors, warnings = find_anomalies(stats)
         report = {"num_classes": num_classes, "splits": stats, "anomalies": errors, "warnings": warnings}
+        if label_map is not None:  # absent for VOC: the report stays as it was
+            report["label_map"] = label_map.name
+            report["class_names"] = names
+            report["ignore_label"] = ignore_label
         with tf.io.gfile.GFile(os.path.join(output.uri, STATS_FILE), "w") as f:
             json.dump(report, f, indent=1)
-        plot_histograms(stats, os.path.join(output.uri, PLOT_FILE))
+        plot_histograms(stats, os.path.join(output.uri, PLOT_FILE), palette, ignore_label)
         output.set_int_custom_property("num_anomalies", len(errors))
         for split, s in stats.items():
             logging.info(

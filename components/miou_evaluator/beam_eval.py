@@ -453,12 +453,18 @@ class EvaluateExampleFn(beam.DoFn):
         yield out
 
 
-def _sample_to_record(ref, num_classes):
-    """VOC-root path: SampleRef -> serialized Example, or a skipped record (reason from BadSample)."""
+def _sample_to_record(ref, num_classes, label_map=None):
+    """VOC-root path: SampleRef -> serialized Example, or a skipped record (reason from BadSample).
+
+    label_map: None (VOC ids) or a data.label_map.LabelMap's JSON dict: masks go through its encode_mask."""
     from data.tfrecord import BadSample, load_sample, to_example
 
+    if label_map is not None:
+        from data.label_map import LabelMap
+
+        label_map = LabelMap.from_json_dict(label_map)
     try:
-        return to_example(load_sample(ref, num_classes)).SerializeToString()
+        return to_example(load_sample(ref, num_classes, label_map=label_map)).SerializeToString()
     except BadSample as e:
         beam.metrics.Metrics.counter(NAMESPACE, f"skipped_{e.reason}").inc()
         return {"skipped": (e.reason, e.path, e.detail)}
@@ -598,6 +604,7 @@ def run_beam_evaluation(
     num_gallery=4,
     max_images=None,
     batch_size=DEFAULT_BATCH_SIZE,
+    label_map=None,
 ):
     """Runs the evaluation pipeline and returns the combined raw result (see CombineEvaluationFn).
 
@@ -611,6 +618,7 @@ def run_beam_evaluation(
     max_images: evaluate a random sample of N records (quick looks; the report says so).
     batch_size: at most this many images per model call (images the models see at the same size
       are batched; every image gets its one-image answer); 1: one image per call.
+    label_map: None (VOC) or a data.label_map.LabelMap's JSON dict, for `sample_refs` masks (encode_mask).
     """
     import tensorflow as tf
 
@@ -637,7 +645,7 @@ def run_beam_evaluation(
             p
             | "Refs" >> beam.Create(list(sample_refs))
             | "Reshuffle" >> beam.Reshuffle()
-            | "LoadSamples" >> beam.Map(_sample_to_record, num_classes)
+            | "LoadSamples" >> beam.Map(_sample_to_record, num_classes, label_map)
         )
     if max_images:
         records = (

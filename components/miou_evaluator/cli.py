@@ -113,6 +113,11 @@ def add_arguments(command, parser):
         help="extra Beam pipeline option, repeatable (e.g. --beam-arg=--runner=DataflowRunner)",
     )
     parser.add_argument("--no-tensorboard", action="store_true", help="skip the TensorBoard summaries")
+    parser.add_argument(
+        "--label-map",
+        help="the dataset's classes: voc (default), cityscapes, ade20k or a label map JSON/YAML file "
+        "(class names of the report, ignore label, colours; masks read with --voc-root go through it)",
+    )
 
 
 def _tta(args):
@@ -229,6 +234,7 @@ def main(command, args):
         tensorboard=not args.no_tensorboard,
         batch_size=args.batch_size,
         max_eval_skipped_fraction=args.max_eval_skipped_fraction,
+        label_map=getattr(args, "label_map", None),
     )
     print(format_summary(result))
     gated = args.miou_threshold is not None or args.baseline_model

@@ -32,6 +32,7 @@ from components.miou_evaluator.executor import (
     EVAL_SPLIT_KEY,
     EVALUATION_KEY,
     EXAMPLES_KEY,
+    LABEL_MAP_KEY,
     MAX_EVAL_SKIPPED_FRACTION_KEY,
     MAX_IMAGES_KEY,
     MAX_REGRESSION_KEY,
@@ -60,6 +61,7 @@ class MiouEvaluatorSpec(ComponentSpec):
         MAX_IMAGES_KEY: ExecutionParameter(type=int, optional=True),
         BATCH_SIZE_KEY: ExecutionParameter(type=int, optional=True),
         MAX_EVAL_SKIPPED_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
+        LABEL_MAP_KEY: ExecutionParameter(type=str, optional=True),  # JSON of data.label_map.LabelMap
     }
     INPUTS = {
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -100,6 +102,7 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
         max_images: Optional[int] = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_eval_skipped_fraction: float = DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+        label_map: Optional[Any] = None,
     ):
         """Args:
         examples: Examples (ExampleGen output) holding `eval_split`.
@@ -123,7 +126,12 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
           skipped / (evaluated + skipped) <= this; default DEFAULT_MAX_EVAL_SKIPPED_FRACTION (0.0):
           a model is not blessed on a partial evaluation. Count, fraction, threshold and reasons
           are in evaluation.json ('blessing' and 'data'), the report and the blessing message.
+        label_map: the dataset's classes (None: VOC; a data.label_map.LabelMap, its dict, a built-in name, a
+          JSON/YAML path or its JSON string): number of classes, per-class names in evaluation.json and the
+          report, the ignore label and the gallery colours.
         """
+        from components.voc_example_gen.component import label_map_json
+
         if not 0.0 <= float(miou_threshold) <= 1.0:
             raise ValueError(f"miou_threshold is an mIoU in [0, 1], got {miou_threshold!r}")
         if float(max_regression) < 0.0:
@@ -143,6 +151,7 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
             max_images=max_images,
             batch_size=int(batch_size),
             max_eval_skipped_fraction=max_eval_skipped_fraction,
+            label_map=label_map_json(label_map),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         )

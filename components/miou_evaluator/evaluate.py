@@ -273,6 +273,7 @@ def evaluate(
     tensorboard=True,
     batch_size=beam_eval.DEFAULT_BATCH_SIZE,
     max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+    label_map=None,
 ):
     """Evaluates `model_dir` (and `baseline_model_dir` on the same data in the same run), decides
     the blessing and writes the report into `output_dir`. Returns the evaluation dict (also in
@@ -280,7 +281,17 @@ def evaluate(
     `batch_size`: at most this many images per model call (see beam_eval.EvaluateExampleFn; the
     numbers do not depend on it); 1 is the one-image-per-call path. `max_eval_skipped_fraction`:
     the gate's tolerance for skipped evaluation records (see decide_blessing; default 0.0: any
-    skipped record means not blessed)."""
+    skipped record means not blessed). `label_map`: the dataset's classes (a data.label_map.LabelMap, its
+    dict, a built-in name, a JSON/YAML path; None: `class_names` / `ignore_label`, VOC by default): its
+    names, ignore label and display colours replace `class_names` and `ignore_label`."""
+    palette = None
+    label_map_dict = None
+    if label_map is not None:
+        from data.label_map import LabelMap
+
+        label_map = LabelMap.resolve(label_map)
+        class_names, ignore_label, palette = list(label_map.names), label_map.ignore_label, label_map.colors()
+        label_map_dict = label_map.to_json_dict()
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     max_eval_skipped_fraction = check_max_eval_skipped_fraction(max_eval_skipped_fraction)
@@ -309,6 +320,7 @@ def evaluate(
         num_gallery=num_gallery,
         max_images=max_images,
         batch_size=int(batch_size),
+        label_map=label_map_dict,
     )
     if not raw["images"][beam_eval.CURRENT]:
         reasons = sorted({r for r, _, _ in raw["skipped"]})
@@ -317,6 +329,9 @@ def evaluate(
             "check the examples path/split and the report of the data stage"
         )
     result = summarize(raw, class_names, tta, data_description, max_images)
+    if label_map_dict is not None:  # absent for VOC: evaluation.json stays as it was
+        result["label_map"] = label_map_dict
+        result["ignore_label"] = int(ignore_label)
     baseline_miou = result["baseline"]["metrics"]["miou"] if result["baseline"] else None
     data = result["data"]
     data["max_eval_skipped_fraction"] = max_eval_skipped_fraction
@@ -346,6 +361,10 @@ def evaluate(
     if tf.io.gfile.exists(staging):
         tf.io.gfile.rmtree(staging)
     report.write_report(
-        result, output_dir, gallery={"best": raw["best"], "worst": raw["worst"]}, tensorboard=tensorboard
+        result,
+        output_dir,
+        gallery={"best": raw["best"], "worst": raw["worst"]},
+        tensorboard=tensorboard,
+        palette=palette,
     )
     return result

@@ -37,6 +37,8 @@ NUM_GALLERY_KEY = "num_gallery"
 MAX_IMAGES_KEY = "max_images"
 BATCH_SIZE_KEY = "batch_size"
 MAX_EVAL_SKIPPED_FRACTION_KEY = "max_eval_skipped_fraction"
+# JSON string of a data.label_map.LabelMap (json.dumps(label_map.to_json_dict(), sort_keys=True)); absent = VOC.
+LABEL_MAP_KEY = "label_map"
 
 
 def _model_dir(model):
@@ -78,6 +80,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         split = exec_properties.get(EVAL_SPLIT_KEY) or configs.EVAL_SPLIT
         tta = json.loads(exec_properties.get(TTA_KEY) or "null")  # a TTAConfig dict, null or "export"
+        label_map = json.loads(exec_properties[LABEL_MAP_KEY]) if exec_properties.get(LABEL_MAP_KEY) else None
         max_skipped = exec_properties.get(MAX_EVAL_SKIPPED_FRACTION_KEY)
         if max_skipped is None:  # a pipeline compiled before the parameter existed
             max_skipped = component.DEFAULT_MAX_EVAL_SKIPPED_FRACTION
@@ -95,6 +98,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             batch_size=int(exec_properties.get(BATCH_SIZE_KEY) or component.DEFAULT_BATCH_SIZE),
             max_eval_skipped_fraction=float(max_skipped),
             data_description={"examples": examples.uri, "split": split},
+            label_map=label_map,
         )
         decision = result["blessing"]
 

@@ -120,18 +120,21 @@ def per_class_png(result):
     return _fig_png(fig)
 
 
-def gallery_png(items, path, mious=None):
+def gallery_png(items, path, mious=None, class_names=None, palette=None, ignore_label=None):
     """Rows of image | ground-truth overlay | prediction overlay for (filename, payload) items, where
     payload = (serialized Example, prediction PNG); `mious` maps filename -> mIoU for the titles.
-    Returns the path, or None without items."""
+    class_names / palette / ignore_label: the key's names, the overlay colours (uint8 [256, 3], a label map's
+    `colors()`) and the ignore id; defaults VOC. Returns the path, or None without items."""
     import tempfile
 
     from PIL import Image
 
     from data.tfrecord import parse_example_np
     from data.visualize import legend, overlay, save_grid
-    from data.voc import IGNORE_LABEL
+    from data.voc import IGNORE_LABEL, VOC_CLASSES
 
+    ignore = IGNORE_LABEL if ignore_label is None else int(ignore_label)
+    names = VOC_CLASSES if class_names is None else list(class_names)
     rows, titles = [], []
     for filename, payload in items:
         if payload is None:
@@ -143,11 +146,18 @@ def gallery_png(items, path, mious=None):
         in_gt = set(np.unique(label).tolist())
         counts = np.bincount(pred.ravel().astype(np.int64), minlength=256)
         shown = sorted(
-            (c for c in in_gt | set(np.flatnonzero(counts).tolist()) if c not in (0, IGNORE_LABEL)),
+            (c for c in in_gt | set(np.flatnonzero(counts).tolist()) if c not in (0, ignore)),
             key=lambda c: (c not in in_gt, -counts[c], c),
         )
-        key = legend(shown[:12] + [IGNORE_LABEL])
-        rows.append([_fit(image), _fit(overlay(image, label)), _fit(overlay(image, pred)), key])
+        key = legend(shown[:12] + [ignore], names, palette=palette, ignore_label=ignore)
+        rows.append(
+            [
+                _fit(image),
+                _fit(overlay(image, label, palette=palette, ignore_label=ignore)),
+                _fit(overlay(image, pred, palette=palette, ignore_label=ignore)),
+                key,
+            ]
+        )
         titles.append([filename, "ground truth", f"prediction, mIoU {_pct((mious or {}).get(filename))}", "classes"])
     if not rows:
         return None
@@ -366,8 +376,11 @@ def write_tensorboard(result, logdir, pngs=()):
     writer.close()
 
 
-def write_report(result, output_dir, gallery=None, tensorboard=True):
-    """Writes all report files into `output_dir` (local or remote) and returns their paths by key."""
+def write_report(result, output_dir, gallery=None, tensorboard=True, palette=None):
+    """Writes all report files into `output_dir` (local or remote) and returns their paths by key.
+
+    palette: overlay colours of the gallery (uint8 [256, 3], a label map's `colors()`; default VOC); the key's
+    names are result['class_names'], the ignore id result.get('ignore_label', 255)."""
     gfile = _gfile()
     output_dir = str(output_dir).rstrip("/")
     gfile.makedirs(output_dir)
@@ -383,7 +396,14 @@ def write_report(result, output_dir, gallery=None, tensorboard=True):
         if (
             gallery
             and gallery.get(which)
-            and gallery_png(gallery[which], os.path.join(output_dir, GALLERY_PNG[which]), mious)
+            and gallery_png(
+                gallery[which],
+                os.path.join(output_dir, GALLERY_PNG[which]),
+                mious,
+                class_names=result.get("class_names"),
+                palette=palette,
+                ignore_label=result.get("ignore_label"),
+            )
         ):
             files[f"gallery_{which}"] = GALLERY_PNG[which]
     _write_bytes(os.path.join(output_dir, PER_IMAGE_CSV), per_image_csv(result).encode("utf-8"))

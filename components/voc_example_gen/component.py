@@ -8,7 +8,8 @@ under `Split-<name>/`, `split_names`, payload and file format properties, plus s
 fingerprint from the driver so that TFX caching notices when the dataset's lists or masks change.
 """
 
-from typing import Dict, Optional
+import json
+from typing import Any, Dict, Optional
 
 from tfx import types
 from tfx.components.example_gen import driver as example_gen_driver
@@ -20,7 +21,15 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from tfx.utils import io_utils, proto_utils
 
 from components.voc_example_gen import executor
-from components.voc_example_gen.executor import MAX_REJECTED_FRACTION_KEY, NUM_SHARDS_KEY, SBD_ROOT_KEY, VOC_ROOT_KEY
+from components.voc_example_gen.executor import (
+    DATA_ROOT_KEY,
+    LABEL_MAP_KEY,
+    LAYOUT_KEY,
+    MAX_REJECTED_FRACTION_KEY,
+    NUM_SHARDS_KEY,
+    SBD_ROOT_KEY,
+    VOC_ROOT_KEY,
+)
 from pipeline import configs
 
 REFERENCE_PREFIX = executor.REFERENCE_PREFIX
@@ -38,6 +47,9 @@ class VocExampleGenSpec(ComponentSpec):
         SBD_ROOT_KEY: ExecutionParameter(type=str, optional=True),
         MAX_REJECTED_FRACTION_KEY: ExecutionParameter(type=float),
         NUM_SHARDS_KEY: ExecutionParameter(type=int),
+        LABEL_MAP_KEY: ExecutionParameter(type=str, optional=True),
+        LAYOUT_KEY: ExecutionParameter(type=str, optional=True),
+        DATA_ROOT_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
@@ -66,6 +78,10 @@ def _fingerprint_patterns(exec_properties):
         patterns.append(("voc_lists", f"{root}/{VocDevkit.LIST_DIR}/*.txt"))
     if exec_properties.get(SBD_ROOT_KEY):
         patterns.append(("sbd_lists", f"{SbdDataset(exec_properties[SBD_ROOT_KEY]).root}/*.txt"))
+    if exec_properties.get(LAYOUT_KEY) == "generic" and exec_properties.get(DATA_ROOT_KEY):
+        root = str(exec_properties[DATA_ROOT_KEY]).rstrip("/")
+        patterns.append(("generic_lists", f"{root}/splits/*.txt"))
+        patterns.append(("generic_label_map", f"{root}/label_map.json"))
     return patterns
 
 
@@ -85,16 +101,18 @@ class VocExampleGenDriver(example_gen_driver.Driver):
 
 
 def make_input_config(
-    split_recipes: Optional[Dict[str, str]] = None, reference_tfrecords: Optional[Dict[str, str]] = None
+    split_recipes: Optional[Dict[str, str]] = None,
+    reference_tfrecords: Optional[Dict[str, str]] = None,
+    layout: Optional[str] = None,
 ) -> example_gen_pb2.Input:
     """One input split per output split: the recipe name, or `reference:GLOB` for reference TFRecords.
 
-    A split named in `reference_tfrecords` is imported from those files instead of its recipe.
+    A split named in `reference_tfrecords` is imported from those files instead of its recipe. With layout
+    'generic' the recipes are split list names of the dataset (default configs.GENERIC_SPLIT_RECIPES).
     """
     reference_tfrecords = dict(reference_tfrecords or {})
-    split_recipes = dict(
-        configs.SPLIT_RECIPES if split_recipes is None and not reference_tfrecords else split_recipes or {}
-    )
+    defaults = configs.GENERIC_SPLIT_RECIPES if layout == "generic" else configs.SPLIT_RECIPES
+    split_recipes = dict(defaults if split_recipes is None and not reference_tfrecords else split_recipes or {})
     for name in reference_tfrecords:
         split_recipes.pop(name, None)
     splits = [example_gen_pb2.Input.Split(name=name, pattern=recipe) for name, recipe in split_recipes.items()]
@@ -108,6 +126,19 @@ def make_input_config(
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate split names in {names}")
     return example_gen_pb2.Input(splits=splits)
+
+
+def label_map_json(label_map):
+    """The `label_map` exec property of a label map: None for None (VOC), else
+    json.dumps(LabelMap.resolve(label_map).to_json_dict(), sort_keys=True); a string that is already such
+    JSON (starts with '{') is parsed and re-dumped, so every component gets the same text."""
+    if label_map is None or label_map == "":
+        return None
+    from data.label_map import LabelMap
+
+    if isinstance(label_map, str) and label_map.lstrip().startswith("{"):
+        label_map = LabelMap.from_json_dict(json.loads(label_map), source="label_map JSON")
+    return json.dumps(LabelMap.resolve(label_map).to_json_dict(), sort_keys=True)
 
 
 class VocExampleGen(base_beam_component.BaseBeamComponent):
@@ -134,6 +165,9 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
         reference_tfrecords: Optional[Dict[str, str]] = None,
         max_rejected_fraction: float = configs.MAX_REJECTED_FRACTION,
         num_shards: int = configs.NUM_SHARDS,
+        label_map: Optional[Any] = None,
+        layout: Optional[str] = None,
+        data_root: Optional[str] = None,
     ):
         """Builds the component.
 
@@ -145,11 +179,25 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
           reference_tfrecords: output split name -> glob of TFRecords in the reference repo's format.
           max_rejected_fraction: the run fails when a split rejects more than this fraction of its samples.
           num_shards: output files per split; 0 lets the Beam runner decide.
+          label_map: the dataset's classes: None (VOC, the checks of data.tfrecord as always), a
+            data.label_map.LabelMap, its dict, a built-in name ('voc', 'cityscapes', 'ade20k'), a JSON/YAML
+            path, or the JSON string `label_map_json` makes. Masks go through its encode_mask (id_remap, RGB
+            palette); values outside it are rejects ('label_out_of_range', naming the values and the file).
+            With layout 'generic' and no label_map, the dataset's ROOT/label_map.json is used when present.
+          layout: 'voc' (default: voc_root / sbd_root and the recipes of data.splits) or 'generic'
+            (data.generic.GenericDataset at data_root: images/, masks/, splits/<split>.txt; split_recipes then
+            map output splits to split list names, default {'train': 'train', 'val': 'val'}).
+          data_root: the generic dataset's root (layout 'generic' only).
         """
+        if layout not in (None, "voc", "generic"):
+            raise ValueError(f"layout must be 'voc' or 'generic', got {layout!r}")
+        if layout == "generic" and not data_root:
+            raise ValueError("layout 'generic' needs data_root (the folder holding images/, masks/, splits/)")
+        generic = layout == "generic"
         if not 0.0 <= max_rejected_fraction <= 1.0:
             raise ValueError(f"max_rejected_fraction must be in [0, 1], got {max_rejected_fraction}")
         spec = VocExampleGenSpec(
-            input_config=make_input_config(split_recipes, reference_tfrecords),
+            input_config=make_input_config(split_recipes, reference_tfrecords, layout),
             output_config=example_gen_pb2.Output(),
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
@@ -157,6 +205,9 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
             sbd_root=str(sbd_root) if sbd_root else None,
             max_rejected_fraction=float(max_rejected_fraction),
             num_shards=int(num_shards),
+            label_map=label_map_json(label_map),
+            layout="generic" if generic else None,  # absent for VOC: the compiled pipeline stays as it was
+            data_root=str(data_root) if generic else None,
             examples=types.Channel(type=standard_artifacts.Examples),
         )
         super().__init__(spec=spec)

@@ -24,6 +24,7 @@ from tfx.utils import proto_utils
 from components.voc_example_gen.transforms import (
     CONVERSIONS,
     EXAMPLES,
+    LAYOUTS,
     METRICS_NAMESPACE,
     REFERENCE_PREFIX,
     REJECTS,
@@ -39,6 +40,12 @@ VOC_ROOT_KEY = "voc_root"
 SBD_ROOT_KEY = "sbd_root"
 MAX_REJECTED_FRACTION_KEY = "max_rejected_fraction"
 NUM_SHARDS_KEY = "num_shards"
+# JSON string of a data.label_map.LabelMap (json.dumps(label_map.to_json_dict(), sort_keys=True)); absent = VOC.
+LABEL_MAP_KEY = "label_map"
+# 'generic' reads data.generic.GenericDataset at `data_root` (split patterns are its split list names); absent or
+# 'voc': VOCdevkit / SBD recipes, as always.
+LAYOUT_KEY = "layout"
+DATA_ROOT_KEY = "data_root"
 
 REPORT_FILE = "example_gen_report.json"
 _SUMMARY_DIR = ".split_summaries"
@@ -73,12 +80,58 @@ def _max_rejected_fraction(exec_properties):
     return float(exec_properties.get(MAX_REJECTED_FRACTION_KEY, configs.MAX_REJECTED_FRACTION))
 
 
+def _layout(exec_properties):
+    layout = exec_properties.get(LAYOUT_KEY) or "voc"
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown dataset layout {layout!r}; choose one of {list(LAYOUTS)}")
+    return layout
+
+
+def effective_label_map(exec_properties):
+    """The label map JSON the workers use: the `label_map` property; for the generic layout without one, the
+    dataset's own ROOT/label_map.json when it has one (data.generic); else None (VOC)."""
+    if exec_properties.get(LABEL_MAP_KEY):
+        return exec_properties[LABEL_MAP_KEY]
+    if _layout(exec_properties) == "generic" and exec_properties.get(DATA_ROOT_KEY):
+        from data import fileio
+        from data.generic import LABEL_MAP_FILE
+        from data.label_map import LabelMap
+
+        path = fileio.join(exec_properties[DATA_ROOT_KEY], LABEL_MAP_FILE)
+        if fileio.exists(path):
+            return json.dumps(LabelMap.load(path).to_json_dict(), sort_keys=True)
+    return None
+
+
+def _check_generic(exec_properties):
+    from data.generic import GenericDataset
+
+    if not exec_properties.get(DATA_ROOT_KEY):
+        raise ValueError("layout 'generic' needs data_root (--data-root): the folder holding images/, masks/, splits/")
+    dataset = GenericDataset(exec_properties[DATA_ROOT_KEY], label_map="voc")  # FileNotFoundError names the folder
+    available = dataset.available_splits()
+    for split in _input_splits(exec_properties):
+        if split.pattern.startswith(REFERENCE_PREFIX):
+            continue
+        if split.pattern not in available and split.pattern != "all":
+            raise ValueError(
+                f"split {split.name!r}: the generic dataset {dataset.root} has no split list "
+                f"splits/{split.pattern}.txt (available: {sorted(available)}, or 'all')"
+            )
+
+
 def check_inputs(exec_properties: Dict[str, Any]) -> None:
     """Fails at once, naming the path and the flag, when a root or a reference glob does not exist."""
     from data.sbd import SbdDataset
     from data.splits import RECIPES
     from data.voc import VocDevkit
 
+    if exec_properties.get(LABEL_MAP_KEY):
+        from components.voc_example_gen.transforms import decode_label_map
+
+        decode_label_map(exec_properties[LABEL_MAP_KEY])  # a LabelMapError names the field, before Beam starts
+    if _layout(exec_properties) == "generic":
+        _check_generic(exec_properties)
     if exec_properties.get(VOC_ROOT_KEY):
         VocDevkit(exec_properties[VOC_ROOT_KEY])  # raises FileNotFoundError with the fix in the message
     if exec_properties.get(SBD_ROOT_KEY):
@@ -91,6 +144,8 @@ def check_inputs(exec_properties: Dict[str, Any]) -> None:
                     f"split {split.name!r}: no reference TFRecords match {pattern!r}; "
                     "check the --reference-tfrecords glob"
                 )
+            continue
+        if _layout(exec_properties) == "generic":
             continue
         if split.pattern not in RECIPES and not split.pattern.startswith("file:"):
             raise ValueError(
@@ -115,7 +170,14 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             return (
                 pipeline
                 | "ReadSplit"
-                >> ReadSplit(split_pattern, exec_properties.get(VOC_ROOT_KEY), exec_properties.get(SBD_ROOT_KEY))
+                >> ReadSplit(
+                    split_pattern,
+                    exec_properties.get(VOC_ROOT_KEY),
+                    exec_properties.get(SBD_ROOT_KEY),
+                    label_map=effective_label_map(exec_properties),
+                    layout=_layout(exec_properties),
+                    data_root=exec_properties.get(DATA_ROOT_KEY),
+                )
             )[EXAMPLES]
 
         return ExamplesOnly
@@ -131,11 +193,18 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         artifact.split_names = artifact_utils.encode_split_names([s.name for s in splits])
         summary_dir = os.path.join(artifact.uri, _SUMMARY_DIR)
         num_shards = int(exec_properties.get(NUM_SHARDS_KEY) or configs.NUM_SHARDS)
+        label_map = effective_label_map(exec_properties)
 
         pipeline = self._make_beam_pipeline()
         for split in splits:
             outputs = pipeline | f"ReadSplit[{split.name}]" >> ReadSplit(
-                split.pattern, exec_properties.get(VOC_ROOT_KEY), exec_properties.get(SBD_ROOT_KEY), split.name
+                split.pattern,
+                exec_properties.get(VOC_ROOT_KEY),
+                exec_properties.get(SBD_ROOT_KEY),
+                split.name,
+                label_map=label_map,
+                layout=_layout(exec_properties),
+                data_root=exec_properties.get(DATA_ROOT_KEY),
             )
             examples = outputs[EXAMPLES]
             _ = examples | f"WriteSplit[{split.name}]" >> WriteExamples(
@@ -211,6 +280,12 @@ def build_report(summary_dir, splits, exec_properties):
         "max_rejected_fraction": _max_rejected_fraction(exec_properties),
         "splits": {},
     }
+    if _layout(exec_properties) == "generic":  # absent for VOC: the report stays as it was
+        report["layout"] = "generic"
+        report["data_root"] = exec_properties.get(DATA_ROOT_KEY)
+    label_map = effective_label_map(exec_properties)
+    if label_map:
+        report["label_map"] = json.loads(label_map)
     for split in splits:
         with tf.io.gfile.GFile(os.path.join(summary_dir, f"{split.name}.json")) as f:
             summary = json.load(f)

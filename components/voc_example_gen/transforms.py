@@ -39,11 +39,29 @@ SHUFFLE_SEED = 0
 log = logging.getLogger(__name__)
 
 
-def resolve_refs(recipe, voc_root=None, sbd_root=None):
-    """SampleRefs of one split recipe (data.splits), resolved where the pipeline is built."""
+# Dataset layouts VocExampleGen reads: 'voc' (VOCdevkit / SBD through data.splits recipes, the default) and
+# 'generic' (data.generic.GenericDataset: images/, masks/, splits/<split>.txt; the recipe is a split list name).
+LAYOUTS = ("voc", "generic")
+
+
+def resolve_refs(recipe, voc_root=None, sbd_root=None, layout=None, data_root=None):
+    """SampleRefs of one split recipe (data.splits; with layout 'generic', a split list of `data_root`)."""
+    if layout == "generic":
+        from data.generic import GenericDataset
+
+        return GenericDataset(data_root, label_map="voc").refs(recipe)  # paths only: the label map is not used
     from data.splits import resolve_recipe
 
     return resolve_recipe(recipe, voc_root=voc_root or None, sbd_root=sbd_root or None)
+
+
+def decode_label_map(label_map_json):
+    """The `data.label_map.LabelMap` of a `label_map` exec property (its JSON string), None for None/'' (VOC)."""
+    if not label_map_json:
+        return None
+    from data.label_map import LabelMap
+
+    return LabelMap.from_json_dict(json.loads(label_map_json), source="exec property label_map")
 
 
 # The TF-free parser under the name the LabelStatsGen workers import.
@@ -53,9 +71,15 @@ parse_example = parse_light_example
 class _ToExampleFn(beam.DoFn):
     """SampleRef -> serialized tf.train.Example; BadSample -> a 'rejects' output, conversions -> 'conversions'."""
 
-    def __init__(self, split_name):
+    def __init__(self, split_name, label_map=None):
         self._split = split_name
+        # The label map travels as its JSON string (picklable, small); None = VOC, the checks of data.tfrecord.
+        self._label_map_json = label_map or None
+        self._label_map = None
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{split_name}/examples_written")
+
+    def setup(self):
+        self._label_map = decode_label_map(self._label_map_json)
 
     def _reject(self, error, sample_id):
         beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{self._split}/rejected/{error.reason}").inc()
@@ -66,7 +90,7 @@ class _ToExampleFn(beam.DoFn):
 
     def process(self, ref):
         try:
-            sample = load_sample(ref)
+            sample = load_sample(ref, label_map=self._label_map)
         except BadSample as e:
             yield self._reject(e, ref.id)
             return
@@ -91,7 +115,7 @@ class _ReferenceToExampleFn(_ToExampleFn):
         stem = os.path.basename(path).split(".")[0]
         sample_id = f"{stem}-{hashlib.sha1(record).hexdigest()[:12]}"
         try:
-            example = reference_record_to_example(record, filename=sample_id)
+            example = reference_record_to_example(record, filename=sample_id, label_map=self._label_map)
         except BadSample as e:
             e.path = f"{path} (record {sample_id})"
             yield self._reject(e, sample_id)
@@ -115,10 +139,23 @@ def write_summary(split_name, path, num_examples, rejects, conversions):
 
 
 @beam.ptransform_fn
-def ReadSplit(pipeline, split_pattern, voc_root=None, sbd_root=None, split_name="examples"):  # pylint: disable=invalid-name
+def ReadSplit(  # pylint: disable=invalid-name
+    pipeline,
+    split_pattern,
+    voc_root=None,
+    sbd_root=None,
+    split_name="examples",
+    label_map=None,
+    layout=None,
+    data_root=None,
+):
     """Tagged outputs 'examples' (serialized Examples), 'rejects' and 'conversions' (dicts) of one split.
 
     split_pattern: a recipe of data.splits, or 'reference:GLOB' for reference-format TFRecords.
+    label_map: None (VOC) or the JSON string of a data.label_map.LabelMap (the `label_map` exec property):
+      masks go through its encode_mask; values outside it are rejects ('label_out_of_range').
+    layout, data_root: 'generic' reads split list `split_pattern` of the GenericDataset at `data_root`;
+      None / 'voc': the recipes of data.splits.
     """
     if split_pattern.startswith(REFERENCE_PREFIX):
         glob = split_pattern[len(REFERENCE_PREFIX) :]
@@ -129,15 +166,15 @@ def ReadSplit(pipeline, split_pattern, voc_root=None, sbd_root=None, split_name=
             # A TFRecord file is read by one worker; the PNG encoding after it is worth spreading.
             | "Spread" >> beam.Reshuffle()
         )
-        fn = _ReferenceToExampleFn(split_name)
+        fn = _ReferenceToExampleFn(split_name, label_map)
     else:
-        refs = resolve_refs(split_pattern, voc_root, sbd_root)
+        refs = resolve_refs(split_pattern, voc_root, sbd_root, layout, data_root)
         log.info("VocExampleGen[%s]: recipe %r -> %d samples", split_name, split_pattern, len(refs))
         # Shuffled here, deterministically, so every output shard mixes ids and classes on any runner
         # (the runner's reshuffle inside Create spreads work, but does not promise an order).
         random.Random(SHUFFLE_SEED).shuffle(refs)
         records = pipeline | "Refs" >> beam.Create(refs)
-        fn = _ToExampleFn(split_name)
+        fn = _ToExampleFn(split_name, label_map)
     return records | "ToExample" >> beam.ParDo(fn).with_outputs(REJECTS, CONVERSIONS, main=EXAMPLES)
 
 

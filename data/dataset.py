@@ -94,6 +94,23 @@ def read_raw_mask(path):
     raise ValueError(f"{path}: mask mode {mask.mode} is neither class ids ('P', 'L', 16-bit) nor RGB colours")
 
 
+# The layouts `open_dataset` reads (VocExampleGen's `layout`, `deeplab run|ingest --layout`), besides VOC/SBD.
+DATASET_LAYOUTS = ("generic", "cityscapes", "ade20k")
+
+
+def open_dataset(layout, root, label_map=None):
+    """The reader of a dataset `layout` (DATASET_LAYOUTS) at `root`: a LabelledDataset (FileNotFoundError names
+    the missing folder and the layout expected)."""
+    from data.ade20k import Ade20kDataset
+    from data.cityscapes import CityscapesDataset
+    from data.generic import GenericDataset
+
+    readers = {"generic": GenericDataset, "cityscapes": CityscapesDataset, "ade20k": Ade20kDataset}
+    if layout not in readers:
+        raise ValueError(f"unknown dataset layout {layout!r}; choose one of {list(readers)} (or voc)")
+    return readers[layout](root, label_map=label_map)
+
+
 class LabelledDataset(ImageMaskDataset):
     """Base of the readers of datasets with their own label map (`data.generic`, `data.cityscapes`,
     `data.ade20k`): `ImageMaskDataset`'s methods plus a `data.label_map.LabelMap` that turns masks into

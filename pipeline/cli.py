@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, Dict, Optional, Sequence
 
+from data.dataset import DATASET_LAYOUTS
 from pipeline import configs
 from pipeline.report import REPORT_FILE, build_model_report, build_report, print_summary, write_report
 
@@ -53,13 +54,16 @@ def _add_data_arguments(parser):
     )
     data.add_argument(
         "--layout",
-        choices=["voc", "generic"],
+        choices=("voc",) + DATASET_LAYOUTS,
         default=configs.LAYOUT,
-        help="dataset layout: voc (--voc-root / --sbd-root and split recipes, default) or generic (--data-root "
-        "with images/, masks/, splits/<split>.txt and an optional label_map.json; --split-recipe SPLIT=LIST "
-        "names a split list, default " + ", ".join(f"{k}={v}" for k, v in configs.GENERIC_SPLIT_RECIPES.items()) + ")",
+        help="dataset layout: voc (--voc-root / --sbd-root and split recipes, default); generic (--data-root "
+        "with images/, masks/, splits/<split>.txt and an optional label_map.json); cityscapes (--data-root with "
+        "leftImg8bit/ and gtFine/, 19 train ids); ade20k (--data-root: ADEChallengeData2016, 150 classes). "
+        "For the last three --split-recipe SPLIT=NAME names one of the dataset's splits (default "
+        + ", ".join(f"{k}={v}" for k, v in configs.GENERIC_SPLIT_RECIPES.items())
+        + ")",
     )
-    data.add_argument("--data-root", default=configs.DATA_ROOT, help="root of a --layout generic dataset")
+    data.add_argument("--data-root", default=configs.DATA_ROOT, help="root of a generic, cityscapes or ade20k dataset")
     data.add_argument(
         "--label-map",
         default=configs.LABEL_MAP,
@@ -186,10 +190,16 @@ def model_options_from_args(args):
             train_config[name] = json.loads(value)
         except ValueError:
             train_config[name] = value
-    from models import hparams as hparams_lib
+    from data.label_map import LabelMap
+    from models import trainer_module
+    from pipeline.pipeline import dataset_label_map
 
+    label_map = dataset_label_map(
+        _label_map_from_args(args), getattr(args, "layout", configs.LAYOUT), getattr(args, "data_root", None)
+    )
+    label_map = None if label_map is None else LabelMap.resolve(label_map).to_json_dict()
     try:  # unknown names and bad values fail here, not minutes later inside the Trainer
-        hparams_lib.from_custom_config(train_config)
+        trainer_module.hparams_from_custom_config({**train_config, trainer_module.LABEL_MAP_KEY: label_map})
     except ValueError as e:
         raise SystemExit(f"--preset/--set: {e}")
     return dict(
@@ -376,9 +386,9 @@ def options_from_args(args, with_model):
         layout=getattr(args, "layout", configs.LAYOUT),
         data_root=getattr(args, "data_root", configs.DATA_ROOT),
     )
-    if options.layout == "generic":
+    if options.layout != "voc":
         if not options.data_root:
-            raise SystemExit("--layout generic needs --data-root (the folder holding images/, masks/, splits/)")
+            raise SystemExit(f"--layout {options.layout} needs --data-root (the root folder of the dataset)")
         if not (args.split_recipe or args.train_recipe or args.val_recipe):
             options = dataclasses.replace(
                 options, split_recipes=dict(configs.GENERIC_SPLIT_RECIPES) if not reference_tfrecords else None

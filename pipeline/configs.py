@@ -32,8 +32,9 @@ SPLIT_RECIPES = {TRAIN_SPLIT: "voc_train", EVAL_SPLIT: "voc_val"}
 # mask encoding of the ingest, the classes of the label statistics, the model's num_classes and the evaluator's
 # per-class names (`deeplab run --label-map`).
 LABEL_MAP = None
-# Dataset layout of the ingest: "voc" (VOC_ROOT / SBD_ROOT and SPLIT_RECIPES) or "generic" (data/generic.py at
-# DATA_ROOT: images/, masks/, splits/<split>.txt, optional label_map.json; output split -> split list name).
+# Dataset layout of the ingest: "voc" (VOC_ROOT / SBD_ROOT and SPLIT_RECIPES), or a dataset at DATA_ROOT read by
+# data.dataset.open_dataset: "generic" (images/, masks/, splits/<split>.txt, optional label_map.json), "cityscapes",
+# "ade20k"; GENERIC_SPLIT_RECIPES maps output splits to the dataset's split names.
 LAYOUT = "voc"
 DATA_ROOT = None
 GENERIC_SPLIT_RECIPES = {TRAIN_SPLIT: "train", EVAL_SPLIT: "val"}

@@ -27,7 +27,7 @@ from models import trainer_module
 from pipeline import configs
 
 # Trainer custom_config key of the label map's dict (models/trainer_module.py reads it).
-TRAINER_LABEL_MAP_KEY = "label_map"
+TRAINER_LABEL_MAP_KEY = trainer_module.LABEL_MAP_KEY
 
 
 def create_pipeline(
@@ -94,19 +94,13 @@ def create_pipeline(
         path, a LabelMap or its dict). Resolved once here; VocExampleGen, LabelStatsGen and MiouEvaluator get
         its JSON (`label_map` exec property) and the Trainer its dict (custom_config["label_map"]). None adds
         nothing anywhere (the VOC pipeline as before); with layout 'generic', the dataset's ROOT/label_map.json
-        when it has one.
-      layout, data_root: 'voc' (voc_root / sbd_root recipes) or 'generic': data.generic.GenericDataset at
-        data_root (images/, masks/, splits/<split>.txt; split_recipes map output splits to its split list
-        names, default configs.GENERIC_SPLIT_RECIPES).
+        when it has one; 'cityscapes' and 'ade20k': their built-in maps.
+      layout, data_root: 'voc' (voc_root / sbd_root recipes) or a dataset at data_root: 'generic'
+        (data.generic: images/, masks/, splits/<split>.txt), 'cityscapes' or 'ade20k' (data.cityscapes,
+        data.ade20k); split_recipes map output splits to its split names, default configs.GENERIC_SPLIT_RECIPES.
     """
-    generic = layout == "generic"
-    if generic and label_map is None and data_root:
-        from data import fileio
-        from data.generic import LABEL_MAP_FILE
-
-        path = fileio.join(str(data_root), LABEL_MAP_FILE)
-        label_map = path if fileio.exists(path) else None
-    label_map = label_map_json(label_map)
+    generic = layout not in (None, "voc")  # a LabelledDataset layout: generic, cityscapes, ade20k
+    label_map = label_map_json(dataset_label_map(label_map, layout, data_root))
     if split_recipes is None and not reference_tfrecords:
         split_recipes = dict(configs.GENERIC_SPLIT_RECIPES if generic else configs.SPLIT_RECIPES)
     components = []
@@ -188,6 +182,23 @@ def create_pipeline(
         ),
         beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args),
     )
+
+
+def dataset_label_map(label_map, layout, data_root):
+    """The label map a run uses: the one given, else the dataset layout's own (generic: ROOT/label_map.json when
+    present; cityscapes, ade20k: the built-in maps), else None (VOC). No reader is opened: compiling for Kubeflow
+    must not need the data."""
+    if label_map is not None:
+        return label_map
+    if layout == "generic" and data_root:
+        from data import fileio
+        from data.generic import LABEL_MAP_FILE
+
+        path = fileio.join(str(data_root), LABEL_MAP_FILE)
+        return path if fileio.exists(path) else None
+    if layout in ("cityscapes", "ade20k"):
+        return layout  # the built-in label map of that name
+    return None
 
 
 def trainer_custom_config(train_config, serving_tta, pipeline_root, label_map=None):

@@ -309,3 +309,49 @@ def test_generic_layout_with_rgb_masks_and_its_own_label_map(tmp_path):
     assert kwargs["split_recipes"] == {"train": "train", "val": "val"}
     with pytest.raises(SystemExit, match="--data-root"):
         cli.options_from_args(parser.parse_args(["--output-dir", "o", "--layout", "generic"]), with_model=False)
+
+
+@pytest.mark.parametrize("layout", ["cityscapes", "ade20k"])
+def test_cityscapes_and_ade20k_layouts_ingest_with_their_built_in_label_maps(tmp_path, layout):
+    from tests.test_data_readers_own import ade_tree, cityscapes_tree  # noqa: F401  (fixture bodies)
+
+    make = {"cityscapes": cityscapes_tree, "ade20k": ade_tree}[layout].__wrapped__
+    root = str(make(tmp_path))
+    builtin = LabelMap.builtin(layout)
+    artifact, report = run_example_gen(tmp_path / "out", None, layout=layout, data_root=root)
+    assert report["layout"] == layout and report["label_map"] == builtin.to_json_dict()
+    assert report["splits"]["train"]["examples"] == 2 and report["splits"]["val"]["examples"] == 1
+    reader = {"cityscapes": "data.cityscapes", "ade20k": "data.ade20k"}[layout]
+    from tfx.utils import proto_utils
+
+    from data.dataset import open_dataset
+
+    dataset = open_dataset(layout, root)
+    assert dataset.__module__ == reader
+    for split in ("train", "val"):
+        for image_id, label in read_labels(artifact.uri, split).items():
+            # The ingest's masks are the reader's train ids (Cityscapes labelIds -> trainIds, ADE20K k -> k-1).
+            np.testing.assert_array_equal(label, dataset.load_mask(image_id))
+    with pytest.raises(ValueError, match="has no split 'test'"):
+        example_gen_executor.check_inputs(
+            {
+                "layout": layout,
+                "data_root": root,
+                "input_config": proto_utils.proto_to_json(example_gen_component.make_input_config({"train": "test"})),
+            }
+        )
+
+
+def test_run_flags_check_class_weights_against_the_label_maps_class_count(tmp_path):
+    import argparse
+
+    from pipeline import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments("run", parser)
+    base = ["--output-dir", str(tmp_path / "o"), "--layout", "cityscapes", "--data-root", str(tmp_path)]
+    weights = ",".join(["1"] * 19)
+    options = cli.options_from_args(parser.parse_args([*base, "--set", f"class_weights={weights}"]), with_model=True)
+    assert len(options.train_config["class_weights"].split(",")) == 19  # 19 Cityscapes train ids: accepted
+    with pytest.raises(SystemExit, match="num_classes is 19"):
+        cli.options_from_args(parser.parse_args([*base, "--set", "class_weights=1,2,3"]), with_model=True)

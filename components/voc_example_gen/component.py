@@ -55,6 +55,15 @@ class VocExampleGenSpec(ComponentSpec):
     OUTPUTS = {standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
 
 
+# What the TFX cache fingerprints of each dataset layout (globs under data_root): a changed split list, label map or
+# set of files means a new ingest. Listing names, not reading pixels: millions of files cost only their stat.
+DATASET_FINGERPRINTS = {
+    "generic": (("lists", "splits/*.txt"), ("label_map", "label_map.json")),
+    "cityscapes": (("images", "leftImg8bit/*/*/*_leftImg8bit.png"), ("masks", "gtFine/*/*/*_gtFine_labelIds.png")),
+    "ade20k": (("images", "images/*/*.jpg"), ("masks", "annotations/*/*.png")),
+}
+
+
 def _fingerprint_patterns(exec_properties):
     """File patterns whose sizes and mtimes stand for the input data.
 
@@ -78,10 +87,10 @@ def _fingerprint_patterns(exec_properties):
         patterns.append(("voc_lists", f"{root}/{VocDevkit.LIST_DIR}/*.txt"))
     if exec_properties.get(SBD_ROOT_KEY):
         patterns.append(("sbd_lists", f"{SbdDataset(exec_properties[SBD_ROOT_KEY]).root}/*.txt"))
-    if exec_properties.get(LAYOUT_KEY) == "generic" and exec_properties.get(DATA_ROOT_KEY):
+    layout = exec_properties.get(LAYOUT_KEY)
+    if layout in DATASET_FINGERPRINTS and exec_properties.get(DATA_ROOT_KEY):
         root = str(exec_properties[DATA_ROOT_KEY]).rstrip("/")
-        patterns.append(("generic_lists", f"{root}/splits/*.txt"))
-        patterns.append(("generic_label_map", f"{root}/label_map.json"))
+        patterns += [(f"{layout}_{name}", f"{root}/{glob}") for name, glob in DATASET_FINGERPRINTS[layout]]
     return patterns
 
 
@@ -107,11 +116,12 @@ def make_input_config(
 ) -> example_gen_pb2.Input:
     """One input split per output split: the recipe name, or `reference:GLOB` for reference TFRecords.
 
-    A split named in `reference_tfrecords` is imported from those files instead of its recipe. With layout
-    'generic' the recipes are split list names of the dataset (default configs.GENERIC_SPLIT_RECIPES).
+    A split named in `reference_tfrecords` is imported from those files instead of its recipe. With a dataset
+    layout (generic, cityscapes, ade20k) the recipes are the dataset's split names (default
+    configs.GENERIC_SPLIT_RECIPES: train and val)
     """
     reference_tfrecords = dict(reference_tfrecords or {})
-    defaults = configs.GENERIC_SPLIT_RECIPES if layout == "generic" else configs.SPLIT_RECIPES
+    defaults = configs.GENERIC_SPLIT_RECIPES if layout not in (None, "voc") else configs.SPLIT_RECIPES
     split_recipes = dict(defaults if split_recipes is None and not reference_tfrecords else split_recipes or {})
     for name in reference_tfrecords:
         split_recipes.pop(name, None)
@@ -183,17 +193,19 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
             data.label_map.LabelMap, its dict, a built-in name ('voc', 'cityscapes', 'ade20k'), a JSON/YAML
             path, or the JSON string `label_map_json` makes. Masks go through its encode_mask (id_remap, RGB
             palette); values outside it are rejects ('label_out_of_range', naming the values and the file).
-            With layout 'generic' and no label_map, the dataset's ROOT/label_map.json is used when present.
-          layout: 'voc' (default: voc_root / sbd_root and the recipes of data.splits) or 'generic'
-            (data.generic.GenericDataset at data_root: images/, masks/, splits/<split>.txt; split_recipes then
-            map output splits to split list names, default {'train': 'train', 'val': 'val'}).
-          data_root: the generic dataset's root (layout 'generic' only).
+            With a dataset layout and no label_map, the dataset's own: generic ROOT/label_map.json when
+            present, the built-in Cityscapes (19 trainIds) and ADE20K (150 classes) maps.
+          layout: 'voc' (default: voc_root / sbd_root and the recipes of data.splits), or a reader of
+            data.dataset.open_dataset at data_root: 'generic' (images/, masks/, splits/<split>.txt),
+            'cityscapes' (leftImg8bit/ + gtFine/ labelIds), 'ade20k' (ADEChallengeData2016); split_recipes then
+            map output splits to the dataset's split names, default {'train': 'train', 'val': 'val'}.
+          data_root: that dataset's root (dataset layouts only).
         """
-        if layout not in (None, "voc", "generic"):
-            raise ValueError(f"layout must be 'voc' or 'generic', got {layout!r}")
-        if layout == "generic" and not data_root:
-            raise ValueError("layout 'generic' needs data_root (the folder holding images/, masks/, splits/)")
-        generic = layout == "generic"
+        if layout not in (None, "voc", *DATASET_FINGERPRINTS):
+            raise ValueError(f"layout must be 'voc' or one of {list(DATASET_FINGERPRINTS)}, got {layout!r}")
+        generic = layout not in (None, "voc")  # one of the LabelledDataset layouts
+        if generic and not data_root:
+            raise ValueError(f"layout {layout!r} needs data_root (the root folder of the dataset)")
         if not 0.0 <= max_rejected_fraction <= 1.0:
             raise ValueError(f"max_rejected_fraction must be in [0, 1], got {max_rejected_fraction}")
         spec = VocExampleGenSpec(
@@ -206,7 +218,7 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
             max_rejected_fraction=float(max_rejected_fraction),
             num_shards=int(num_shards),
             label_map=label_map_json(label_map),
-            layout="generic" if generic else None,  # absent for VOC: the compiled pipeline stays as it was
+            layout=layout if generic else None,  # absent for VOC: the compiled pipeline stays as it was
             data_root=str(data_root) if generic else None,
             examples=types.Channel(type=standard_artifacts.Examples),
         )

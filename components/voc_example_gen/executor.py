@@ -42,8 +42,8 @@ MAX_REJECTED_FRACTION_KEY = "max_rejected_fraction"
 NUM_SHARDS_KEY = "num_shards"
 # JSON string of a data.label_map.LabelMap (json.dumps(label_map.to_json_dict(), sort_keys=True)); absent = VOC.
 LABEL_MAP_KEY = "label_map"
-# 'generic' reads data.generic.GenericDataset at `data_root` (split patterns are its split list names); absent or
-# 'voc': VOCdevkit / SBD recipes, as always.
+# 'generic', 'cityscapes' or 'ade20k' reads that dataset at `data_root` (data.dataset.open_dataset; split patterns
+# are its split names); absent or 'voc': VOCdevkit / SBD recipes, as always.
 LAYOUT_KEY = "layout"
 DATA_ROOT_KEY = "data_root"
 
@@ -88,35 +88,39 @@ def _layout(exec_properties):
 
 
 def effective_label_map(exec_properties):
-    """The label map JSON the workers use: the `label_map` property; for the generic layout without one, the
-    dataset's own ROOT/label_map.json when it has one (data.generic); else None (VOC)."""
+    """The label map JSON the workers use: the `label_map` property; for a dataset layout without one, the
+    dataset's own (generic: ROOT/label_map.json when it has one; Cityscapes and ADE20K: their built-in maps);
+    else None (VOC)."""
     if exec_properties.get(LABEL_MAP_KEY):
         return exec_properties[LABEL_MAP_KEY]
-    if _layout(exec_properties) == "generic" and exec_properties.get(DATA_ROOT_KEY):
-        from data import fileio
-        from data.generic import LABEL_MAP_FILE
+    if _layout(exec_properties) != "voc" and exec_properties.get(DATA_ROOT_KEY):
+        from data.dataset import open_dataset
         from data.label_map import LabelMap
 
-        path = fileio.join(exec_properties[DATA_ROOT_KEY], LABEL_MAP_FILE)
-        if fileio.exists(path):
-            return json.dumps(LabelMap.load(path).to_json_dict(), sort_keys=True)
+        own = open_dataset(_layout(exec_properties), exec_properties[DATA_ROOT_KEY], "voc").default_label_map()
+        if own is not None:
+            return json.dumps(LabelMap.resolve(own).to_json_dict(), sort_keys=True)
     return None
 
 
-def _check_generic(exec_properties):
-    from data.generic import GenericDataset
+def _check_dataset(exec_properties):
+    from data import fileio
+    from data.dataset import open_dataset
 
+    layout = _layout(exec_properties)
     if not exec_properties.get(DATA_ROOT_KEY):
-        raise ValueError("layout 'generic' needs data_root (--data-root): the folder holding images/, masks/, splits/")
-    dataset = GenericDataset(exec_properties[DATA_ROOT_KEY], label_map="voc")  # FileNotFoundError names the folder
+        raise ValueError(f"layout {layout!r} needs data_root (--data-root): the root folder of the dataset")
+    dataset = open_dataset(layout, exec_properties[DATA_ROOT_KEY], "voc")  # FileNotFoundError names the folder
     available = dataset.available_splits()
     for split in _input_splits(exec_properties):
         if split.pattern.startswith(REFERENCE_PREFIX):
             continue
-        if split.pattern not in available and split.pattern != "all":
+        if not fileio.exists(dataset.split_path(split.pattern)) and not (
+            layout == "generic" and split.pattern == "all"
+        ):
             raise ValueError(
-                f"split {split.name!r}: the generic dataset {dataset.root} has no split list "
-                f"splits/{split.pattern}.txt (available: {sorted(available)}, or 'all')"
+                f"split {split.name!r}: the {dataset.NAME} at {dataset.root} has no split {split.pattern!r} "
+                f"(available: {sorted(available)}, or 'all'); choose one with --split-recipe {split.name}=SPLIT"
             )
 
 
@@ -130,8 +134,8 @@ def check_inputs(exec_properties: Dict[str, Any]) -> None:
         from components.voc_example_gen.transforms import decode_label_map
 
         decode_label_map(exec_properties[LABEL_MAP_KEY])  # a LabelMapError names the field, before Beam starts
-    if _layout(exec_properties) == "generic":
-        _check_generic(exec_properties)
+    if _layout(exec_properties) != "voc":
+        _check_dataset(exec_properties)
     if exec_properties.get(VOC_ROOT_KEY):
         VocDevkit(exec_properties[VOC_ROOT_KEY])  # raises FileNotFoundError with the fix in the message
     if exec_properties.get(SBD_ROOT_KEY):
@@ -145,7 +149,7 @@ def check_inputs(exec_properties: Dict[str, Any]) -> None:
                     "check the --reference-tfrecords glob"
                 )
             continue
-        if _layout(exec_properties) == "generic":
+        if _layout(exec_properties) != "voc":
             continue
         if split.pattern not in RECIPES and not split.pattern.startswith("file:"):
             raise ValueError(
@@ -280,8 +284,8 @@ def build_report(summary_dir, splits, exec_properties):
         "max_rejected_fraction": _max_rejected_fraction(exec_properties),
         "splits": {},
     }
-    if _layout(exec_properties) == "generic":  # absent for VOC: the report stays as it was
-        report["layout"] = "generic"
+    if _layout(exec_properties) != "voc":  # absent for VOC: the report stays as it was
+        report["layout"] = _layout(exec_properties)
         report["data_root"] = exec_properties.get(DATA_ROOT_KEY)
     label_map = effective_label_map(exec_properties)
     if label_map:

@@ -39,17 +39,18 @@ SHUFFLE_SEED = 0
 log = logging.getLogger(__name__)
 
 
-# Dataset layouts VocExampleGen reads: 'voc' (VOCdevkit / SBD through data.splits recipes, the default) and
-# 'generic' (data.generic.GenericDataset: images/, masks/, splits/<split>.txt; the recipe is a split list name).
-LAYOUTS = ("voc", "generic")
+# Dataset layouts VocExampleGen reads: 'voc' (VOCdevkit / SBD through data.splits recipes, the default) and the
+# readers of data.dataset.DATASET_LAYOUTS ('generic': images/, masks/, splits/<split>.txt; 'cityscapes'; 'ade20k'),
+# where a recipe is one of the dataset's split names.
+LAYOUTS = ("voc", "generic", "cityscapes", "ade20k")
 
 
 def resolve_refs(recipe, voc_root=None, sbd_root=None, layout=None, data_root=None):
-    """SampleRefs of one split recipe (data.splits; with layout 'generic', a split list of `data_root`)."""
-    if layout == "generic":
-        from data.generic import GenericDataset
+    """SampleRefs of one split recipe (data.splits; with a dataset layout, one of the splits of `data_root`)."""
+    if layout and layout != "voc":
+        from data.dataset import open_dataset
 
-        return GenericDataset(data_root, label_map="voc").refs(recipe)  # paths only: the label map is not used
+        return open_dataset(layout, data_root, label_map="voc").refs(recipe)  # paths only: no label map used
     from data.splits import resolve_recipe
 
     return resolve_recipe(recipe, voc_root=voc_root or None, sbd_root=sbd_root or None)

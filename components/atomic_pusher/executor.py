@@ -15,16 +15,15 @@ PushedModel artifact, and its `pushed`, `pushed_destination`, `pushed_version` p
 import os
 import time
 import uuid
-from typing import Any, Dict, List
 
 from absl import logging
-from tfx import types
 from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, proto_utils
 
+from components.types import ArtifactDict, ExecProperties
 from pipeline import configs
 
 # custom_config key of the number of versions kept (the snake_case name of AtomicPusher's argument).
@@ -89,19 +88,14 @@ def prune_versions(base_directory, keep, protect=()):
 class Executor(pusher_executor.Executor):
     """Drop-in executor for the standard Pusher (same inputs, outputs and push_destination)."""
 
-    def CheckBlessing(self, input_dict: Dict[str, List[types.Artifact]]) -> bool:
+    def CheckBlessing(self, input_dict: ArtifactDict) -> bool:
         blessed = super().CheckBlessing(input_dict)
         if not blessed:
             self._reason = _not_blessed_reason(input_dict)
             logging.warning("Not pushing: %s", self._reason)
         return blessed
 
-    def Do(
-        self,
-        input_dict: Dict[str, List[types.Artifact]],
-        output_dict: Dict[str, List[types.Artifact]],
-        exec_properties: Dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: ExecProperties) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         if not self.CheckBlessing(input_dict):

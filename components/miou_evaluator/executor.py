@@ -10,14 +10,13 @@ and an empty BLESSED or NOT_BLESSED file in its directory. That is what the stan
 import json
 import logging
 import os
-from typing import Any, Dict, List
 
-from tfx import types
 from tfx.components.evaluator import constants
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
+from components.types import ArtifactDict, ExecProperties
 from pipeline import configs
 
 log = logging.getLogger(__name__)
@@ -59,12 +58,7 @@ def _split_pattern(examples, split):
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Runs components.miou_evaluator.evaluate.evaluate with this component's Beam pipeline."""
 
-    def Do(
-        self,
-        input_dict: Dict[str, List[types.Artifact]],
-        output_dict: Dict[str, List[types.Artifact]],
-        exec_properties: Dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: ExecProperties) -> None:
         from components.miou_evaluator import component
         from components.miou_evaluator.evaluate import evaluate
 

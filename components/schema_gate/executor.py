@@ -2,13 +2,14 @@
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Dict, List
 
 import tensorflow as tf
 from absl import logging
-from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+
+from components.types import ArtifactDict, ExecProperties
 
 ANOMALIES_KEY = "anomalies"
 RESULT_KEY = "result"
@@ -62,12 +63,7 @@ def format_anomalies(per_split: Dict[str, List[Dict[str, str]]]) -> str:
 class Executor(base_executor.BaseExecutor):
     """Reads the ExampleAnomalies artifact, writes validation.json, fails on anomalies unless allowed."""
 
-    def Do(
-        self,
-        input_dict: Dict[str, List[types.Artifact]],
-        output_dict: Dict[str, List[types.Artifact]],
-        exec_properties: Dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: ExecProperties) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         anomalies = artifact_utils.get_single_instance(input_dict[ANOMALIES_KEY])
         result = artifact_utils.get_single_instance(output_dict[RESULT_KEY])

@@ -12,6 +12,7 @@ also applies the pipeline's gate and exits 1 when the model would not be blessed
 import logging
 
 from components.miou_evaluator import DEFAULT_MAX_EVAL_SKIPPED_FRACTION  # light: no Beam/TFX import
+from pipeline import configs
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,11 @@ def add_arguments(command, parser):
         help="ExampleGen Examples directory (with Split-<name>/), a split directory, a TFRecord file or a glob",
     )
     source.add_argument("--voc-root", help="read images and masks straight from a VOCdevkit tree")
-    parser.add_argument("--split", default="val", help="split of --examples (default val)")
+    parser.add_argument("--split", default=configs.EVAL_SPLIT, help="split of --examples (default %(default)s)")
     parser.add_argument(
         "--split-recipe",
-        default="voc_val",
-        help="split recipe for --voc-root (default voc_val; see data/splits.py RECIPES, or file:PATH)",
+        default=configs.SPLIT_RECIPES[configs.EVAL_SPLIT],
+        help="split recipe for --voc-root (default %(default)s; see data/splits.py RECIPES, or file:PATH)",
     )
     parser.add_argument("--sbd-root", help="SBD root, for recipes that use SBD")
     parser.add_argument("--output-dir", required=True, help="where the report is written (local or gs://)")

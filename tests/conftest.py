@@ -31,17 +31,6 @@ def custom_train_list():
 
 @pytest.fixture(scope="module")
 def in_process_beam():
-    """`deeplab` CLI flags for in-process Beam (one worker, in memory), with TFX's per-executor sdist skipped.
-
-    TFX builds a throw-away sdist of itself for every Beam executor given Beam args (for remote workers);
-    the in-process runner does not use it, so skipping it saves ~4 s per component. Module-scoped so that
-    the module-scoped pipeline-run fixtures can use it; the patch is undone at module teardown, even on failure.
-    """
-    from tfx.utils import dependency_utils
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(dependency_utils, "make_beam_dependency_flags", lambda args: list(args))
-    try:
-        yield ["--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_num_workers=1"]
-    finally:
-        mp.undo()
+    """`deeplab` CLI flags for in-process Beam (one worker, in memory). Local runs with the DirectRunner skip TFX's
+    per-component sdist themselves (pipeline.pipeline.run_local)."""
+    return ["--beam-arg=--direct_running_mode=in_memory", "--beam-arg=--direct_num_workers=1"]

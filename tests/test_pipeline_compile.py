@@ -134,3 +134,17 @@ def test_warm_start_feeds_the_latest_blessed_model_to_the_trainer():
     assert trainer.inputs["base_model"].producer_component_id == RESOLVER
     args = runner.build_parser("run").parse_args(["run", "--voc-root", "x", "--output-dir", "y", "--warm-start"])
     assert args.warm_start and not runner.build_parser("run").parse_args(["run", "--output-dir", "y"]).warm_start
+
+
+def test_local_direct_runner_runs_skip_the_tfx_sdist_other_runners_keep_it():
+    from tfx.utils import dependency_utils
+
+    from pipeline.pipeline import _no_tfx_sdist_for_the_direct_runner
+
+    original = dependency_utils.make_beam_dependency_flags
+    for args in ([], ["--direct_running_mode=multi_processing", "--direct_num_workers=2"], ["--runner=DirectRunner"]):
+        with _no_tfx_sdist_for_the_direct_runner(args):
+            assert dependency_utils.make_beam_dependency_flags(["--a"]) == ["--a"]
+        assert dependency_utils.make_beam_dependency_flags is original
+    with _no_tfx_sdist_for_the_direct_runner(["--runner=DataflowRunner", "--project=p"]):
+        assert dependency_utils.make_beam_dependency_flags is original

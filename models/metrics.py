@@ -35,7 +35,9 @@ class StreamingMeanIoU(keras.metrics.Metric):
         cells = self.num_classes * self.num_classes
         valid = (labels >= 0) & (labels < self.num_classes) & (labels != self.ignore_label)
         index = tf.where(valid, labels * self.num_classes + predictions, cells)
-        counts = tf.math.bincount(tf.reshape(index, [-1]), minlength=cells + 1, maxlength=cells + 1)
+        # The Bincount op with a constant size: tf.math.bincount's size depends on the data, which XLA cannot
+        # compile, and DenseBincount is as slow on a CPU as the scatter it replaces.
+        counts = tf.raw_ops.Bincount(arr=tf.reshape(index, [-1]), size=cells + 1, weights=tf.constant([], tf.int32))
         confusion = tf.reshape(tf.cast(counts[:cells], tf.float64), (self.num_classes, self.num_classes))
         self.confusion.assign_add(confusion)
 

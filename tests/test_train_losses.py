@@ -148,3 +148,18 @@ def test_hparams_json_custom_config_and_flags(tmp_path):
         (3, 6),
     )
     assert flagged.crop_size == 513
+
+
+def test_streaming_miou_compiles_with_xla():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, (2, 6, 5)).astype(np.int32)
+    labels[0, 0] = 255
+    logits = rng.normal(size=(2, 6, 5, 4)).astype(np.float32)
+    eager, compiled = StreamingMeanIoU(num_classes=4), StreamingMeanIoU(num_classes=4)
+    eager.update_state(labels, logits)
+    @tf.function(jit_compile=True)
+    def update(y_true, y_pred):
+        compiled.update_state(y_true, y_pred)
+
+    update(labels, logits)
+    np.testing.assert_array_equal(compiled.confusion.numpy(), eager.confusion.numpy())

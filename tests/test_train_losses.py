@@ -157,6 +157,7 @@ def test_streaming_miou_compiles_with_xla():
     logits = rng.normal(size=(2, 6, 5, 4)).astype(np.float32)
     eager, compiled = StreamingMeanIoU(num_classes=4), StreamingMeanIoU(num_classes=4)
     eager.update_state(labels, logits)
+
     @tf.function(jit_compile=True)
     def update(y_true, y_pred):
         compiled.update_state(y_true, y_pred)

@@ -111,6 +111,19 @@ def open_dataset(layout, root, label_map=None):
     return readers[layout](root, label_map=label_map)
 
 
+def layout_label_map(layout, root):
+    """A dataset layout's own label map, without opening a reader (compiling a pipeline must not need the data):
+    generic: ROOT/label_map.json when present; cityscapes, ade20k: the built-in map's name; else None (VOC)."""
+    if layout == "generic" and root:
+        from data.generic import LABEL_MAP_FILE
+
+        path = fileio.join(str(root), LABEL_MAP_FILE)
+        return path if fileio.exists(path) else None
+    if layout in ("cityscapes", "ade20k"):
+        return layout
+    return None
+
+
 class LabelledDataset(ImageMaskDataset):
     """Base of the readers of datasets with their own label map (`data.generic`, `data.cityscapes`,
     `data.ade20k`): `ImageMaskDataset`'s methods plus a `data.label_map.LabelMap` that turns masks into

@@ -27,9 +27,6 @@ from components.voc_example_gen.component import VocExampleGen, label_map_json
 from models import trainer_module
 from pipeline import configs
 
-# Trainer custom_config key of the label map's dict (models/trainer_module.py reads it).
-TRAINER_LABEL_MAP_KEY = trainer_module.LABEL_MAP_KEY
-
 
 def create_pipeline(
     pipeline_name: str = configs.PIPELINE_NAME,
@@ -101,7 +98,7 @@ def create_pipeline(
         data.ade20k); split_recipes map output splits to its split names, default configs.GENERIC_SPLIT_RECIPES.
     """
     generic = layout not in (None, "voc")  # a LabelledDataset layout: generic, cityscapes, ade20k
-    label_map = label_map_json(dataset_label_map(label_map, layout, data_root))
+    label_map = label_map_json(dataset_label_map(label_map, layout, data_root))  # resolved once, for every stage
     if split_recipes is None and not reference_tfrecords:
         split_recipes = dict(configs.GENERIC_SPLIT_RECIPES if generic else configs.SPLIT_RECIPES)
     components = []
@@ -186,20 +183,11 @@ def create_pipeline(
 
 
 def dataset_label_map(label_map, layout, data_root):
-    """The label map a run uses: the one given, else the dataset layout's own (generic: ROOT/label_map.json when
-    present; cityscapes, ade20k: the built-in maps), else None (VOC). No reader is opened: compiling for Kubeflow
-    must not need the data."""
-    if label_map is not None:
-        return label_map
-    if layout == "generic" and data_root:
-        from data import fileio
-        from data.generic import LABEL_MAP_FILE
+    """The label map a run uses: the one given, else the dataset layout's own (data.dataset.layout_label_map),
+    else None (VOC)."""
+    from data.dataset import layout_label_map
 
-        path = fileio.join(str(data_root), LABEL_MAP_FILE)
-        return path if fileio.exists(path) else None
-    if layout in ("cityscapes", "ade20k"):
-        return layout  # the built-in label map of that name
-    return None
+    return label_map if label_map is not None else layout_label_map(layout, data_root)
 
 
 def trainer_custom_config(train_config, serving_tta, pipeline_root, label_map=None):
@@ -215,7 +203,7 @@ def trainer_custom_config(train_config, serving_tta, pipeline_root, label_map=No
     config[trainer_module.RESUME_ROOT_KEY] = posixpath.join(str(pipeline_root), configs.TRAINING_STATE_DIRNAME)
     label_map = label_map_json(label_map)
     if label_map is not None:
-        config[TRAINER_LABEL_MAP_KEY] = json.loads(label_map)
+        config[trainer_module.LABEL_MAP_KEY] = json.loads(label_map)
     return config
 
 

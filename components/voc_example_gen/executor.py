@@ -88,19 +88,15 @@ def _layout(exec_properties):
 
 
 def effective_label_map(exec_properties):
-    """The label map JSON the workers use: the `label_map` property; for a dataset layout without one, the
-    dataset's own (generic: ROOT/label_map.json when it has one; Cityscapes and ADE20K: their built-in maps);
-    else None (VOC)."""
+    """The label map JSON the workers use: the `label_map` property (create_pipeline always sets it for a dataset
+    with its own); else the dataset layout's own (data.dataset.layout_label_map); else None (VOC)."""
     if exec_properties.get(LABEL_MAP_KEY):
         return exec_properties[LABEL_MAP_KEY]
-    if _layout(exec_properties) != "voc" and exec_properties.get(DATA_ROOT_KEY):
-        from data.dataset import open_dataset
-        from data.label_map import LabelMap
+    from data.dataset import layout_label_map
+    from data.label_map import LabelMap
 
-        own = open_dataset(_layout(exec_properties), exec_properties[DATA_ROOT_KEY], "voc").default_label_map()
-        if own is not None:
-            return json.dumps(LabelMap.resolve(own).to_json_dict(), sort_keys=True)
-    return None
+    own = layout_label_map(_layout(exec_properties), exec_properties.get(DATA_ROOT_KEY))
+    return None if own is None else json.dumps(LabelMap.resolve(own).to_json_dict(), sort_keys=True)
 
 
 def _check_dataset(exec_properties):

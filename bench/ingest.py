@@ -188,6 +188,20 @@ def read_back(out_dir):
     return records
 
 
+def marginal_rates(runs):
+    """Per-image rate between consecutive sizes of one mode's runs, and the fixed cost it implies (seconds at 0
+    images), added to the larger run."""
+    for small, large in zip(runs, runs[1:]):
+        extra = large["images"] - small["images"]
+        for side in ("loop", "beam"):
+            rate = extra / max(large[f"{side}_seconds"] - small[f"{side}_seconds"], 1e-6)
+            large[f"{side}_marginal_images_per_second"] = round(rate, 1)
+            large[f"{side}_fixed_seconds"] = round(large[f"{side}_seconds"] - large["images"] / rate, 1)
+        large["beam_over_loop_marginal"] = round(
+            large["beam_marginal_images_per_second"] / large["loop_marginal_images_per_second"], 2
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -203,9 +217,11 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="--direct_num_workers of the Beam run")
     parser.add_argument(
         "--running-mode",
-        default="multi_processing",
+        nargs="+",
+        default=["multi_threading", "multi_processing"],
         choices=["multi_processing", "multi_threading"],
-        help="--direct_running_mode of the Beam run",
+        help="--direct_running_mode of the Beam runs, one run each (default: the pipeline's ingest default, "
+        "threads, then worker processes)",
     )
     parser.add_argument("--num-shards", type=int, default=0, help="output files per split (0: runner decides)")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "deeplab_bench_ingest"))
@@ -239,28 +255,31 @@ def main():
 
     work = tempfile.mkdtemp(prefix="bench_ingest_")
     ids = open(os.path.join(voc_root, "ImageSets/Segmentation/trainval.txt")).read().split()
-    beam_args = [f"--direct_running_mode={args.running_mode}", f"--direct_num_workers={args.workers}"]
+    modes = list(dict.fromkeys(args.running_mode))
     read_all_files(voc_root, ids[: sizes[-1]])
     load_before = os.getloadavg()
     usable_cores = min(os.cpu_count(), args.workers + 1)  # the workers and the launcher
     runs = []
     try:
-        for size in sizes:
+        for size, mode in ((size, mode) for size in sizes for mode in modes):
+            beam_args = [f"--direct_running_mode={mode}", f"--direct_num_workers={args.workers}"]
             id_list = os.path.join(work, f"ids_{size}.txt")
             with open(id_list, "w") as f:
                 f.write("\n".join(ids[:size]) + "\n")
             splits = {"all": f"file:{id_list}"}
-            loop_dir, beam_dir = os.path.join(work, f"loop_{size}"), os.path.join(work, f"beam_{size}")
+            loop_dir, beam_dir = os.path.join(work, f"loop_{size}"), os.path.join(work, f"beam_{size}_{mode}")
             load = os.getloadavg()[0]
-            cpu = cpu_seconds()
-            loop_s, loop_written, _ = run_loop(voc_root, splits, loop_dir)
-            loop_cpu = cpu_seconds() - cpu
+            if mode == modes[0]:  # one loop run per size, the baseline of every mode's Beam run
+                cpu = cpu_seconds()
+                loop_s, loop_written, _ = run_loop(voc_root, splits, loop_dir)
+                loop_cpu = cpu_seconds() - cpu
             # CPU of Do only: building the executor runs a setup.py sdist subprocess (see run_beam).
             beam_s, beam_cpu, init_s, report = run_beam(voc_root, splits, beam_dir, beam_args, args.num_shards)
             beam_written = sum(s["examples"] for s in report["splits"].values())
             assert beam_written == loop_written == min(size, len(ids)), (size, beam_written, loop_written)
             run = {
                 "images": loop_written,
+                "running_mode": mode,
                 "loop_seconds": round(loop_s, 2),
                 "beam_seconds": round(beam_s, 2),
                 "beam_over_loop": round(loop_s / beam_s, 2),
@@ -283,25 +302,18 @@ def main():
                 run["records_identical"] = True
             runs.append(run)
             print(json.dumps(run), file=sys.stderr, flush=True)
-            shutil.rmtree(loop_dir, ignore_errors=True)
             shutil.rmtree(beam_dir, ignore_errors=True)
+            if mode == modes[-1]:
+                shutil.rmtree(loop_dir, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for small, large in zip(runs, runs[1:]):
-        # Per-image rate between consecutive sizes, and the fixed cost it implies (seconds at 0 images).
-        extra = large["images"] - small["images"]
-        for side in ("loop", "beam"):
-            rate = extra / max(large[f"{side}_seconds"] - small[f"{side}_seconds"], 1e-6)
-            large[f"{side}_marginal_images_per_second"] = round(rate, 1)
-            large[f"{side}_fixed_seconds"] = round(large[f"{side}_seconds"] - large["images"] / rate, 1)
-        large["beam_over_loop_marginal"] = round(
-            large["beam_marginal_images_per_second"] / large["loop_marginal_images_per_second"], 2
-        )
+    for mode in modes:
+        marginal_rates([run for run in runs if run["running_mode"] == mode])
     result = {
         "runs": runs,
-        "beam_over_loop": {str(run["images"]): run["beam_over_loop"] for run in runs},
+        "beam_over_loop": {f"{run['images']} {run['running_mode']}": run["beam_over_loop"] for run in runs},
         "image_size_range": [args.min_size, args.max_size],
-        "beam_args": beam_args,
+        "direct_num_workers": args.workers,
         # False: each Beam worker compiles Beam's sources when it starts (~8 s of CPU instead of ~3 s).
         "worker_bytecode_cached": worker_bytecode_cached(),
         "cpu_count": os.cpu_count(),

@@ -68,7 +68,8 @@ def create_pipeline(
         reference_tfrecords are given).
       reference_tfrecords: output split -> glob of reference-format TFRecords to import.
       max_rejected_fraction, num_shards: VocExampleGen settings.
-      beam_pipeline_args: passed to every Beam-based component (default configs.BEAM_PIPELINE_ARGS).
+      beam_pipeline_args: passed to every Beam-based component (default configs.BEAM_PIPELINE_ARGS); where they
+        run the DirectRunner in worker processes, VocExampleGen runs in threads instead (ingest_beam_args).
       metadata_path: sqlite ML Metadata file for local runs; None for orchestrators that bring their own.
       enable_cache: TFX caching (re-runs reuse unchanged components' outputs).
       with_model: add Trainer -> MiouEvaluator -> AtomicPusher after the data half.
@@ -115,6 +116,7 @@ def create_pipeline(
         layout=layout if generic else None,
         data_root=data_root if generic else None,
     )
+    example_gen.with_beam_pipeline_args(ingest_beam_args(beam_pipeline_args))
     components.append(example_gen)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     components.append(statistics_gen)
@@ -178,8 +180,30 @@ def create_pipeline(
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path)) if metadata_path else None
         ),
-        beam_pipeline_args=list(configs.BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args),
+        beam_pipeline_args=_pipeline_beam_args(beam_pipeline_args),
     )
+
+
+def _pipeline_beam_args(beam_pipeline_args):
+    return list(configs.BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args)
+
+
+def ingest_beam_args(beam_pipeline_args):
+    """VocExampleGen's own Beam arguments, which TFX appends to the pipeline's (so they win): threads
+    (configs.INGEST_BEAM_PIPELINE_ARGS) where the pipeline's DirectRunner would start worker processes; none
+    for any other running mode or runner, which the ingest then shares with the rest of the pipeline."""
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+    options = PipelineOptions(_pipeline_beam_args(beam_pipeline_args))
+    if not _is_direct_runner(options) or options.view_as(DirectOptions).direct_running_mode != "multi_processing":
+        return []
+    return list(configs.INGEST_BEAM_PIPELINE_ARGS)
+
+
+def _is_direct_runner(options):
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    return options.view_as(StandardOptions).runner in (None, "DirectRunner", "direct", "BundleBasedDirectRunner")
 
 
 def dataset_label_map(label_map, layout, data_root):
@@ -220,11 +244,10 @@ def _no_tfx_sdist_for_the_direct_runner(beam_pipeline_args):
     """TFX builds a throw-away sdist of itself before every Beam component so that remote workers (Dataflow,
     Flink) can import TFX: ~1.3 s per component. The DirectRunner's workers run in this Python environment and never
     install it, so a local run with the DirectRunner skips that step; any other runner keeps it."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import PipelineOptions
     from tfx.utils import dependency_utils
 
-    runner = PipelineOptions(list(beam_pipeline_args or [])).view_as(StandardOptions).runner
-    if runner not in (None, "DirectRunner", "direct", "BundleBasedDirectRunner"):
+    if not _is_direct_runner(PipelineOptions(list(beam_pipeline_args or []))):
         yield
         return
     original = dependency_utils.make_beam_dependency_flags

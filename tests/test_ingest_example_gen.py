@@ -19,13 +19,21 @@ BEAM_ARGS = []
 
 
 def run_example_gen(
-    out_dir, voc_root=None, sbd_root=None, split_recipes=None, reference_tfrecords=None, max_rejected_fraction=0.05
+    out_dir,
+    voc_root=None,
+    sbd_root=None,
+    split_recipes=None,
+    reference_tfrecords=None,
+    max_rejected_fraction=0.05,
+    beam_args=BEAM_ARGS,
 ):
     """Runs the executor as TFX would; returns (Examples artifact, report dict or None)."""
     from tfx.dsl.components.base import base_beam_executor
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
+
+    from pipeline.pipeline import _no_tfx_sdist_for_the_direct_runner
 
     artifact = standard_artifacts.Examples()
     artifact.uri = str(out_dir)
@@ -37,8 +45,9 @@ def run_example_gen(
         "max_rejected_fraction": max_rejected_fraction,
         "num_shards": 0,
     }
-    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=str(out_dir))
-    executor.Executor(context).Do({}, {"examples": [artifact]}, exec_properties)
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=list(beam_args), tmp_dir=str(out_dir))
+    with _no_tfx_sdist_for_the_direct_runner(beam_args):
+        executor.Executor(context).Do({}, {"examples": [artifact]}, exec_properties)
     return artifact, read_report(out_dir)
 
 
@@ -135,6 +144,28 @@ def test_bad_samples_are_skipped_and_counted(tmp_path, dirty_root):
     assert by_id[ids[2]]["reason"] == "rgb_mask"
     assert sorted(read_split(artifact.uri, "train")) == sorted(ids[3:])
     assert report["splits"]["val"]["rejected"] == 0
+
+
+def test_threads_write_the_same_records_and_report_as_one_process(tmp_path, dirty_root):
+    """The ingest's default on the DirectRunner (configs.INGEST_BEAM_PIPELINE_ARGS, two threads) against the
+    in-process runner: the same records, rejects and counts."""
+    from pipeline import configs
+
+    root, _ = dirty_root
+    threads = configs.INGEST_BEAM_PIPELINE_ARGS + ["--direct_num_workers=2"]
+    reports, records = [], []
+    for name, beam_args in (("one", BEAM_ARGS), ("threads", threads)):
+        artifact, report = run_example_gen(
+            tmp_path / name, voc_root=root, max_rejected_fraction=0.5, beam_args=beam_args
+        )
+        reports.append({split: {k: v for k, v in s.items() if k != "rejects"} for split, s in report["splits"].items()})
+        reports[-1]["train_rejects"] = sorted((r["id"], r["reason"]) for r in report["splits"]["train"]["rejects"])
+        records.append({split: read_split(artifact.uri, split) for split in ("train", "val")})
+    assert reports[0] == reports[1]
+    for split in ("train", "val"):
+        one, threaded = records[0][split], records[1][split]
+        assert sorted(one) == sorted(threaded)
+        assert all(one[k][2] == threaded[k][2] for k in one)  # the same tf.train.Example
 
 
 def test_too_many_rejects_fail_after_writing_the_report(tmp_path, dirty_root):

@@ -122,6 +122,34 @@ def test_flags_become_one_run_options_that_maps_onto_create_pipeline():
     assert (local.pipeline_root, local.metadata_path) == configs.local_paths(configs.OUTPUT_DIR)
 
 
+def test_the_ingest_runs_in_threads_where_the_direct_runner_would_start_worker_processes():
+    from pipeline import configs
+    from pipeline.pipeline import create_pipeline, ingest_beam_args
+
+    threads = configs.INGEST_BEAM_PIPELINE_ARGS
+    assert ingest_beam_args(None) == threads  # configs.BEAM_PIPELINE_ARGS: worker processes
+    assert ingest_beam_args(configs.BEAM_PIPELINE_ARGS + ["--direct_num_workers=4"]) == threads
+    assert ingest_beam_args(configs.DEMO_BEAM_ARGS) == []
+    assert ingest_beam_args(configs.BEAM_PIPELINE_ARGS + ["--direct_running_mode=in_memory"]) == []
+    assert ingest_beam_args(configs.BEAM_PIPELINE_ARGS + ["--runner=DataflowRunner", "--project=p"]) == []
+
+    def running_modes(pipeline):
+        from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+        return {
+            c.id: PipelineOptions(c.executor_spec.beam_pipeline_args).view_as(DirectOptions).direct_running_mode
+            for c in pipeline.components
+            if hasattr(c.executor_spec, "beam_pipeline_args")
+        }
+
+    modes = running_modes(create_pipeline(voc_root="/voc", with_model=False))
+    # TFX puts the pipeline's arguments first and the component's after them: the component's win.
+    assert modes.pop("VocExampleGen") == "multi_threading"
+    assert set(modes.values()) == {"multi_processing"}
+    modes = running_modes(create_pipeline(voc_root="/voc", with_model=False, beam_pipeline_args=configs.DEMO_BEAM_ARGS))
+    assert set(modes.values()) == {"in_memory"}
+
+
 def test_warm_start_feeds_the_latest_blessed_model_to_the_trainer():
     from pipeline.pipeline import create_pipeline
 

@@ -1,4 +1,4 @@
-"""Ingest throughput: VocExampleGen's Beam pipeline (DirectRunner, worker processes) vs a plain loop.
+"""Ingest throughput: VocExampleGen's Beam pipeline (DirectRunner: threads and worker processes) vs a plain loop.
 
 Both do the same work per sample with the same data/ functions (data.tfrecord.load_sample: read,
 validate, convert the mask -> example_bytes -> GZIP TFRecords) on one synthetic VOCdevkit tree made
@@ -6,23 +6,23 @@ here (cached under --data-dir; generation is not timed). The Beam side is the re
 (`Executor.Do`: pipeline build, worker start-up, run, report), timed from the call to its return; the
 loop, one process writing with TensorFlow's TFRecordWriter (C++ zlib and CRC), is timed the same way.
 
-Each --sizes entry is one run of each side on the first N ids of the tree, so that the fixed cost
-(mostly Beam's worker processes starting: importing Beam takes ~3 s of CPU each, ~8 s where Beam's
-bytecode is not compiled, see --pycache-prefix) and the per-image rate ("marginal": extra images /
-extra seconds between consecutive sizes) are reported apart. Prints JSON with `beam_over_loop`
-(loop seconds / Beam seconds) per size, CPU seconds of both sides, and the load average: on a
-shared machine two worker processes cannot show their parallelism, so compare ratios measured in
-one run, and see `beam_over_loop_idle_cpu_estimate`.
+Each --sizes entry is one loop run and one Beam run per --running-mode on the first N ids of the tree, so that
+the fixed cost (Beam's worker processes starting: importing Beam takes ~2.4 s of CPU each, ~8 s where Beam's
+bytecode is not compiled, see --pycache-prefix) and the per-image rate ("marginal": extra images / extra seconds
+between consecutive sizes) are reported apart. The default modes are the pipeline's ingest default on the
+DirectRunner, threads (configs.INGEST_BEAM_PIPELINE_ARGS), then worker processes. Prints JSON with
+`beam_over_loop` (loop seconds / Beam seconds) per size and mode, CPU seconds of both sides, and the load average:
+on a shared machine the workers cannot show their parallelism, so compare ratios measured in one run, and see
+`beam_over_loop_idle_cpu_estimate`.
 
-    .venv/bin/python bench/ingest.py                            # 2,000 and 10,000 images, 2 workers
-    .venv/bin/python bench/ingest.py --sizes 500 2000 --workers 2 --num-shards 4
+    .venv/bin/python bench/ingest.py                            # 2,000 and 10,000 images, threads and processes
+    .venv/bin/python bench/ingest.py --sizes 500 2000 --running-mode multi_processing --num-shards 4
 
-Measured (2 shared cores, load average 2-4 from other work; seconds loop / Beam, ratio):
-  as installed (no compiled bytecode, PYTHONDONTWRITEBYTECODE=1): 2,000: 5.6 / 26.2 (0.21x);
-    10,000: 30.5 / 35.5 (0.86x); CPU estimate for idle cores 1.15x.
-  --pycache-prefix: 10,000: 53.6 / 51.8 (1.04x, load 4) and 31.1 / 47.4 (0.66x, load 2.7);
-    CPU estimate for idle cores 1.25-1.28x. Loop: ~3.1 ms of CPU per image; Beam: ~4.2 ms per image
-    in the workers, plus ~7 s of CPU fixed (~19 s without compiled bytecode).
+Measured 2026-12-03, 2 idle cores (AMD EPYC Zen 4), bytecode compiled (make setup), beam_over_loop:
+  threads (the default): 10,000: 1.35, 1.40, 1.31, 1.35 (four runs; Beam 18.1-20.2 s); 2,000: 1.13, 1.15.
+  worker processes: 10,000: 1.26, 1.05, 1.41, 1.38; 2,000: 0.68, 0.85.
+  Loop: ~2.4-3.0 ms of CPU per image, a third of it GZIP deflating JPEG/PNG bytes that do not compress (-2%).
+  Earlier figures (0.86x at 10,000) came from a machine shared with other work (load 2-4).
 """
 
 import argparse

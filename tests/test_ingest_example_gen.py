@@ -19,13 +19,7 @@ BEAM_ARGS = []
 
 
 def run_example_gen(
-    out_dir,
-    voc_root=None,
-    sbd_root=None,
-    split_recipes=None,
-    reference_tfrecords=None,
-    max_rejected_fraction=0.05,
-    beam_args=BEAM_ARGS,
+    out_dir, voc_root=None, sbd_root=None, split_recipes=None, reference_tfrecords=None, max_rejected_fraction=0.05
 ):
     """Runs the executor as TFX would; returns (Examples artifact, report dict or None)."""
     from tfx.dsl.components.base import base_beam_executor
@@ -45,8 +39,8 @@ def run_example_gen(
         "max_rejected_fraction": max_rejected_fraction,
         "num_shards": 0,
     }
-    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=list(beam_args), tmp_dir=str(out_dir))
-    with _no_tfx_sdist_for_the_direct_runner(beam_args):
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=list(BEAM_ARGS), tmp_dir=str(out_dir))
+    with _no_tfx_sdist_for_the_direct_runner(BEAM_ARGS):
         executor.Executor(context).Do({}, {"examples": [artifact]}, exec_properties)
     return artifact, read_report(out_dir)
 
@@ -146,7 +140,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path, dirty_root):
     assert report["splits"]["val"]["rejected"] == 0
 
 
-def test_threads_write_the_same_records_and_report_as_one_process(tmp_path, dirty_root):
+def test_threads_write_the_same_records_and_report_as_one_process(tmp_path, dirty_root, monkeypatch):
     """The ingest's default on the DirectRunner (configs.INGEST_BEAM_PIPELINE_ARGS, two threads) against the
     in-process runner: the same records, rejects and counts."""
     from pipeline import configs
@@ -155,9 +149,8 @@ def test_threads_write_the_same_records_and_report_as_one_process(tmp_path, dirt
     threads = configs.INGEST_BEAM_PIPELINE_ARGS + ["--direct_num_workers=2"]
     reports, records = [], []
     for name, beam_args in (("one", BEAM_ARGS), ("threads", threads)):
-        artifact, report = run_example_gen(
-            tmp_path / name, voc_root=root, max_rejected_fraction=0.5, beam_args=beam_args
-        )
+        monkeypatch.setattr(f"{__name__}.BEAM_ARGS", beam_args)  # run_example_gen's Beam arguments
+        artifact, report = run_example_gen(tmp_path / name, voc_root=root, max_rejected_fraction=0.5)
         reports.append({split: {k: v for k, v in s.items() if k != "rejects"} for split, s in report["splits"].items()})
         reports[-1]["train_rejects"] = sorted((r["id"], r["reason"]) for r in report["splits"]["train"]["rejects"])
         records.append({split: read_split(artifact.uri, split) for split in ("train", "val")})

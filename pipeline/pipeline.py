@@ -99,6 +99,7 @@ def create_pipeline(
         data.ade20k); split_recipes map output splits to its split names, default configs.GENERIC_SPLIT_RECIPES.
     """
     generic = layout not in (None, "voc")  # a LabelledDataset layout: generic, cityscapes, ade20k
+    beam_pipeline_args = list(configs.BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args)
     label_map = label_map_json(dataset_label_map(label_map, layout, data_root))  # resolved once, for every stage
     if split_recipes is None and not reference_tfrecords:
         split_recipes = dict(configs.GENERIC_SPLIT_RECIPES if generic else configs.SPLIT_RECIPES)
@@ -180,12 +181,8 @@ def create_pipeline(
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path)) if metadata_path else None
         ),
-        beam_pipeline_args=_pipeline_beam_args(beam_pipeline_args),
+        beam_pipeline_args=beam_pipeline_args,
     )
-
-
-def _pipeline_beam_args(beam_pipeline_args):
-    return list(configs.BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args)
 
 
 def ingest_beam_args(beam_pipeline_args):
@@ -194,7 +191,7 @@ def ingest_beam_args(beam_pipeline_args):
     for any other running mode or runner, which the ingest then shares with the rest of the pipeline."""
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-    options = PipelineOptions(_pipeline_beam_args(beam_pipeline_args))
+    options = PipelineOptions(list(beam_pipeline_args))
     if not _is_direct_runner(options) or options.view_as(DirectOptions).direct_running_mode != "multi_processing":
         return []
     return list(configs.INGEST_BEAM_PIPELINE_ARGS)

@@ -127,7 +127,7 @@ def test_the_ingest_runs_in_threads_where_the_direct_runner_would_start_worker_p
     from pipeline.pipeline import create_pipeline, ingest_beam_args
 
     threads = configs.INGEST_BEAM_PIPELINE_ARGS
-    assert ingest_beam_args(None) == threads  # configs.BEAM_PIPELINE_ARGS: worker processes
+    assert ingest_beam_args(configs.BEAM_PIPELINE_ARGS) == threads  # the default: worker processes
     assert ingest_beam_args(configs.BEAM_PIPELINE_ARGS + ["--direct_num_workers=4"]) == threads
     assert ingest_beam_args(configs.DEMO_BEAM_ARGS) == []
     assert ingest_beam_args(configs.BEAM_PIPELINE_ARGS + ["--direct_running_mode=in_memory"]) == []

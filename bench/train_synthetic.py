@@ -28,14 +28,32 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _value(text):
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def timed_train(hp, train_dir, val_dir, run_dir, verbose):
+    """models.train.train, timed: (its report, the figures every training benchmark reports). The load
+    average before and after is kept because the CPU may be shared."""
+    from models.train import train
+
+    load_before = os.getloadavg()
+    started = time.time()
+    report = train(hp, train_dir, val_dir, run_dir, verbose=verbose)
+    figures = {
+        "steps": report["steps"],
+        "fit_seconds": report["train_seconds"],
+        "total_seconds": round(time.time() - started, 1),
+        "val_miou_per_epoch": [round(v, 4) for v in report["history"].get("val_miou", [])],
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+        "hparams": report["hparams"],
+        "precision": report["precision_resolved"],
+        "precision_reason": report["precision_reason"],
+    }
+    return report, figures
 
 
 def main(argv=None):
+    from models.hparams import parse_assignment
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="/tmp/deeplab_train_synthetic")
     parser.add_argument("--num-train", type=int, default=300)
@@ -43,11 +61,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="demo")
     parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override one hyper-parameter (JSON value), e.g. --set train_steps=1000",
+        "--set", type=parse_assignment, action="append", default=[], metavar="NAME=VALUE", help="e.g. train_steps=1000"
     )
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
@@ -58,10 +72,9 @@ def main(argv=None):
     from bench.examples_from_voc import write_examples
     from data.synthetic import generate_voc_dataset
     from models import hparams as hparams_lib
-    from models.train import train
 
-    overrides = dict(item.split("=", 1) for item in args.set)
-    hp = hparams_lib.preset(args.preset, **{k: _value(v) for k, v in overrides.items()})
+    overrides = dict(args.set)
+    hp = hparams_lib.preset(args.preset, **overrides)
     data_dir = os.path.join(args.workdir, f"data_{args.num_train}_{args.num_val}_{args.seed}")
     examples = os.path.join(data_dir, "examples")
     if not os.path.isdir(os.path.join(examples, "Split-val")):
@@ -71,10 +84,8 @@ def main(argv=None):
         print(json.dumps(write_examples(voc, examples)))
     run_dir = os.path.join(args.workdir, "run")
     shutil.rmtree(run_dir, ignore_errors=True)
-    load_before = os.getloadavg()
-    started = time.time()
-    report = train(
-        hp, os.path.join(examples, "Split-train"), os.path.join(examples, "Split-val"), run_dir, verbose=args.verbose
+    report, figures = timed_train(
+        hp, os.path.join(examples, "Split-train"), os.path.join(examples, "Split-val"), run_dir, args.verbose
     )
     result = {
         "preset": args.preset,
@@ -83,17 +94,8 @@ def main(argv=None):
         "num_val": args.num_val,
         "val_miou": round(report["val_miou"], 4),
         "val_images": report["val_images"],
-        "steps": report["steps"],
-        "fit_seconds": report["train_seconds"],
-        "total_seconds": round(time.time() - started, 1),
-        "val_miou_per_epoch": [round(v, 4) for v in report["history"].get("val_miou", [])],
-        "cpus": os.cpu_count(),
-        "loadavg_before": [round(v, 2) for v in load_before],
-        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "run_dir": run_dir,
-        "hparams": report["hparams"],
-        "precision": report["precision_resolved"],
-        "precision_reason": report["precision_reason"],
+        **figures,
     }
     with open(os.path.join(args.workdir, "train_synthetic.json"), "w") as f:
         json.dump(result, f, indent=2)

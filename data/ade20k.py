@@ -18,7 +18,6 @@ class Ade20kDataset(LabelledDataset):
 
     IMAGE_DIR = "images"
     MASK_DIR = "annotations"
-    MASK_EXT = ".png"
     NAME = "ADE20K"
     ROOT_FLAG = "the ADE20K root"
     SOURCE = "ade20k"

@@ -11,7 +11,6 @@ cityscapesScripts' createTrainIdLabelImgs.py does. Ids are the file stems withou
 from data import fileio
 from data.dataset import LabelledDataset
 
-SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX = "_leftImg8bit.png"
 
 

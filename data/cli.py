@@ -189,16 +189,7 @@ def _main_label_map(args):
         LabelMap.synthetic(args.num_classes) if args.num_classes is not None else LabelMap.resolve(args.label_map)
     )
     root = generate_dataset(
-        args.output,
-        label_map=label_map,
-        layout=args.layout,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        seed=args.seed,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        rgb_masks=args.rgb_masks,
-        progress=True,
+        args.output, label_map=label_map, layout=args.layout, rgb_masks=args.rgb_masks, **_sample_args(args)
     )
     print(
         f"wrote {args.num_train} train + {args.num_val} val images to {root} ({args.layout} layout, label map "
@@ -220,6 +211,12 @@ def _main_label_map(args):
     return _write_summary(args.output, summary)
 
 
+def _sample_args(args):
+    """The arguments of data.synthetic's generators that the flags set: how many images, their sizes, the seed."""
+    names = ("num_train", "num_val", "seed", "min_size", "max_size")
+    return {**{name: getattr(args, name) for name in names}, "progress": True}
+
+
 def main(command, args):
     from data.synthetic import add_defects, generate_sbd_dataset, generate_voc_dataset
 
@@ -231,15 +228,7 @@ def main(command, args):
     ):
         return _main_label_map(args)
 
-    root = generate_voc_dataset(
-        args.output,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        seed=args.seed,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        progress=True,
-    )
+    root = generate_voc_dataset(args.output, **_sample_args(args))
     print(
         f"wrote {args.num_train} train + {args.num_val} val images to {root} (VOCdevkit layout; use --voc-root {root})"
     )

@@ -5,6 +5,9 @@ Subclasses name their folders and the error hint; the readers then agree on ever
 
 from data import fileio
 
+# A generic-layout dataset's own label map, at its root (data/generic.py; data.synthetic writes one).
+LABEL_MAP_FILE = "label_map.json"
+
 
 class ImageMaskDataset:
     """Base of `data.voc.VocDevkit` and `data.sbd.SbdDataset` (local or gs://... roots).
@@ -115,8 +118,6 @@ def layout_label_map(layout, root):
     """A dataset layout's own label map, without opening a reader (compiling a pipeline must not need the data):
     generic: ROOT/label_map.json when present; cityscapes, ade20k: the built-in map's name; else None (VOC)."""
     if layout == "generic" and root:
-        from data.generic import LABEL_MAP_FILE
-
         path = fileio.join(str(root), LABEL_MAP_FILE)
         return path if fileio.exists(path) else None
     if layout in ("cityscapes", "ade20k"):
@@ -134,6 +135,7 @@ class LabelledDataset(ImageMaskDataset):
     `_resolve` wants the root to hold `IMAGE_DIR` and `MASK_DIR`; `FOLDER_HINT` follows its missing-folder error.
     """
 
+    MASK_EXT = ".png"
     SOURCE = None
     LAYOUT = None
     FOLDER_HINT = ""

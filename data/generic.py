@@ -10,16 +10,14 @@ with its palette (`data.label_map.LabelMap.encode_mask`).
 """
 
 from data import fileio
-from data.dataset import LabelledDataset
+from data.dataset import LabelledDataset, layout_label_map
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-LABEL_MAP_FILE = "label_map.json"
 
 
 class GenericDataset(LabelledDataset):
     """Reader for the layout above (local or gs://...); folder names can be changed."""
 
-    MASK_EXT = ".png"
     NAME = "generic dataset"
     ROOT_FLAG = "the dataset root"
     SOURCE = "generic"
@@ -34,8 +32,7 @@ class GenericDataset(LabelledDataset):
         super().__init__(root, label_map)
 
     def default_label_map(self):
-        path = fileio.join(self.root, LABEL_MAP_FILE)
-        return path if fileio.exists(path) else None
+        return layout_label_map("generic", self.root)
 
     def available_splits(self):
         list_dir = fileio.join(self.root, self.LIST_DIR)

@@ -16,6 +16,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from data.dataset import LABEL_MAP_FILE
 from data.voc import IGNORE_LABEL, VOC_CLASSES, voc_palette
 
 ObjectStyle = collections.namedtuple("ObjectStyle", ["class_id", "shape", "rgb", "texture"])
@@ -366,13 +367,7 @@ def generate_dataset(
     is_voc = label_map == LabelMap.voc()
     if layout == "voc" and is_voc:
         return generate_voc_dataset(
-            output_dir,
-            num_train=num_train,
-            num_val=num_val,
-            seed=seed,
-            min_size=min_size,
-            max_size=max_size,
-            progress=progress,
+            output_dir, num_train, num_val, seed, min_size=min_size, max_size=max_size, progress=progress
         )
     if not 8 <= min_size <= max_size:
         raise ValueError(f"need 8 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
@@ -414,5 +409,5 @@ def generate_dataset(
     for name, split_ids in {"train": ids[:num_train], "val": ids[num_train:], "trainval": ids}.items():
         _write(os.path.join(list_dir, f"{name}.txt"), "".join(f"{i}\n" for i in split_ids).encode())
     if not is_voc:
-        label_map.save(os.path.join(root, "label_map.json"))
+        label_map.save(os.path.join(root, LABEL_MAP_FILE))
     return root

@@ -8,7 +8,7 @@ branches are concatenated and fused by a 1x1 conv-BN-ReLU.
 import tensorflow as tf
 import tf_keras as keras
 
-from models.layers import ConvBNReLU
+from models.layers import BatchNormSettings, ConvBNReLU
 
 # Paper: rates (6, 12, 18) at output_stride 16, doubled at 8. At 32 the feature map is so small
 # that 6+ would only see padding, so the rates are halved (3, 6, 9): the same field of view in
@@ -24,18 +24,13 @@ def aspp_rates_for(output_stride):
 
 
 @keras.saving.register_keras_serializable(package="deeplab")
-class ImagePooling(keras.layers.Layer):
+class ImagePooling(BatchNormSettings):
     """Image-level features: global average pool -> 1x1 conv-BN-ReLU -> bilinear upsample to input size."""
 
-    def __init__(self, filters=256, bn_decay=0.9997, bn_epsilon=1e-5, weight_decay=0.0, **kwargs):
+    def __init__(self, filters=256, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
-        self.bn_decay = bn_decay
-        self.bn_epsilon = bn_epsilon
-        self.weight_decay = weight_decay
-        self.conv = ConvBNReLU(
-            filters, 1, bn_decay=bn_decay, bn_epsilon=bn_epsilon, weight_decay=weight_decay, name="conv_bn_relu"
-        )
+        self.conv = ConvBNReLU(filters, 1, name="conv_bn_relu", **self.bn_settings)
 
     def call(self, inputs, training=None):
         pooled = tf.reduce_mean(inputs, axis=[1, 2], keepdims=True)
@@ -44,38 +39,24 @@ class ImagePooling(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            filters=self.filters, bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon, weight_decay=self.weight_decay
-        )
+        config.update(filters=self.filters)
         return config
 
 
 @keras.saving.register_keras_serializable(package="deeplab")
-class ASPP(keras.layers.Layer):
+class ASPP(BatchNormSettings):
     """ASPP: [1x1, 3x3 @ rate for rate in `rates`, image pooling] -> concat -> 1x1 conv-BN-ReLU.
 
     `rates=()` leaves only the 1x1 and image-pooling branches (DeepLab's small MobileNetV2 model);
     `image_pooling=False` drops the image-level branch.
     """
 
-    def __init__(
-        self,
-        rates=_RATES_AT_16,
-        filters=256,
-        image_pooling=True,
-        bn_decay=0.9997,
-        bn_epsilon=1e-5,
-        weight_decay=0.0,
-        **kwargs,
-    ):
+    def __init__(self, rates=_RATES_AT_16, filters=256, image_pooling=True, **kwargs):
         super().__init__(**kwargs)
         self.rates = tuple(int(r) for r in rates)
         self.filters = filters
         self.image_pooling = image_pooling
-        self.bn_decay = bn_decay
-        self.bn_epsilon = bn_epsilon
-        self.weight_decay = weight_decay
-        common = dict(bn_decay=bn_decay, bn_epsilon=bn_epsilon, weight_decay=weight_decay)
+        common = self.bn_settings
         self.branches = [ConvBNReLU(filters, 1, name="conv_1x1", **common)]
         self.branches += [
             ConvBNReLU(filters, 3, dilation_rate=r, name=f"conv_3x3_rate{r}", **common) for r in self.rates
@@ -91,12 +72,5 @@ class ASPP(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            rates=list(self.rates),
-            filters=self.filters,
-            image_pooling=self.image_pooling,
-            bn_decay=self.bn_decay,
-            bn_epsilon=self.bn_epsilon,
-            weight_decay=self.weight_decay,
-        )
+        config.update(rates=list(self.rates), filters=self.filters, image_pooling=self.image_pooling)
         return config

@@ -126,22 +126,13 @@ def _resnet_unit(x, spec, conv_shortcut, bn_decay, bn_epsilon, weight_decay):
     y = keras.layers.Conv2D(spec.filters, 1, use_bias=False, kernel_regularizer=reg, name=name + "_1_conv")(preact)
     y = _bn(name + "_1_bn", bn_decay, bn_epsilon)(y)
     y = keras.layers.Activation("relu", name=name + "_1_relu")(y)
+    conv_2 = dict(use_bias=False, kernel_regularizer=reg, name=name + "_2_conv")
     if spec.stride > 1:
         # Keras' explicit padding for the strided conv (equals "same" only for odd sizes).
         y = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name=name + "_2_pad")(y)
-        y = keras.layers.Conv2D(
-            spec.filters, 3, strides=spec.stride, use_bias=False, kernel_regularizer=reg, name=name + "_2_conv"
-        )(y)
+        y = keras.layers.Conv2D(spec.filters, 3, strides=spec.stride, **conv_2)(y)
     else:
-        y = AtrousConv2D(
-            spec.filters,
-            3,
-            padding="same",
-            dilation_rate=spec.rate,
-            use_bias=False,
-            kernel_regularizer=reg,
-            name=name + "_2_conv",
-        )(y)
+        y = AtrousConv2D(spec.filters, 3, padding="same", dilation_rate=spec.rate, **conv_2)(y)
     y = _bn(name + "_2_bn", bn_decay, bn_epsilon)(y)
     y = keras.layers.Activation("relu", name=name + "_2_relu")(y)
     y = keras.layers.Conv2D(4 * spec.filters, 1, kernel_regularizer=reg, name=name + "_3_conv")(y)

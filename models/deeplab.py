@@ -104,7 +104,8 @@ def build_deeplab_v3(
     images = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
     x = Preprocess(name="preprocess")(images)
     x = features_model(x)
-    x = ASPP(rates, aspp_filters, image_pooling, bn_decay, bn_epsilon, weight_decay, name="aspp")(x)
+    bn_settings = dict(bn_decay=bn_decay, bn_epsilon=bn_epsilon, weight_decay=weight_decay)
+    x = ASPP(rates, aspp_filters, image_pooling, name="aspp", **bn_settings)(x)
     x = keras.layers.Conv2D(num_classes, 1, kernel_regularizer=l2_regularizer(weight_decay), name="logits")(x)
     # float32 whatever the mixed-precision policy: the loss and argmax need full-precision logits.
     logits = ResizeLike(name="upsample_logits", dtype="float32")([x, images])

@@ -349,7 +349,6 @@ def export_serving_model(
     config=None,
     tta=None,
     precision=None,
-    num_classes=None,
     warmup_sizes=None,
     model_name="deeplab",
     extra_config=None,
@@ -371,15 +370,14 @@ def export_serving_model(
       precision: 'float32' or 'bfloat16' compute (mixed_bfloat16: bf16 math, float32 variables and
         outputs), or 'auto' (bfloat16 only where native: models/precision.py). Default: the model's own.
         deeplab_export.json records it and the reason (`precision_reason`).
-      num_classes: default: the model's output channels.
       warmup_sizes: (height, width) pairs for the warm-up requests; default the training crop
         found in hparams (else 128x128). () writes no warm-up file.
       model_name: model name recorded in the warm-up requests (TF Serving ignores it at replay).
       extra_config: JSON-serialisable dict added to assets.extra/deeplab_export.json.
       label_map: the classes' names and colours (anything data.label_map.LabelMap.resolve accepts: a LabelMap,
         its JSON dict, a built-in name or a file); served by the `label_map` signature and recorded as
-        "label_map" in deeplab_export.json. Default: VOC for 21 classes, else LabelMap.synthetic(num_classes).
-        Its number of classes must equal the model's.
+        "label_map" in deeplab_export.json. Default: VOC for 21 classes, else LabelMap.synthetic(N). Its number
+        of classes N must equal the model's output channels.
 
     Returns:
       export_dir.
@@ -398,8 +396,7 @@ def export_serving_model(
     else:
         precision, precision_reason = resolve_export_precision(precision)
     model = with_precision(model, precision, config)
-    if num_classes is None:
-        num_classes = int(model.output_shape[-1]) if model.output_shape[-1] else NUM_CLASSES
+    num_classes = int(model.output_shape[-1]) if model.output_shape[-1] else NUM_CLASSES
     label_map = default_label_map(num_classes) if label_map is None else LabelMap.resolve(label_map)
     if label_map.num_classes != int(num_classes):
         raise ValueError(

@@ -294,6 +294,18 @@ def from_custom_config(custom_config, train_steps=None, eval_steps=None):
     return preset(name, **config)
 
 
+def parse_assignment(text):
+    """'NAME=VALUE' (a --set or --model-arg flag) -> (NAME, VALUE): VALUE as JSON (321, true, [1, 2]) where it
+    parses, else the plain string. An argparse `type`: a malformed text is an ArgumentTypeError."""
+    name, sep, value = str(text).partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
 def _parse_bool(text):
     if str(text).lower() in ("1", "true", "yes", "on"):
         return True

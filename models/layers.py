@@ -29,20 +29,35 @@ class Preprocess(keras.layers.Layer):
         return images / 127.5 - 1.0
 
 
-@keras.saving.register_keras_serializable(package="deeplab")
-class ConvBNReLU(keras.layers.Layer):
-    """Conv2D (no bias) -> BatchNormalization -> ReLU, the unit of every ASPP branch and the head."""
+class BatchNormSettings(keras.layers.Layer):
+    """Base of the layers built of conv-BN units: carries their BatchNormalization momentum (`bn_decay`) and
+    epsilon and their convolutions' weight decay, and saves them in get_config."""
 
-    def __init__(
-        self, filters, kernel_size=1, dilation_rate=1, bn_decay=0.9997, bn_epsilon=1e-5, weight_decay=0.0, **kwargs
-    ):
+    def __init__(self, bn_decay=0.9997, bn_epsilon=1e-5, weight_decay=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.bn_decay = bn_decay
+        self.bn_epsilon = bn_epsilon
+        self.weight_decay = weight_decay
+
+    @property
+    def bn_settings(self):
+        """The keyword arguments that give a sub-layer the same settings."""
+        return dict(bn_decay=self.bn_decay, bn_epsilon=self.bn_epsilon, weight_decay=self.weight_decay)
+
+    def get_config(self):
+        return {**super().get_config(), **self.bn_settings}
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
+class ConvBNReLU(BatchNormSettings):
+    """Conv2D (no bias) -> BatchNormalization -> ReLU, the unit of every ASPP branch and the head.
+    kwargs: BatchNormSettings' (bn_decay, bn_epsilon, weight_decay) and Layer's."""
+
+    def __init__(self, filters, kernel_size=1, dilation_rate=1, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.dilation_rate = dilation_rate
-        self.bn_decay = bn_decay
-        self.bn_epsilon = bn_epsilon
-        self.weight_decay = weight_decay
         self.conv = AtrousConv2D(
             filters,
             kernel_size,
@@ -50,10 +65,10 @@ class ConvBNReLU(keras.layers.Layer):
             dilation_rate=dilation_rate,
             use_bias=False,
             kernel_initializer="he_normal",
-            kernel_regularizer=l2_regularizer(weight_decay),
+            kernel_regularizer=l2_regularizer(self.weight_decay),
             name="conv",
         )
-        self.bn = keras.layers.BatchNormalization(momentum=bn_decay, epsilon=bn_epsilon, name="bn")
+        self.bn = keras.layers.BatchNormalization(momentum=self.bn_decay, epsilon=self.bn_epsilon, name="bn")
         self.relu = keras.layers.ReLU(name="relu")
 
     def call(self, inputs, training=None):
@@ -61,14 +76,7 @@ class ConvBNReLU(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            dilation_rate=self.dilation_rate,
-            bn_decay=self.bn_decay,
-            bn_epsilon=self.bn_epsilon,
-            weight_decay=self.weight_decay,
-        )
+        config.update(filters=self.filters, kernel_size=self.kernel_size, dilation_rate=self.dilation_rate)
         return config
 
 

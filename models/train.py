@@ -267,7 +267,6 @@ def train(
     callbacks=(),
     verbose=1,
     deterministic=False,
-    export=True,
     backup_dir=None,
     serving_tta=None,
     label_map=None,
@@ -406,7 +405,7 @@ def train(
     # need all workers); non-chief workers write into their private run_dir, deleted afterwards.
     model_path = save_model(final, run_dir)
     export_dir = serving_model_dir if chief else os.path.join(run_dir, "serving_model")
-    if serving_model_dir and export:
+    if serving_model_dir:
         from models.export import export_serving_model
 
         export_serving_model(
@@ -414,7 +413,7 @@ def train(
         )
     if chief:
         report["model"] = model_path
-        report["serving_model_dir"] = serving_model_dir if (serving_model_dir and export) else None
+        report["serving_model_dir"] = serving_model_dir or None
         with tf.io.gfile.GFile(os.path.join(run_dir, REPORT_FILENAME), "w") as f:
             json.dump(report, f, indent=2)
     else:

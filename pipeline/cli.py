@@ -16,11 +16,18 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 from data.dataset import DATASET_LAYOUTS
+from models.hparams import parse_assignment
 from pipeline import configs
 from pipeline.report import REPORT_FILE, build_model_report, build_report, print_summary, write_report
 
 
 # ---------------------------------------------------------------------------------------------- arguments
+def _add_configs_flag(group, flag, kind, text):
+    """A flag whose default is the pipeline/configs.py constant of its name (--keep-versions: KEEP_VERSIONS)."""
+    default = getattr(configs, flag[2:].replace("-", "_").upper())
+    group.add_argument(flag, type=kind, default=default, help=f"{text} (default %(default)s)")
+
+
 def _add_data_arguments(parser):
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -72,19 +79,10 @@ def _add_data_arguments(parser):
         "masks are encoded through it, and the label statistics, the model and the evaluation use its classes "
         "(default: Pascal VOC's 21 classes)",
     )
-    data.add_argument(
-        "--max-rejected-fraction",
-        type=float,
-        default=configs.MAX_REJECTED_FRACTION,
-        help="fail when a split rejects more than this fraction of its samples (default "
-        f"{configs.MAX_REJECTED_FRACTION})",
+    _add_configs_flag(
+        data, "--max-rejected-fraction", float, "fail when a split rejects more than this fraction of its samples"
     )
-    data.add_argument(
-        "--num-shards",
-        type=int,
-        default=configs.NUM_SHARDS,
-        help="TFRecord files per split (default 0: the Beam runner decides)",
-    )
+    _add_configs_flag(data, "--num-shards", int, "TFRecord files per split (0: the Beam runner decides)")
     run = parser.add_argument_group("pipeline")
     run.add_argument("--pipeline-name", default=configs.PIPELINE_NAME, help="name in ML Metadata / Kubeflow")
     run.add_argument(
@@ -108,6 +106,7 @@ def add_model_arguments(parser):
     )
     model.add_argument(
         "--set",
+        type=parse_assignment,
         action="append",
         default=[],
         metavar="NAME=VALUE",
@@ -115,18 +114,8 @@ def add_model_arguments(parser):
         "precision=mixed_bfloat16; repeat for more",
     )
     model.add_argument("--train-steps", type=int, help="training steps (default: the preset's)")
-    model.add_argument(
-        "--miou-threshold",
-        type=float,
-        default=configs.MIOU_THRESHOLD,
-        help="push only a model with val mIoU >= this (default %(default)s)",
-    )
-    model.add_argument(
-        "--max-regression",
-        type=float,
-        default=configs.MAX_REGRESSION,
-        help="... and at most this far below the latest blessed model (default %(default)s)",
-    )
+    _add_configs_flag(model, "--miou-threshold", float, "push only a model with val mIoU >= this")
+    _add_configs_flag(model, "--max-regression", float, "... and at most this far below the latest blessed model")
     model.add_argument(
         "--eval-tta",
         default=configs.EVAL_TTA,
@@ -142,12 +131,7 @@ def add_model_arguments(parser):
     )
     model.add_argument("--serving-dir", help="push directory (default: serving/ beside the pipeline root)")
     model.add_argument("--model-name", default=configs.MODEL_NAME, help="TF Serving model name (default %(default)s)")
-    model.add_argument(
-        "--keep-versions",
-        type=int,
-        default=configs.KEEP_VERSIONS,
-        help="versions kept in the push directory (default %(default)s)",
-    )
+    _add_configs_flag(model, "--keep-versions", int, "versions kept in the push directory")
     model.add_argument(
         "--allow-anomalies",
         action="store_true",
@@ -179,17 +163,15 @@ def _tta_flag(value, flag, keywords=()):
         raise SystemExit(f"{flag} {value!r}: expected {', '.join(keywords + ('whole',))} or a JSON TTAConfig ({e})")
 
 
+# Model flags that are create_pipeline() arguments of the same name and value.
+_MODEL_FLAGS_AS_IS = (
+    "train_steps miou_threshold max_regression serving_dir model_name keep_versions allow_anomalies warm_start"
+).split()
+
+
 def model_options_from_args(args):
     """create_pipeline() keyword arguments of the model half from the flags."""
-    train_config = {"preset": args.preset}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise SystemExit(f"--set {item!r}: expected NAME=VALUE")
-        try:
-            train_config[name] = json.loads(value)
-        except ValueError:
-            train_config[name] = value
+    train_config = {"preset": args.preset, **dict(args.set)}
     from data.label_map import LabelMap
     from models import trainer_module
     from pipeline.pipeline import dataset_label_map
@@ -204,16 +186,9 @@ def model_options_from_args(args):
         raise SystemExit(f"--preset/--set: {e}")
     return dict(
         train_config=train_config,
-        train_steps=args.train_steps,
-        miou_threshold=args.miou_threshold,
-        max_regression=args.max_regression,
         eval_tta=_tta_flag(args.eval_tta, "--eval-tta", ("export",)),
         serving_tta=_tta_flag(args.serving_tta, "--serving-tta"),
-        serving_dir=args.serving_dir,
-        model_name=args.model_name,
-        keep_versions=args.keep_versions,
-        allow_anomalies=args.allow_anomalies,
-        warm_start=args.warm_start,
+        **{name: getattr(args, name) for name in _MODEL_FLAGS_AS_IS},
     )
 
 

@@ -31,32 +31,37 @@ from pipeline import configs
 def create_pipeline(
     pipeline_name: str = configs.PIPELINE_NAME,
     pipeline_root: str = configs.local_paths()[0],
+    *,
+    # Data: VocExampleGen.
     voc_root: Optional[str] = configs.VOC_ROOT,
     sbd_root: Optional[str] = configs.SBD_ROOT,
     split_recipes: Optional[Dict[str, str]] = None,
     reference_tfrecords: Optional[Dict[str, str]] = None,
+    layout: str = configs.LAYOUT,
+    data_root: Optional[str] = configs.DATA_ROOT,
+    label_map: Any = configs.LABEL_MAP,
     max_rejected_fraction: float = configs.MAX_REJECTED_FRACTION,
     num_shards: int = configs.NUM_SHARDS,
-    beam_pipeline_args: Optional[List[str]] = None,
-    metadata_path: Optional[str] = None,
-    enable_cache: bool = True,
+    # Validation: ImportSchemaGen, ExampleValidator, SchemaGate.
+    schema_file: str = configs.SCHEMA_FILE,
+    allow_anomalies: bool = configs.ALLOW_ANOMALIES,
+    # Model: Trainer, MiouEvaluator, AtomicPusher.
     with_model: bool = True,
     train_config: Optional[Dict[str, Any]] = None,
     train_steps: Optional[int] = None,
+    warm_start: bool = configs.WARM_START,
     eval_split: str = configs.EVAL_SPLIT,
+    eval_tta: Any = configs.EVAL_TTA,
     miou_threshold: float = configs.MIOU_THRESHOLD,
     max_regression: float = configs.MAX_REGRESSION,
-    eval_tta: Any = configs.EVAL_TTA,
-    serving_tta: Any = configs.SERVING_TTA,
     serving_dir: Optional[str] = None,
+    serving_tta: Any = configs.SERVING_TTA,
     model_name: str = configs.MODEL_NAME,
     keep_versions: int = configs.KEEP_VERSIONS,
-    schema_file: str = configs.SCHEMA_FILE,
-    allow_anomalies: bool = configs.ALLOW_ANOMALIES,
-    label_map: Any = configs.LABEL_MAP,
-    layout: str = configs.LAYOUT,
-    data_root: Optional[str] = configs.DATA_ROOT,
-    warm_start: bool = configs.WARM_START,
+    # Running.
+    beam_pipeline_args: Optional[List[str]] = None,
+    metadata_path: Optional[str] = None,
+    enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
@@ -67,36 +72,36 @@ def create_pipeline(
       split_recipes: output split -> data.splits recipe; default configs.SPLIT_RECIPES (unless only
         reference_tfrecords are given).
       reference_tfrecords: output split -> glob of reference-format TFRecords to import.
-      max_rejected_fraction, num_shards: VocExampleGen settings.
-      beam_pipeline_args: passed to every Beam-based component (default configs.BEAM_PIPELINE_ARGS); where they
-        run the DirectRunner in worker processes, VocExampleGen runs in threads instead (ingest_beam_args).
-      metadata_path: sqlite ML Metadata file for local runs; None for orchestrators that bring their own.
-      enable_cache: TFX caching (re-runs reuse unchanged components' outputs).
-      with_model: add Trainer -> MiouEvaluator -> AtomicPusher after the data half.
-      train_config: Trainer custom_config: {"preset": NAME, <models.hparams.HParams field>: value}
-        (default configs.TRAIN_CONFIG, the paper's ResNet-v2-50 setup).
-      train_steps: Trainer steps (None: the preset's train_steps).
-      eval_split, miou_threshold, max_regression, eval_tta: MiouEvaluator settings; the model is pushed
-        only when its mIoU on `eval_split` >= miou_threshold and it does not fall more than
-        max_regression below the latest blessed model.
-      serving_tta: the test-time augmentation baked into the exported (and pushed) SavedModel: None (whole
-        image, one scale), a models.inference.TTAConfig or its dict.
-      serving_dir, model_name, keep_versions: the Pusher writes `<serving_dir>/<model_name>/<version>/`
-        (default serving_dir: `serving` beside the pipeline root).
-      schema_file: the curated schema (tensorflow_metadata Schema text proto) ImportSchemaGen loads and
-        ExampleValidator checks every split against (default pipeline/schema/schema.pbtxt).
-      warm_start: with_model only: the Trainer starts from the latest blessed model's weights (its base_model).
-      allow_anomalies: with_model only: SchemaGate logs schema anomalies as a warning instead of failing
-        the run before the Trainer. The data half alone (with_model=False) never fails on them; they are
-        in the ExampleValidator artifact and the ingest report.
+      layout, data_root: 'voc' (voc_root / sbd_root recipes) or a dataset at data_root: 'generic'
+        (data.generic: images/, masks/, splits/<split>.txt), 'cityscapes' or 'ade20k' (data.cityscapes,
+        data.ade20k); split_recipes map output splits to its split names, default configs.GENERIC_SPLIT_RECIPES.
       label_map: the dataset's classes (data.label_map.LabelMap.resolve: None = VOC, a built-in name, a JSON/YAML
         path, a LabelMap or its dict). Resolved once here; VocExampleGen, LabelStatsGen and MiouEvaluator get
         its JSON (`label_map` exec property) and the Trainer its dict (custom_config["label_map"]). None adds
         nothing anywhere (the VOC pipeline as before); with layout 'generic', the dataset's ROOT/label_map.json
         when it has one; 'cityscapes' and 'ade20k': their built-in maps.
-      layout, data_root: 'voc' (voc_root / sbd_root recipes) or a dataset at data_root: 'generic'
-        (data.generic: images/, masks/, splits/<split>.txt), 'cityscapes' or 'ade20k' (data.cityscapes,
-        data.ade20k); split_recipes map output splits to its split names, default configs.GENERIC_SPLIT_RECIPES.
+      max_rejected_fraction, num_shards: VocExampleGen settings.
+      schema_file: the curated schema (tensorflow_metadata Schema text proto) ImportSchemaGen loads and
+        ExampleValidator checks every split against (default pipeline/schema/schema.pbtxt).
+      allow_anomalies: with_model only: SchemaGate logs schema anomalies as a warning instead of failing
+        the run before the Trainer. The data half alone (with_model=False) never fails on them; they are
+        in the ExampleValidator artifact and the ingest report.
+      with_model: add Trainer -> MiouEvaluator -> AtomicPusher after the data half.
+      train_config: Trainer custom_config: {"preset": NAME, <models.hparams.HParams field>: value}
+        (default configs.TRAIN_CONFIG, the paper's ResNet-v2-50 setup).
+      train_steps: Trainer steps (None: the preset's train_steps).
+      warm_start: with_model only: the Trainer starts from the latest blessed model's weights (its base_model).
+      eval_split, eval_tta, miou_threshold, max_regression: MiouEvaluator settings; the model is pushed
+        only when its mIoU on `eval_split` >= miou_threshold and it does not fall more than
+        max_regression below the latest blessed model.
+      serving_dir, model_name, keep_versions: the Pusher writes `<serving_dir>/<model_name>/<version>/`
+        (default serving_dir: `serving` beside the pipeline root).
+      serving_tta: the test-time augmentation baked into the exported (and pushed) SavedModel: None (whole
+        image, one scale), a models.inference.TTAConfig or its dict.
+      beam_pipeline_args: passed to every Beam-based component (default configs.BEAM_PIPELINE_ARGS); where they
+        run the DirectRunner in worker processes, VocExampleGen runs in threads instead (ingest_beam_args).
+      metadata_path: sqlite ML Metadata file for local runs; None for orchestrators that bring their own.
+      enable_cache: TFX caching (re-runs reuse unchanged components' outputs).
     """
     generic = layout not in (None, "voc")  # a LabelledDataset layout: generic, cityscapes, ade20k
     beam_pipeline_args = list(configs.BEAM_PIPELINE_ARGS if beam_pipeline_args is None else beam_pipeline_args)

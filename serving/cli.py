@@ -8,6 +8,7 @@ import signal
 import sys
 
 from models.config import BACKBONES, OUTPUT_STRIDES
+from models.hparams import parse_assignment
 from models.precision import AUTO, EXPORT_PRECISIONS
 from pipeline import configs
 
@@ -26,17 +27,6 @@ def _size(text):
     if len(values) != 2 or min(values) < 1:
         raise argparse.ArgumentTypeError(f"size must be N or HxW with positive numbers, got {text!r}")
     return tuple(values)
-
-
-def _key_value(text):
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        value = json.loads(value)
-    except ValueError:
-        pass  # plain string
-    return key, value
 
 
 def add_arguments(command, parser):
@@ -66,7 +56,7 @@ def add_arguments(command, parser):
         parser.add_argument("--seed", type=int, default=0, help="with --init random: weight seed")
         parser.add_argument(
             "--model-arg",
-            type=_key_value,
+            type=parse_assignment,
             action="append",
             default=[],
             metavar="KEY=VALUE",
@@ -121,7 +111,9 @@ def add_arguments(command, parser):
         parser.add_argument("--max-image-side", type=int, default=8192)
         parser.add_argument("--threads", type=int, default=8, help="gRPC worker threads")
         parser.add_argument("--no-warmup", action="store_true", help="do not replay assets.extra warm-up requests")
-        parser.add_argument("--version-label", type=_key_value, action="append", default=[], metavar="LABEL=VERSION")
+        parser.add_argument(
+            "--version-label", type=parse_assignment, action="append", default=[], metavar="LABEL=VERSION"
+        )
         parser.add_argument("--ssl-cert", help="PEM certificate chain: serve gRPC over TLS (with --ssl-key)")
         parser.add_argument("--ssl-key", help="PEM private key of --ssl-cert")
         from serving.server import batching
@@ -136,28 +128,9 @@ def add_arguments(command, parser):
             action="store_false",
             help="run every request on its own (batching is on by default)",
         )
-        group.add_argument(
-            "--max-batch-size",
-            type=int,
-            default=batching.DEFAULT_MAX_BATCH_SIZE,
-            help="most images in one merged batch",
-        )
-        group.add_argument(
-            "--batch-timeout-micros",
-            type=int,
-            default=batching.DEFAULT_BATCH_TIMEOUT_MICROS,
-            help="how long the first request of a batch waits for others (only while other "
-            "requests are in flight: a lone client is not delayed)",
-        )
-        group.add_argument(
-            "--num-batch-threads", type=int, default=batching.DEFAULT_NUM_BATCH_THREADS, help="batches run in parallel"
-        )
-        group.add_argument(
-            "--max-enqueued-batches",
-            type=int,
-            default=batching.DEFAULT_MAX_ENQUEUED_BATCHES,
-            help="queue bound in batches; beyond it requests get UNAVAILABLE",
-        )
+        for knob in batching.BatchingOptions.knobs():
+            flag = "--" + knob.name.replace("_", "-")
+            group.add_argument(flag, type=int, default=knob.default, help=knob.metadata["help"])
         group.add_argument(
             "--batch-signatures",
             nargs="+",
@@ -305,12 +278,9 @@ def _serve(args):
 
     try:
         batching = BatchingOptions(
-            args.enable_batching,
-            args.max_batch_size,
-            args.batch_timeout_micros,
-            args.num_batch_threads,
-            args.max_enqueued_batches,
-            args.batch_signatures,
+            enabled=args.enable_batching,
+            signatures=args.batch_signatures,
+            **{knob.name: getattr(args, knob.name) for knob in BatchingOptions.knobs()},
         )
     except ValueError as e:
         print(f"deeplab serve: {e}", file=sys.stderr)
@@ -353,19 +323,9 @@ def _serve(args):
 
 
 def _predict(args):
-    from serving.predict import predict_files
+    from serving.predict import CLIENT_OPTIONS, predict_files
 
+    client_options = {name: getattr(args, name) for name in CLIENT_OPTIONS}
     return predict_files(
-        args.server,
-        args.image,
-        args.out,
-        model_name=args.model_name,
-        rest=args.rest,
-        version=args.version,
-        version_label=args.version_label,
-        signature=args.signature,
-        timeout=args.timeout,
-        batch_size=args.batch_size,
-        max_message_mb=args.max_message_mb,
-        root_cert=args.root_cert,
+        args.server, args.image, args.out, signature=args.signature, batch_size=args.batch_size, **client_options
     )

@@ -31,10 +31,8 @@ from serving.rest_client import (
     LABEL_MAP_SIGNATURE,
     ServingClientError,
     _lacks_compact_output,
-    _lacks_signature,
     crop_batch,
-    label_map_from_outputs,
-    voc_fallback,
+    fetch_label_map,
 )
 
 log = logging.getLogger(__name__)
@@ -156,13 +154,9 @@ class GrpcClient:
     def label_map(self):
         """The served model's classes as a data.label_map.LabelMap (names, display colours, ignore label), from
         its `label_map` signature; VOC's (with a warning) for a model exported without one."""
-        try:
-            outputs = self.predict({"index": np.array([0], np.int32)}, LABEL_MAP_SIGNATURE)
-        except ServingClientError as e:
-            if not _lacks_signature(e, LABEL_MAP_SIGNATURE):
-                raise
-            return voc_fallback(self.server)
-        return label_map_from_outputs(outputs, self.server)
+        return fetch_label_map(
+            lambda: self.predict({"index": np.array([0], np.int32)}, LABEL_MAP_SIGNATURE), self.server
+        )
 
     def signatures(self):
         """GetModelMetadata: {signature name: SignatureDef proto}."""

@@ -20,32 +20,21 @@ DEFAULT_MAX_MESSAGE_MB = 64
 PREDICTIONS_FILE = "predictions.json"
 
 
-def make_client(
-    server,
-    model_name=configs.MODEL_NAME,
-    rest=False,
-    version=None,
-    version_label=None,
-    timeout=DEFAULT_TIMEOUT,
-    max_message_mb=DEFAULT_MAX_MESSAGE_MB,
-    root_cert=None,
-):
-    """A GrpcClient (default) or RestClient for `server` ('host:port')."""
+# make_client's options, named as `deeplab predict`'s flags; the gRPC-only ones are dropped for REST.
+CLIENT_OPTIONS = ("rest", "model_name", "version", "version_label", "timeout", "max_message_mb", "root_cert")
+GRPC_ONLY_OPTIONS = ("max_message_mb", "root_cert")
+
+
+def make_client(server, rest=False, model_name=configs.MODEL_NAME, **options):
+    """A GrpcClient (default) or RestClient for `server` ('host:port'). options: the client's keyword
+    arguments (version, version_label, timeout; for gRPC also max_message_mb and root_cert)."""
     if rest:
         from serving.rest_client import RestClient
 
-        return RestClient(server, model_name, version=version, version_label=version_label, timeout=timeout)
+        return RestClient(server, model_name, **{k: v for k, v in options.items() if k not in GRPC_ONLY_OPTIONS})
     from serving.grpc_client import GrpcClient
 
-    return GrpcClient(
-        server,
-        model_name,
-        version=version,
-        version_label=version_label,
-        timeout=timeout,
-        max_message_mb=max_message_mb,
-        root_cert=root_cert,
-    )
+    return GrpcClient(server, model_name, **options)
 
 
 def _client_label_map(client):
@@ -57,23 +46,13 @@ def _client_label_map(client):
 
 
 def predict_files(
-    server,
-    image_paths,
-    out_dir,
-    model_name=configs.MODEL_NAME,
-    rest=False,
-    version=None,
-    version_label=None,
-    signature=SIGNATURES[0],
-    timeout=DEFAULT_TIMEOUT,
-    batch_size=DEFAULT_BATCH_SIZE,
-    max_message_mb=DEFAULT_MAX_MESSAGE_MB,
-    root_cert=None,
+    server, image_paths, out_dir, signature=SIGNATURES[0], batch_size=DEFAULT_BATCH_SIZE, **client_options
 ):
     """Segments `image_paths` on the endpoint and writes label maps, overlays and predictions.json to `out_dir`.
 
     signature: serving_default sends the encoded files (batch_size per request); predict_images the decoded
-    float pixels, one image per request. Returns an exit code: 0 done, 1 the server failed or answered a
+    float pixels, one image per request. client_options: make_client's (rest, model_name, timeout, ...).
+    Returns an exit code: 0 done, 1 the server failed or answered a
     map of the wrong size, 2 an image cannot be read (the problem is printed on stderr)."""
     import numpy as np
     from PIL import Image
@@ -82,16 +61,7 @@ def predict_files(
     from data.visualize import overlay
     from serving.rest_client import ServingClientError
 
-    client = make_client(
-        server,
-        model_name,
-        rest=rest,
-        version=version,
-        version_label=version_label,
-        timeout=timeout,
-        max_message_mb=max_message_mb,
-        root_cert=root_cert,
-    )
+    client = make_client(server, **client_options)
     encoded, images = [], []
     for path in image_paths:
         try:
@@ -153,8 +123,8 @@ def predict_files(
         json.dump(
             {
                 "server": server,
-                "api": "rest" if rest else "grpc",
-                "model": model_name,
+                "api": "rest" if client_options.get("rest") else "grpc",
+                "model": client_options.get("model_name", configs.MODEL_NAME),
                 "signature": signature,
                 "label_map": {
                     "name": classes.name,

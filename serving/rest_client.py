@@ -129,16 +129,24 @@ def _lacks_signature(error, name):
     )
 
 
-def voc_fallback(source):
-    """VOC's label map, with the warning that `source` serves a model without a label_map signature."""
+def fetch_label_map(call_label_map, source):
+    """The served model's classes as a data.label_map.LabelMap: `call_label_map()` returns the `label_map`
+    signature's outputs; a model exported before that signature gets VOC's map, with a warning naming
+    `source`."""
     from data.label_map import LabelMap
 
-    log.warning(
-        "%s: the model has no %s signature (exported before label maps); assuming Pascal VOC's 21 classes",
-        source,
-        LABEL_MAP_SIGNATURE,
-    )
-    return LabelMap.voc()
+    try:
+        outputs = call_label_map()
+    except ServingClientError as e:
+        if not _lacks_signature(e, LABEL_MAP_SIGNATURE):
+            raise
+        log.warning(
+            "%s: the model has no %s signature (exported before label maps); assuming Pascal VOC's 21 classes",
+            source,
+            LABEL_MAP_SIGNATURE,
+        )
+        return LabelMap.voc()
+    return label_map_from_outputs(outputs, source)
 
 
 class RestClient:
@@ -241,13 +249,9 @@ class RestClient:
     def label_map(self):
         """The served model's classes as a data.label_map.LabelMap (names, display colours, ignore label), from
         its `label_map` signature; VOC's (with a warning) for a model exported without one."""
-        try:
-            outputs = self.predict(inputs={"index": [0]}, signature=LABEL_MAP_SIGNATURE)["outputs"]
-        except ServingClientError as e:
-            if not _lacks_signature(e, LABEL_MAP_SIGNATURE):
-                raise
-            return voc_fallback(self.base)
-        return label_map_from_outputs(outputs, self.base)
+        return fetch_label_map(
+            lambda: self.predict(inputs={"index": [0]}, signature=LABEL_MAP_SIGNATURE)["outputs"], self.base
+        )
 
     def status(self):
         """GET /v1/models/NAME[/versions/N]: the model_version_status list."""

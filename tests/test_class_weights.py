@@ -349,7 +349,7 @@ def test_training_resolves_logs_records_and_compiles_the_weights(tmp_path, caplo
     monkeypatch.setattr(train_lib, "compile_model", compile_model)
     run_dir = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="models.train"), pytest.raises(_Compiled) as compiled:
-        train_lib.train(hp, train_split, str(tmp_path / "ex" / "Split-val"), str(run_dir), verbose=0, export=False)
+        train_lib.train(hp, train_split, str(tmp_path / "ex" / "Split-val"), str(run_dir), verbose=0)
     assert compiled.value.args == (expected,)
     assert "Class weights of the loss (inverse_sqrt: inverse_sqrt over the class pixel histogram of 2" in caplog.text
     recorded = json.loads((run_dir / model_io.HPARAMS_FILENAME).read_text())

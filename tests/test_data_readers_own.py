@@ -13,6 +13,7 @@ from data.dataset import LabelledDataset
 from data.generic import GenericDataset
 from data.label_map import LabelMap, MaskValueError
 from data.splits import SampleRef
+from tests.helpers import FIVE_CLASSES, tiny_generic_dataset
 
 
 def _png(path, array, mode=None):
@@ -25,19 +26,7 @@ def _jpg(path, h=6, w=8):
     Image.fromarray(np.full((h, w, 3), 120, np.uint8)).save(path, quality=95)
 
 
-FIVE = LabelMap.from_json_dict(
-    {
-        "name": "five",
-        "classes": [
-            {"id": 0, "name": "bg", "color": [0, 0, 0]},
-            {"id": 1, "name": "road", "color": [128, 64, 128]},
-            {"id": 2, "name": "car", "color": [0, 0, 142]},
-            {"id": 3, "name": "tree", "color": [107, 142, 35]},
-            {"id": 4, "name": "sky", "color": [70, 130, 180]},
-        ],
-        "palette": [{"color": [255, 255, 255], "id": 255}],
-    }
-)
+FIVE = LabelMap.from_json_dict(FIVE_CLASSES)
 
 
 @pytest.fixture
@@ -217,17 +206,7 @@ def test_synthetic_five_class_generic_rgb(tmp_path):
 
     assert [s.class_id for s in styles_for_label_map(FIVE)] == [1, 2, 3, 4]
     assert styles_for_label_map(FIVE)[1].rgb == (0, 0, 142)  # the palette colour
-    root = generate_dataset(
-        tmp_path,
-        label_map=FIVE,
-        layout="generic",
-        num_train=4,
-        num_val=2,
-        seed=1,
-        min_size=32,
-        max_size=48,
-        rgb_masks=True,
-    )
+    root = tiny_generic_dataset(tmp_path, FIVE)
     assert root == os.path.join(str(tmp_path), "dataset")
     ds = GenericDataset(root)  # label_map.json written beside the data
     assert ds.label_map == FIVE and len(ds.split_ids("train")) == 4 and len(ds.split_ids("val")) == 2

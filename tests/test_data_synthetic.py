@@ -208,19 +208,9 @@ def test_generate_dataset_five_classes_voc_layout(tmp_path):
     """A 5-class map with custom colours in the VOCdevkit layout: palette PNGs of ids 0..4 and 255."""
     from data.label_map import LabelMap
     from data.synthetic import generate_dataset
+    from tests.helpers import FIVE_CLASSES
 
-    five = LabelMap.from_json_dict(
-        {
-            "name": "five",
-            "classes": [
-                {"id": 0, "name": "bg", "color": [10, 10, 10]},
-                {"id": 1, "name": "a", "color": [250, 0, 0]},
-                {"id": 2, "name": "b", "color": [0, 250, 0]},
-                {"id": 3, "name": "c", "color": [0, 0, 250]},
-                {"id": 4, "name": "d", "color": [250, 250, 0]},
-            ],
-        }
-    )
+    five = LabelMap.from_json_dict(FIVE_CLASSES)
     root = generate_dataset(tmp_path, label_map=five, num_train=6, num_val=2, seed=3, min_size=40, max_size=64)
     voc = VocDevkit(tmp_path)
     assert os.path.samefile(voc.root, root) and len(voc.split_ids("train")) == 6
@@ -228,7 +218,7 @@ def test_generate_dataset_five_classes_voc_layout(tmp_path):
     values = set()
     for image_id in voc.split_ids("trainval"):
         mask = Image.open(voc.mask_path(image_id))
-        assert mask.mode == "P" and mask.getpalette()[:6] == [10, 10, 10, 250, 0, 0]
+        assert mask.mode == "P" and mask.getpalette()[:9] == [0, 0, 0, 128, 64, 128, 0, 0, 142]
         values |= set(np.unique(np.asarray(mask)).tolist())
     assert {0, 255} <= values <= {0, 1, 2, 3, 4, 255} and len(values) >= 4
     again = generate_dataset(

@@ -188,7 +188,6 @@ def test_train_starts_from_init_from_and_records_it(tmp_path):
         str(tmp_path / "run"),
         callbacks=[first],
         verbose=0,
-        export=False,
     )
     assert first.step == 0 and report["steps"] == 2
     for started, want in zip(first.weights, source_model.weights):

@@ -7,18 +7,9 @@ import pytest
 
 from data.label_map import ADE20K_CLASSES, LabelMap, LabelMapError, MaskValueError
 from data.voc import IGNORE_LABEL, NUM_CLASSES, VOC_CLASSES, voc_palette
+from tests.helpers import FIVE_CLASSES
 
-FIVE = {
-    "name": "five",
-    "classes": [
-        {"id": 0, "name": "background", "color": [0, 0, 0]},
-        {"id": 1, "name": "road", "color": [128, 64, 128]},
-        {"id": 2, "name": "car", "color": [0, 0, 142]},
-        {"id": 3, "name": "tree", "color": [107, 142, 35]},
-        {"id": 4, "name": "sky", "color": [70, 130, 180]},
-    ],
-    "palette": [{"color": [255, 255, 255], "id": 255}],
-}
+FIVE = FIVE_CLASSES
 
 
 def _write(tmp_path, data, name="map.json"):

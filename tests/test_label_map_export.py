@@ -12,19 +12,9 @@ import pytest
 
 from data.label_map import LabelMap
 from models import trainer_module
-from tests.helpers import export_random_model
+from tests.helpers import FIVE_CLASSES, export_random_model
 
-SHAPES = {
-    "name": "shapes",
-    "ignore_label": 255,
-    "classes": [
-        {"id": 0, "name": "background", "color": [0, 0, 0]},
-        {"id": 1, "name": "disc", "color": [200, 30, 30]},
-        {"id": 2, "name": "square", "color": [30, 200, 30]},
-        {"id": 3, "name": "triangle", "color": [30, 30, 200]},
-        {"id": 4, "name": "ring", "color": [250, 250, 10]},
-    ],
-}
+SHAPES = FIVE_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +137,7 @@ def test_custom_config_label_map_sets_num_classes():
 )
 def test_custom_config_num_classes_conflicting_with_the_label_map_is_refused(extra):
     explicit = 21 if "num_classes" in extra else 3 if "model" in extra else 8
-    with pytest.raises(ValueError, match=f"num_classes={explicit} but the label map 'shapes' has 5 classes"):
+    with pytest.raises(ValueError, match=f"num_classes={explicit} but the label map 'five' has 5 classes"):
         trainer_module.hparams_from_custom_config({"preset": "demo", "label_map": SHAPES, **extra})
 
 

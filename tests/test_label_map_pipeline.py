@@ -18,6 +18,7 @@ from components.voc_example_gen import executor as example_gen_executor
 from data import synthetic, tfrecord
 from data.label_map import LabelMap
 from data.splits import SampleRef
+from tests.helpers import tiny_generic_dataset
 
 FIVE = LabelMap.synthetic(5)
 
@@ -268,16 +269,7 @@ def test_cli_label_map_flag_reaches_the_pipeline_kwargs(tmp_path):
 
 
 def test_generic_layout_with_rgb_masks_and_its_own_label_map(tmp_path):
-    root = synthetic.generate_dataset(
-        tmp_path / "generic",
-        label_map=FIVE,
-        layout="generic",
-        num_train=3,
-        num_val=2,
-        min_size=32,
-        max_size=40,
-        rgb_masks=True,
-    )
+    root = tiny_generic_dataset(tmp_path / "generic", FIVE, num_train=3, seed=0, max_size=40)
     assert os.path.exists(os.path.join(root, "label_map.json"))
     # No label_map property: the dataset's label_map.json decodes the RGB masks.
     artifact, report = run_example_gen(tmp_path / "out", None, layout="generic", data_root=root)

@@ -13,9 +13,8 @@ import pytest
 from PIL import Image
 
 import runner
-from data import synthetic
 from data.label_map import LabelMap
-from tests.helpers import TINY_TRAIN
+from tests.helpers import TINY_TRAIN, tiny_generic_dataset
 
 STREET = LabelMap(
     names=("background", "road", "tree", "car", "sign"),
@@ -35,17 +34,7 @@ COLOURS = [[10, 10, 10], [128, 64, 128], [40, 160, 40], [0, 0, 200], [250, 170, 
 @pytest.fixture(scope="module")
 def street_run(tmp_path_factory, in_process_beam):
     work = tmp_path_factory.mktemp("street")
-    root = synthetic.generate_dataset(
-        work / "data",
-        label_map=STREET,
-        layout="generic",
-        num_train=6,
-        num_val=3,
-        seed=5,
-        min_size=40,
-        max_size=56,
-        rgb_masks=True,
-    )
+    root = tiny_generic_dataset(work / "data", STREET, num_train=6, num_val=3, seed=5, min_size=40, max_size=56)
     assert LabelMap.load(os.path.join(root, "label_map.json")) == STREET
     out = work / "out"
     sets = {**TINY_TRAIN, "log_images": 1, "checkpoint_every": 2, "steps_per_epoch": 2}

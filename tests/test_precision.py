@@ -9,7 +9,7 @@ import pytest
 
 from models import hparams as hparams_lib
 from models import precision
-from tests.helpers import export_random_model
+from tests.helpers import TINY_TRAIN, export_random_model
 
 AVX2 = {"fpu", "sse4_2", "avx", "avx2", "fma"}  # e.g. AMD Zen 2: bfloat16 only emulated
 
@@ -141,17 +141,9 @@ def test_train_records_the_resolved_precision(avx2_only, tmp_path, caplog):
 
     write_records(tmp_path / "ex" / "Split-train" / "data_tfrecord-00000-of-00001.gz", 2, seed=1)
     write_records(tmp_path / "ex" / "Split-val" / "data_tfrecord-00000-of-00001.gz", 1, seed=2)
+    tiny = {**TINY_TRAIN, "precision": "auto"}
     hp = hparams_lib.preset(
-        "demo",
-        alpha=0.35,
-        aspp_filters=8,
-        crop_size=33,
-        batch_size=2,
-        log_images=0,
-        train_steps=1,
-        steps_per_epoch=1,
-        cache_decoded=False,
-        shuffle_buffer=2,
+        "demo", **tiny, log_images=0, train_steps=1, steps_per_epoch=1, cache_decoded=False, shuffle_buffer=2
     )
     assert hp.precision == "auto"
     run_dir = tmp_path / "run"
@@ -162,7 +154,6 @@ def test_train_records_the_resolved_precision(avx2_only, tmp_path, caplog):
             str(tmp_path / "ex" / "Split-val"),
             str(run_dir),
             verbose=0,
-            export=False,
         )
     reason = "auto: no GPU; CPU has neither amx_bf16 nor avx512_bf16 (bfloat16 would be emulated and slower)"
     assert f"precision float32 ({reason})" in caplog.text

@@ -63,7 +63,6 @@ def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(exampl
             str(run_dir),
             callbacks=[_Interrupt(4)],
             verbose=0,
-            export=False,
         )
     assert not (run_dir / model_io.MODEL_FILENAME).exists()
     assert (run_dir / "backup").is_dir()
@@ -119,7 +118,7 @@ _TRAIN_SNIPPET = """
     hp = hparams.preset("demo", alpha=0.35, aspp_filters=8, crop_size=33, batch_size=4, precision="float32",
                         log_images=0, train_steps=2, steps_per_epoch=2, cache_decoded=False, shuffle_buffer=4)
     report = train.train(hp, sys.argv[1] + "/Split-train", sys.argv[1] + "/Split-val", sys.argv[2],
-                         strategy={strategy}, verbose=0, export=False)
+                         strategy={strategy}, verbose=0)
     print("RESULT " + json.dumps({{"replicas": report["replicas"], "loss": report["history"]["loss"],
                                   "steps": report["steps"], "model": report["model"]}}))
 """

@@ -10,3 +10,7 @@ MiouEvaluator), cli (`deeplab evaluate`). Importing this package imports nothing
 # range, ...): 0.0, so a model is blessed only on a complete evaluation. Here, light, so that `deeplab evaluate`
 # can show it without importing Beam; MiouEvaluator takes it as component.DEFAULT_MAX_EVAL_SKIPPED_FRACTION.
 DEFAULT_MAX_EVAL_SKIPPED_FRACTION = 0.0
+# At most this many images of one size per model call (the numbers do not depend on it; 1: one image per call).
+DEFAULT_BATCH_SIZE = 8
+# Best and worst images shown in the report's gallery.
+DEFAULT_NUM_GALLERY = 4

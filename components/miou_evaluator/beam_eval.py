@@ -21,11 +21,12 @@ import pickle
 import sys
 import time
 import uuid
+from typing import Callable, Dict, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
 
-from components.miou_evaluator import metrics
+from components.miou_evaluator import DEFAULT_BATCH_SIZE, DEFAULT_NUM_GALLERY, metrics
 from data.voc import IGNORE_LABEL, NUM_CLASSES
 
 log = logging.getLogger(__name__)
@@ -287,7 +288,8 @@ def _encode_png(array):
     return buf.getvalue()
 
 
-DEFAULT_BATCH_SIZE = 8
+# Workers without a progress bar log a line every LOG_EVERY images.
+LOG_EVERY = 25
 
 
 class EvaluateExampleFn(beam.DoFn):
@@ -297,7 +299,7 @@ class EvaluateExampleFn(beam.DoFn):
     With batch_size > 1, decoded images are buffered within a bundle and evaluated in batches of
     images the models see at the same size (see _Predictor.predict_batch): a group is run when it
     holds batch_size images, everything at the end of the bundle, or when more than
-    `max_buffered` images are waiting. Every image gets its one-image (batch_size 1) answer, so
+    max(32, 4 * batch_size) images are waiting. Every image gets its one-image (batch_size 1) answer, so
     the confusion matrices are the same integers.
     """
 
@@ -307,9 +309,7 @@ class EvaluateExampleFn(beam.DoFn):
         tta_json,
         num_classes=NUM_CLASSES,
         ignore_label=IGNORE_LABEL,
-        log_every=25,
         batch_size=DEFAULT_BATCH_SIZE,
-        max_buffered=None,
         expected_images=None,
     ):
         self._model_dirs = dict(model_dirs)
@@ -320,9 +320,9 @@ class EvaluateExampleFn(beam.DoFn):
         self._tta_json = dict(tta_json)
         self._num_classes = int(num_classes)
         self._ignore_label = int(ignore_label)
-        self._log_every = int(log_every)
         self._batch_size = max(1, int(batch_size or 1))
-        self._max_buffered = int(max_buffered or max(32, 4 * self._batch_size))
+        # Bounds the decoded images held in memory while they wait for partners of the same size.
+        self._max_buffered = max(32, 4 * self._batch_size)
         self._images = beam.metrics.Metrics.counter(NAMESPACE, "images_evaluated")
         self._labelled = beam.metrics.Metrics.counter(NAMESPACE, "labelled_pixels")
         self._ignored = beam.metrics.Metrics.counter(NAMESPACE, "ignored_pixels")
@@ -444,7 +444,7 @@ class EvaluateExampleFn(beam.DoFn):
         self._seen += 1
         if self._progress is not None:
             self._progress.update(1)
-        if self._seen % self._log_every == 0:
+        if self._seen % LOG_EVERY == 0:
             log.info(
                 "evaluated %d images on this worker (%.2f s/image)",
                 self._seen,
@@ -482,7 +482,7 @@ class CombineEvaluationFn(beam.CombineFn):
     """Sums confusion matrices per model and keeps per-image figures, skipped records, and the
     `num_gallery` best and worst images of the current model (with their payloads)."""
 
-    def __init__(self, model_names, num_classes=NUM_CLASSES, num_gallery=4):
+    def __init__(self, model_names, num_classes=NUM_CLASSES, num_gallery=DEFAULT_NUM_GALLERY):
         self._names = list(model_names)
         self._num_classes = int(num_classes)
         self._k = int(num_gallery)
@@ -592,20 +592,18 @@ def _expected_images(examples_pattern, sample_refs, max_images):
 
 
 def run_beam_evaluation(
-    model_dirs,
+    model_dirs: Dict[str, str],
     tta,
-    staging_dir,
-    examples_pattern=None,
-    sample_refs=None,
-    make_pipeline=None,
-    beam_args=None,
-    num_classes=NUM_CLASSES,
-    ignore_label=IGNORE_LABEL,
-    num_gallery=4,
-    max_images=None,
-    batch_size=DEFAULT_BATCH_SIZE,
-    label_map=None,
-):
+    staging_dir: str,
+    examples_pattern: Optional[str] = None,
+    sample_refs: Optional[Sequence] = None,
+    make_pipeline: Optional[Callable[[], beam.Pipeline]] = None,
+    beam_args: Optional[Sequence[str]] = None,
+    num_gallery: int = DEFAULT_NUM_GALLERY,
+    max_images: Optional[int] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    label_map: Optional[dict] = None,
+) -> dict:
     """Runs the evaluation pipeline and returns the combined raw result (see CombineEvaluationFn).
 
     model_dirs: {'current': dir, optionally 'baseline': dir} of SavedModels with a `logits` signature.
@@ -618,7 +616,8 @@ def run_beam_evaluation(
     max_images: evaluate a random sample of N records (quick looks; the report says so).
     batch_size: at most this many images per model call (images the models see at the same size
       are batched; every image gets its one-image answer); 1: one image per call.
-    label_map: None (VOC) or a data.label_map.LabelMap's JSON dict, for `sample_refs` masks (encode_mask).
+    label_map: None (VOC) or a data.label_map.LabelMap's JSON dict: the classes and the ignore label, and
+      the encoding of `sample_refs` masks (encode_mask).
     """
     import tensorflow as tf
 
@@ -627,6 +626,13 @@ def run_beam_evaluation(
     if CURRENT not in model_dirs:
         raise ValueError(f"model_dirs needs a {CURRENT!r} model, got {sorted(model_dirs)}")
     names = [CURRENT] + [n for n in model_dirs if n != CURRENT]
+    if label_map is None:
+        num_classes, ignore_label = NUM_CLASSES, IGNORE_LABEL
+    else:
+        from data.label_map import LabelMap
+
+        classes = LabelMap.from_json_dict(label_map)
+        num_classes, ignore_label = classes.num_classes, classes.ignore_label
     tf.io.gfile.makedirs(staging_dir)
     result_path = os.path.join(staging_dir, f"combined-{uuid.uuid4().hex}.pkl")
     if make_pipeline is None:

@@ -11,7 +11,11 @@ also applies the pipeline's gate and exits 1 when the model would not be blessed
 
 import logging
 
-from components.miou_evaluator import DEFAULT_MAX_EVAL_SKIPPED_FRACTION  # light: no Beam/TFX import
+from components.miou_evaluator import (  # light: no Beam/TFX import
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+    DEFAULT_NUM_GALLERY,
+)
 from pipeline import configs
 
 log = logging.getLogger(__name__)
@@ -92,14 +96,15 @@ def add_arguments(command, parser):
         "(unreadable, labels out of range, ...), 0..1 "
         f"(default {DEFAULT_MAX_EVAL_SKIPPED_FRACTION}: only a complete evaluation is blessed)",
     )
-    parser.add_argument("--num-gallery", type=int, default=4, help="best and worst images in the gallery (default 4)")
+    gallery_help = "best and worst images in the gallery (default %(default)s)"
+    parser.add_argument("--num-gallery", type=int, default=DEFAULT_NUM_GALLERY, help=gallery_help)
     parser.add_argument("--max-images", type=int, help="evaluate a random sample of N images (quick look)")
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=8,
+        default=DEFAULT_BATCH_SIZE,
         help="at most N images per model call (images of the same size share a call; the numbers "
-        "do not depend on it; 1: one image per call; default 8)",
+        "do not depend on it; 1: one image per call; default %(default)s)",
     )
     parser.add_argument(
         "--workers",

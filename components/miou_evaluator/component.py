@@ -22,8 +22,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components import miou_evaluator
-from components.miou_evaluator import executor
-from components.miou_evaluator.beam_eval import DEFAULT_BATCH_SIZE
+from components.miou_evaluator import DEFAULT_BATCH_SIZE, DEFAULT_NUM_GALLERY, executor
 from components.miou_evaluator.evaluate import check_max_eval_skipped_fraction
 from components.miou_evaluator.executor import (
     BASELINE_MODEL_KEY,
@@ -46,7 +45,6 @@ from pipeline import configs
 # MiouEvaluator's default max_eval_skipped_fraction, 0.0: no skipped evaluation record is tolerated (pipeline
 # code takes it from here; the value lives in the package __init__, which `deeplab evaluate` reads without TFX).
 DEFAULT_MAX_EVAL_SKIPPED_FRACTION = miou_evaluator.DEFAULT_MAX_EVAL_SKIPPED_FRACTION
-DEFAULT_NUM_GALLERY = 4
 
 
 class MiouEvaluatorSpec(ComponentSpec):

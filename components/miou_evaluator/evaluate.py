@@ -257,41 +257,34 @@ def evaluate(
     model_dir,
     output_dir,
     *,
-    examples_pattern=None,
-    sample_refs=None,
     baseline_model_dir=None,
     tta=None,
+    label_map=None,
     miou_threshold=None,
     max_regression=0.0,
-    class_names=VOC_CLASSES,
-    ignore_label=IGNORE_LABEL,
-    make_pipeline=None,
-    beam_args=None,
-    num_gallery=4,
-    max_images=None,
+    max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
     data_description=None,
     tensorboard=True,
-    batch_size=beam_eval.DEFAULT_BATCH_SIZE,
-    max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
-    label_map=None,
+    **beam_options,
 ):
     """Evaluates `model_dir` (and `baseline_model_dir` on the same data in the same run), decides
     the blessing and writes the report into `output_dir`. Returns the evaluation dict (also in
     `output_dir/evaluation.json`); its 'blessing' entry holds the decision. `tta`: see resolve_tta.
-    `batch_size`: at most this many images per model call (see beam_eval.EvaluateExampleFn; the
-    numbers do not depend on it); 1 is the one-image-per-call path. `max_eval_skipped_fraction`:
-    the gate's tolerance for skipped evaluation records (see decide_blessing; default 0.0: any
-    skipped record means not blessed). `label_map`: the dataset's classes (a data.label_map.LabelMap, its
-    dict, a built-in name, a JSON/YAML path; None: `class_names` / `ignore_label`, VOC by default): its
-    names, ignore label and display colours replace `class_names` and `ignore_label`."""
-    palette = None
-    label_map_dict = None
+    `label_map`: the dataset's classes (a data.label_map.LabelMap, its dict, a built-in name, a JSON/YAML
+    path; None: Pascal VOC's): names, ignore label and display colours. `max_eval_skipped_fraction`: the
+    gate's tolerance for skipped evaluation records (see decide_blessing; default 0.0: any skipped record
+    means not blessed).
+    beam_options: beam_eval.run_beam_evaluation's keyword arguments: the data (`examples_pattern` or
+    `sample_refs`, `max_images`), the runner (`make_pipeline` or `beam_args`), `num_gallery` and `batch_size`
+    (at most this many images per model call; the numbers do not depend on it; 1 is the one-image path)."""
+    class_names, ignore_label, palette, label_map_dict = VOC_CLASSES, IGNORE_LABEL, None, None
     if label_map is not None:
         from data.label_map import LabelMap
 
         label_map = LabelMap.resolve(label_map)
         class_names, ignore_label, palette = list(label_map.names), label_map.ignore_label, label_map.colors()
         label_map_dict = label_map.to_json_dict()
+    batch_size = beam_options.get("batch_size", beam_eval.DEFAULT_BATCH_SIZE)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     max_eval_skipped_fraction = check_max_eval_skipped_fraction(max_eval_skipped_fraction)
@@ -311,16 +304,8 @@ def evaluate(
         model_dirs,
         tta,
         staging_dir=f"{str(output_dir).rstrip('/')}/.staging",
-        examples_pattern=examples_pattern,
-        sample_refs=sample_refs,
-        make_pipeline=make_pipeline,
-        beam_args=beam_args,
-        num_classes=len(class_names),
-        ignore_label=ignore_label,
-        num_gallery=num_gallery,
-        max_images=max_images,
-        batch_size=int(batch_size),
         label_map=label_map_dict,
+        **beam_options,
     )
     if not raw["images"][beam_eval.CURRENT]:
         reasons = sorted({r for r, _, _ in raw["skipped"]})
@@ -328,7 +313,7 @@ def evaluate(
             f"no image could be evaluated ({len(raw['skipped'])} records skipped, reasons {reasons}); "
             "check the examples path/split and the report of the data stage"
         )
-    result = summarize(raw, class_names, tta, data_description, max_images)
+    result = summarize(raw, class_names, tta, data_description, beam_options.get("max_images"))
     if label_map_dict is not None:  # absent for VOC: evaluation.json stays as it was
         result["label_map"] = label_map_dict
         result["ignore_label"] = int(ignore_label)

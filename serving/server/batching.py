@@ -23,6 +23,7 @@ get alone:
 """
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -42,38 +43,45 @@ DEFAULT_MAX_ENQUEUED_BATCHES = 16
 DEFAULT_BATCHED_SIGNATURES = ("serving_default", "serving_examples", "serving_png")
 
 
-class BatchingOptions:
-    """The knobs of TF Serving's BatchingParameters that apply here; `signatures` names the batched ones."""
+def _knob(default, help):
+    return dataclasses.field(default=default, metadata={"help": help})
 
-    def __init__(
-        self,
-        enabled=True,
-        max_batch_size=DEFAULT_MAX_BATCH_SIZE,
-        batch_timeout_micros=DEFAULT_BATCH_TIMEOUT_MICROS,
-        num_batch_threads=DEFAULT_NUM_BATCH_THREADS,
-        max_enqueued_batches=DEFAULT_MAX_ENQUEUED_BATCHES,
-        signatures=DEFAULT_BATCHED_SIGNATURES,
-    ):
-        if int(max_batch_size) < 1 or int(num_batch_threads) < 1 or int(max_enqueued_batches) < 1:
+
+@dataclasses.dataclass(frozen=True)
+class BatchingOptions:
+    """The knobs of TF Serving's BatchingParameters that apply here; `signatures` names the batched ones.
+    Each knob's `help` is that of its `deeplab serve` flag (--max-batch-size, ...)."""
+
+    enabled: bool = True
+    max_batch_size: int = _knob(DEFAULT_MAX_BATCH_SIZE, "most images in one merged batch")
+    batch_timeout_micros: int = _knob(
+        DEFAULT_BATCH_TIMEOUT_MICROS,
+        "how long the first request of a batch waits for others (only while other requests are in flight: a "
+        "lone client is not delayed)",
+    )
+    num_batch_threads: int = _knob(DEFAULT_NUM_BATCH_THREADS, "batches run in parallel")
+    max_enqueued_batches: int = _knob(
+        DEFAULT_MAX_ENQUEUED_BATCHES, "queue bound in batches; beyond it requests get UNAVAILABLE"
+    )
+    signatures: tuple = DEFAULT_BATCHED_SIGNATURES
+
+    def __post_init__(self):
+        for knob in self.knobs():
+            object.__setattr__(self, knob.name, int(getattr(self, knob.name)))
+        object.__setattr__(self, "enabled", bool(self.enabled))
+        object.__setattr__(self, "signatures", tuple(self.signatures))
+        if min(self.max_batch_size, self.num_batch_threads, self.max_enqueued_batches) < 1:
             raise ValueError("max_batch_size, num_batch_threads and max_enqueued_batches must be >= 1")
-        if int(batch_timeout_micros) < 0:
+        if self.batch_timeout_micros < 0:
             raise ValueError("batch_timeout_micros must be >= 0")
-        self.enabled = bool(enabled)
-        self.max_batch_size = int(max_batch_size)
-        self.batch_timeout_micros = int(batch_timeout_micros)
-        self.num_batch_threads = int(num_batch_threads)
-        self.max_enqueued_batches = int(max_enqueued_batches)
-        self.signatures = tuple(signatures)
+
+    @classmethod
+    def knobs(cls):
+        """The integer fields, each with its flag's help."""
+        return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
 
     def applies_to(self, signature_name):
         return self.enabled and ("*" in self.signatures or signature_name in self.signatures)
-
-    def __repr__(self):
-        return (
-            f"BatchingOptions(enabled={self.enabled}, max_batch_size={self.max_batch_size}, "
-            f"batch_timeout_micros={self.batch_timeout_micros}, num_batch_threads={self.num_batch_threads}, "
-            f"max_enqueued_batches={self.max_enqueued_batches}, signatures={self.signatures})"
-        )
 
 
 def batch_size_of(inputs):

@@ -140,7 +140,7 @@ def add_arguments(command, parser):
             "input or of other image sizes are never merged)",
         )
     elif command == "predict":
-        from serving import predict
+        from serving import predict, rest_client
 
         parser.add_argument("--server", required=True, help="HOST:PORT of TF Serving (gRPC, or REST with --rest)")
         parser.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
@@ -155,11 +155,11 @@ def add_arguments(command, parser):
             choices=list(predict.SIGNATURES),
             help="serving_default sends the encoded file; predict_images the decoded float pixels",
         )
-        parser.add_argument("--timeout", type=float, default=predict.DEFAULT_TIMEOUT, help="seconds per request")
+        parser.add_argument("--timeout", type=float, default=rest_client.DEFAULT_TIMEOUT, help="seconds per request")
         parser.add_argument(
             "--batch-size", type=int, default=predict.DEFAULT_BATCH_SIZE, help="images per request (serving_default)"
         )
-        parser.add_argument("--max-message-mb", type=float, default=predict.DEFAULT_MAX_MESSAGE_MB)
+        parser.add_argument("--max-message-mb", type=float, default=rest_client.DEFAULT_MAX_MESSAGE_MB)
         parser.add_argument("--root-cert", default=None, help="PEM CA certificate: use TLS (gRPC)")
 
 

@@ -28,7 +28,9 @@ from tensorflow_serving.apis import (
 
 from serving.rest_client import (
     COMPACT_OUTPUTS,
+    DEFAULT_MAX_MESSAGE_MB,
     LABEL_MAP_SIGNATURE,
+    ServingClient,
     ServingClientError,
     _lacks_compact_output,
     crop_batch,
@@ -38,24 +40,11 @@ from serving.rest_client import (
 log = logging.getLogger(__name__)
 
 
-class GrpcClient:
-    def __init__(
-        self,
-        server,
-        model_name="deeplab",
-        version=None,
-        version_label=None,
-        timeout=30.0,
-        retries=3,
-        backoff=0.5,
-        max_message_mb=64,
-        root_cert=None,
-    ):
-        """server: 'host:port'. root_cert: PEM file of the CA to trust -> TLS channel."""
-        self.server, self.model_name = server, model_name
-        self.version, self.version_label = version, version_label
-        self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self._no_compact = False  # set once the server's model turns out to lack segmentation_png
+class GrpcClient(ServingClient):
+    def __init__(self, server, *args, max_message_mb=DEFAULT_MAX_MESSAGE_MB, root_cert=None, **kwargs):
+        """server: 'host:port'. max_message_mb: largest request/response. root_cert: PEM file of the CA to
+        trust -> TLS channel. The other arguments are ServingClient's (model_name, version, timeout, ...)."""
+        super().__init__(server, *args, **kwargs)
         size = int(max_message_mb * (1 << 20))
         options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
         if root_cert:

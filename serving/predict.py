@@ -14,9 +14,7 @@ import sys
 from pipeline import configs
 
 SIGNATURES = ("serving_default", "predict_images")
-DEFAULT_TIMEOUT = 30.0
 DEFAULT_BATCH_SIZE = 4
-DEFAULT_MAX_MESSAGE_MB = 64
 PREDICTIONS_FILE = "predictions.json"
 
 

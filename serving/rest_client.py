@@ -51,6 +51,11 @@ class ServingClientError(Exception):
         super().__init__(f"{code}{http}{where}: {details}")
 
 
+# The clients' defaults (`deeplab predict --timeout / --max-message-mb`): seconds per request, and the largest
+# gRPC message in MB (responses of big images or batches need more than gRPC's 4 MB).
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_MESSAGE_MB = 64
+
 # The compact outputs: serving_default/serving_png `segmentation_png` (each image's label map as a
 # uint8 PNG) with `height`/`width`; ~1-5 KB per 513x513 image instead of 2 MB of int64 (+1 MB of
 # float32 confidence).
@@ -149,15 +154,32 @@ def fetch_label_map(call_label_map, source):
     return label_map_from_outputs(outputs, source)
 
 
-class RestClient:
+class ServingClient:
+    """What the gRPC and REST clients share: the model they ask for (name, and a version or a version label;
+    neither: the latest), seconds per request, and how often a request the server cannot take yet (UNAVAILABLE,
+    unreachable) is retried, after `backoff` * 2**attempt seconds."""
+
     def __init__(
-        self, server, model_name="deeplab", version=None, version_label=None, timeout=30.0, retries=3, backoff=0.5
+        self,
+        server,
+        model_name="deeplab",
+        version=None,
+        version_label=None,
+        timeout=DEFAULT_TIMEOUT,
+        retries=3,
+        backoff=0.5,
     ):
-        self.base = server if server.startswith(("http://", "https://")) else f"http://{server}"
-        self.base = self.base.rstrip("/")
-        self.model_name, self.version, self.version_label = model_name, version, version_label
+        self.server, self.model_name = server, model_name
+        self.version, self.version_label = version, version_label
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self._no_compact = False  # set once the server's model turns out to lack serving_png
+        self._no_compact = False  # set once the server's model turns out to lack the compact output
+
+
+class RestClient(ServingClient):
+    def __init__(self, server, *args, **kwargs):
+        """server: 'host:port' or an http(s):// URL; the other arguments are ServingClient's."""
+        super().__init__(server, *args, **kwargs)
+        self.base = (server if server.startswith(("http://", "https://")) else f"http://{server}").rstrip("/")
 
     def _model_url(self):
         url = f"{self.base}/v1/models/{self.model_name}"

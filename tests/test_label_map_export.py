@@ -14,13 +14,11 @@ from data.label_map import LabelMap
 from models import trainer_module
 from tests.helpers import FIVE_CLASSES, export_random_model
 
-SHAPES = FIVE_CLASSES
-
 
 @pytest.fixture(scope="module")
 def label_map_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("label_map") / "shapes.json"
-    path.write_text(json.dumps(SHAPES))
+    path.write_text(json.dumps(FIVE_CLASSES))
     return str(path)
 
 
@@ -42,9 +40,9 @@ def test_export_records_the_label_map(exported):
     config = saved_model_info.read_export_config(exported)
     assert config["num_classes"] == 5
     assert config["model_config"]["num_classes"] == 5
-    assert config["label_map"] == LabelMap.from_json_dict(SHAPES).to_json_dict()
+    assert config["label_map"] == LabelMap.from_json_dict(FIVE_CLASSES).to_json_dict()
     assert "label_map" in config["signatures"]
-    assert saved_model_info.read_label_map(exported) == LabelMap.from_json_dict(SHAPES)
+    assert saved_model_info.read_label_map(exported) == LabelMap.from_json_dict(FIVE_CLASSES)
     assert any(
         line.startswith("label_map: index int32 [?] -> class_colors int32 [?,5,3], class_names string [?,5], ")
         for line in saved_model_info.describe_signatures(exported)
@@ -72,8 +70,8 @@ def test_label_map_signature_answers_with_plain_tensorflow(exported, tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    names = [c["name"] for c in SHAPES["classes"]]
-    colors = [c["color"] for c in SHAPES["classes"]]
+    names = [c["name"] for c in FIVE_CLASSES["classes"]]
+    colors = [c["color"] for c in FIVE_CLASSES["classes"]]
     assert out["names"] == [names, names]
     assert out["colors"] == [colors, colors]
     assert out["ignore"] == [255, 255]
@@ -88,12 +86,12 @@ def test_reexport_keeps_the_label_map_and_a_conflicting_one_is_refused(exported,
 
     # load_model's LoadedModel.label_map: the export's; None for exports from before label maps (VOC).
     config = saved_model_info.read_export_config(exported)
-    assert model_io.LoadedModel(None, None, {}, config).label_map == LabelMap.from_json_dict(SHAPES)
+    assert model_io.LoadedModel(None, None, {}, config).label_map == LabelMap.from_json_dict(FIVE_CLASSES)
     older = {k: v for k, v in config.items() if k != "label_map"}
     assert model_io.LoadedModel(None, None, {}, older).label_map is None
     again = str(tmp_path / "2")
     assert runner.main(["export", "--model", exported, "--output", again, "--no-warmup"]) == 0
-    assert saved_model_info.read_label_map(again) == LabelMap.from_json_dict(SHAPES)
+    assert saved_model_info.read_label_map(again) == LabelMap.from_json_dict(FIVE_CLASSES)
     # A label map of another class count than the network: refused before anything is built.
     bad = str(tmp_path / "3")
     assert export_random_model(bad, "--num-classes", "7", "--label-map", label_map_file) == 2
@@ -115,10 +113,10 @@ def test_default_label_map_of_an_export_without_one():
 
 
 def test_custom_config_label_map_sets_num_classes():
-    config = {"preset": "demo", "serving_tta": None, "resume_root": "/tmp/x", "label_map": SHAPES}
+    config = {"preset": "demo", "serving_tta": None, "resume_root": "/tmp/x", "label_map": FIVE_CLASSES}
     hparams = trainer_module.hparams_from_custom_config(config, train_steps=3)
     assert hparams.num_classes == 5 and hparams.train_steps == 3
-    assert trainer_module.label_map_from_custom_config(config) == LabelMap.from_json_dict(SHAPES)
+    assert trainer_module.label_map_from_custom_config(config) == LabelMap.from_json_dict(FIVE_CLASSES)
     # The run keys never reach the hyper-parameters.
     assert "label_map" not in trainer_module.split_custom_config(config)[0]
     # The same number given explicitly (flat, nested under "model" or under "hparams") is fine.
@@ -138,19 +136,19 @@ def test_custom_config_label_map_sets_num_classes():
 def test_custom_config_num_classes_conflicting_with_the_label_map_is_refused(extra):
     explicit = 21 if "num_classes" in extra else 3 if "model" in extra else 8
     with pytest.raises(ValueError, match=f"num_classes={explicit} but the label map 'five' has 5 classes"):
-        trainer_module.hparams_from_custom_config({"preset": "demo", "label_map": SHAPES, **extra})
+        trainer_module.hparams_from_custom_config({"preset": "demo", "label_map": FIVE_CLASSES, **extra})
 
 
 def test_resume_identity_changes_with_the_label_map():
-    config = {"preset": "demo", "label_map": SHAPES}
+    config = {"preset": "demo", "label_map": FIVE_CLASSES}
     hparams = trainer_module.hparams_from_custom_config(config)
     files = (["/ex/1/Split-train/*"], ["/ex/1/Split-val/*"])
-    shapes = trainer_module.resume_identity(hparams, *files, None, LabelMap.from_json_dict(SHAPES))
-    renamed = dict(SHAPES, classes=[dict(c, name=c["name"] + "_x") for c in SHAPES["classes"]])
+    shapes = trainer_module.resume_identity(hparams, *files, None, LabelMap.from_json_dict(FIVE_CLASSES))
+    renamed = dict(FIVE_CLASSES, classes=[dict(c, name=c["name"] + "_x") for c in FIVE_CLASSES["classes"]])
     other = trainer_module.resume_identity(hparams, *files, None, renamed)
     assert trainer_module.resume_dir_for("/r", shapes) != trainer_module.resume_dir_for("/r", other)
     assert trainer_module.resume_dir_for("/r", shapes) == trainer_module.resume_dir_for(
-        "/r", trainer_module.resume_identity(hparams, *files, None, SHAPES)
+        "/r", trainer_module.resume_identity(hparams, *files, None, FIVE_CLASSES)
     )
     # None and VOC's own map keep the identity of runs from before label maps (they still resume).
     voc_hparams = trainer_module.hparams_from_custom_config({"preset": "demo"})
@@ -169,7 +167,7 @@ def test_deeplab_train_label_map_flag(label_map_file):
     args = parser.parse_args(
         ["--examples", "x", "--output-dir", "y", "--preset", "demo", "--label-map", label_map_file]
     )
-    assert train_cli._label_map(args) == LabelMap.from_json_dict(SHAPES)
+    assert train_cli._label_map(args) == LabelMap.from_json_dict(FIVE_CLASSES)
     assert hparams_lib.from_flags(args).num_classes == 5
     args = parser.parse_args(
         ["--examples", "x", "--output-dir", "y", "--label-map", "cityscapes", "--num-classes", "21"]

@@ -22,15 +22,12 @@ Test-time augmentation (scales, flip, sliding windows) is baked into every signa
 `logits` through `models.inference.predict_logits`, so the served model and the evaluator share
 one implementation.
 
-`assets.extra/` holds TF Serving's warm-up file (`tf_serving_warmup_requests`, serving/warmup.py,
-replayed at load) and `deeplab_export.json` (serving/saved_model_info.py reads it): the network's
+`assets.extra/` holds TF Serving's warm-up file (`tf_serving_warmup_requests`, replayed at load) and
+`deeplab_export.json`, both written and read by models/export_files.py: the network's
 `model_config` (models.config.ModelConfig.to_dict()), the training hparams, TTA, precision, weight
-names and `label_map` (data.label_map.LabelMap.to_json_dict(); exports before it have none: VOC),
-from which models.model_io.load_model rebuilds the Keras model to re-export it with other serving options.
-Format version 2; version 1 (before ModelConfig: "hparams" + "model_kwargs") still loads.
-
-This module imports serving.warmup and serving.saved_model_info (the export's file formats, no server
-code): the one allowed models -> serving dependency (docs/ARCHITECTURE.md).
+names and `label_map` (data.label_map.LabelMap.to_json_dict(); absent: VOC),
+from which models.model_io.load_model rebuilds the Keras model to re-export it with other serving options
+(FORMAT_VERSION; docs/ARCHITECTURE.md "Compatibility" lists what older files still load).
 """
 
 import dataclasses
@@ -43,12 +40,11 @@ import tensorflow as tf
 from data import tfrecord
 from data.label_map import LabelMap
 from data.voc import IGNORE_LABEL, NUM_CLASSES
+from models.export_files import ASSETS_EXTRA, CONFIG_FILENAME, warmup_requests, write_warmup_file
 from models.inference import MEAN_RGB, TTAConfig, _pad_to, canvas_side, predict_logits, shared_canvas
 from models.input_pipeline import decode_rgb
 from models.model_io import model_config, model_precision, with_precision
 from models.precision import resolve_export_precision
-from serving.saved_model_info import ASSETS_EXTRA, CONFIG_FILENAME
-from serving.warmup import warmup_requests, write_warmup_file
 
 log = logging.getLogger(__name__)
 

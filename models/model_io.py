@@ -51,7 +51,7 @@ class LoadedModel(collections.namedtuple("LoadedModel", ["model", "config", "hpa
         """The recorded data.label_map.LabelMap: deeplab_export.json's "label_map", else a "label_map" recorded
         in the hyper-parameters (hparams.json); None when neither has one (exports older than label maps: VOC
         for 21 classes, models.export.default_label_map)."""
-        from serving.saved_model_info import label_map_from_config
+        from models.export_files import label_map_from_config
 
         found = label_map_from_config(self.export_config)
         if found is None and isinstance(self.hparams, dict):
@@ -263,7 +263,7 @@ def load_model(path, hparams=None, precision=None):
 
     Returns a LoadedModel(model, config, hparams, export_config); `.label_map` is the recorded label map.
     """
-    from serving.saved_model_info import read_export_config
+    from models.export_files import read_export_config
 
     hparams = _hparams_json(hparams)
     if tf.io.gfile.isdir(path):

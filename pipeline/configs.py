@@ -1,14 +1,24 @@
 """Defaults of the deeplab-tfx pipeline (TFX template style): one place to read and override them.
 
 Everything here is a plain value; `pipeline/pipeline.py:create_pipeline()` takes each as a keyword
-argument and `pipeline/cli.py` maps flags onto them (`RunOptions`). The custom components
-(components/*/component.py), `deeplab serve|predict` (serving/cli.py, serving/predict.py) and the demo
-(pipeline/demo.py) take their defaults from here too: this module imports nothing of the project, so any
-layer can import it without a cycle.
+argument and `pipeline/cli.py` maps flags onto them (`RunOptions`); `deeplab serve|predict` (serving/cli.py,
+serving/predict.py) and the demo (pipeline/demo.py) read them too. Where the runners use a custom component's own
+default, it is re-exported from the component's package (`components/<name>/__init__.py`: plain values, no TFX);
+the components never import this module (docs/ARCHITECTURE.md, "Layers").
 """
 
 import os
 import posixpath
+
+from components.atomic_pusher import DEFAULT_KEEP_VERSIONS, DEFAULT_MODEL_NAME
+from components.miou_evaluator import DEFAULT_EVAL_SPLIT
+from components.schema_gate import DEFAULT_ALLOW_ANOMALIES
+from components.voc_example_gen import (
+    DEFAULT_GENERIC_SPLIT_RECIPES,
+    DEFAULT_MAX_REJECTED_FRACTION,
+    DEFAULT_NUM_SHARDS,
+    DEFAULT_SPLIT_RECIPES,
+)
 
 PIPELINE_NAME = "deeplab-tfx"
 
@@ -23,9 +33,9 @@ SBD_ROOT = None
 # The split the Trainer fits on and the split it and MiouEvaluator evaluate on (also the names the
 # --train-recipe / --val-recipe shortcuts set).
 TRAIN_SPLIT = "train"
-EVAL_SPLIT = "val"
+EVAL_SPLIT = DEFAULT_EVAL_SPLIT
 # output split name -> recipe of data.splits (voc_train, voc_val, train_aug, sbd_train_minus_voc_val, file:PATH, ...)
-SPLIT_RECIPES = {TRAIN_SPLIT: "voc_train", EVAL_SPLIT: "voc_val"}
+SPLIT_RECIPES = DEFAULT_SPLIT_RECIPES
 # The dataset's classes (data/label_map.py): None is Pascal VOC's 21 classes, exactly the pipeline of before label
 # maps (no `label_map` exec property anywhere, so compiled pipelines and cached executions stay the same); else a
 # built-in name ('voc', 'cityscapes', 'ade20k'), a label map JSON/YAML path, a LabelMap or its dict. It sets the
@@ -33,15 +43,15 @@ SPLIT_RECIPES = {TRAIN_SPLIT: "voc_train", EVAL_SPLIT: "voc_val"}
 # per-class names (`deeplab run --label-map`).
 LABEL_MAP = None
 # Dataset layout of the ingest: "voc" (VOC_ROOT / SBD_ROOT and SPLIT_RECIPES), or a dataset at DATA_ROOT read by
-# data.dataset.open_dataset: "generic" (images/, masks/, splits/<split>.txt, optional label_map.json), "cityscapes",
+# data.layouts.open_dataset: "generic" (images/, masks/, splits/<split>.txt, optional label_map.json), "cityscapes",
 # "ade20k"; GENERIC_SPLIT_RECIPES maps output splits to the dataset's split names.
 LAYOUT = "voc"
 DATA_ROOT = None
-GENERIC_SPLIT_RECIPES = {TRAIN_SPLIT: "train", EVAL_SPLIT: "val"}
+GENERIC_SPLIT_RECIPES = DEFAULT_GENERIC_SPLIT_RECIPES
 # Fail the ingest when a split rejects more than this fraction of its samples.
-MAX_REJECTED_FRACTION = 0.05
+MAX_REJECTED_FRACTION = DEFAULT_MAX_REJECTED_FRACTION
 # Output TFRecord files per split; 0 lets the Beam runner decide (one per bundle on the DirectRunner).
-NUM_SHARDS = 0
+NUM_SHARDS = DEFAULT_NUM_SHARDS
 
 # Beam: two local worker processes by default; pass e.g. --runner=DataflowRunner --project=... to scale out
 # (the same pipeline code runs on Dataflow, Flink and Spark).
@@ -65,7 +75,7 @@ INGEST_BEAM_PIPELINE_ARGS = ["--direct_running_mode=multi_threading"]
 # ExampleValidator checks every split against it and SchemaGate stops the run before the Trainer on any
 # anomaly unless ALLOW_ANOMALIES (--allow-anomalies).
 SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema", "schema.pbtxt")
-ALLOW_ANOMALIES = False
+ALLOW_ANOMALIES = DEFAULT_ALLOW_ANOMALIES
 
 # Model (models/hparams.py presets): the Trainer's custom_config. "paper" is DeepLab V3 with ResNet-v2-50 from
 # ImageNet weights (a local Keras h5, see README); "demo" is the small MobileNetV2 the demo trains from scratch.
@@ -90,8 +100,8 @@ MAX_REGRESSION = 0.01
 EVAL_TTA = "export"
 
 # Push (AtomicPusher): <serving dir>/<MODEL_NAME>/<version>/, the layout tensorflow_model_server polls.
-MODEL_NAME = "deeplab"
-KEEP_VERSIONS = 3
+MODEL_NAME = DEFAULT_MODEL_NAME
+KEEP_VERSIONS = DEFAULT_KEEP_VERSIONS
 SERVING_DIRNAME = "serving"
 # `deeplab serve` (and tensorflow_model_server's) default ports.
 GRPC_PORT = 8500

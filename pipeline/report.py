@@ -106,7 +106,7 @@ def build_model_report(metadata_path, pipeline_name):
     """Trainer, MiouEvaluator and AtomicPusher outcome of the latest run: mIoU, blessing, pushed version."""
     import tensorflow as tf
 
-    from components.atomic_pusher.executor import NOT_PUSHED_REASON_KEY
+    from components.atomic_pusher.spec import NOT_PUSHED_REASON_KEY
     from models.train import REPORT_FILENAME as TRAIN_REPORT
 
     outputs = latest_outputs(metadata_path, pipeline_name)

@@ -207,8 +207,8 @@ def _export_or_raise(args):
     from models import model_io
     from models.config import BUILD_OPTIONS, ModelConfig
     from models.export import export_serving_model
+    from models.export_files import describe_signatures, read_export_config
     from models.precision import resolve_export_precision
-    from serving.saved_model_info import describe_signatures, read_export_config
 
     if bool(args.model) == bool(args.init):
         raise ValueError("pass exactly one of --model PATH or --init random")

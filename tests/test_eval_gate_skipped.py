@@ -25,7 +25,7 @@ def _run_executor(root, name, **exec_properties):
     """Runs the MiouEvaluator executor (in-process Beam) -> (evaluation dir, blessing artifact)."""
     from tfx.types import artifact_utils, standard_artifacts
 
-    from components.miou_evaluator import component
+    from components.miou_evaluator import spec
     from components.miou_evaluator.executor import Executor
 
     examples = standard_artifacts.Examples()
@@ -42,17 +42,17 @@ def _run_executor(root, name, **exec_properties):
     props = {"eval_split": "val", "miou_threshold": 0.0, "max_regression": 0.0, "tta": "null", "num_gallery": 1}
     props.update(exec_properties)
     Executor().Do(
-        {component.EXAMPLES_KEY: [examples], component.MODEL_KEY: [model]},
-        {component.EVALUATION_KEY: [evaluation], component.BLESSING_KEY: [blessing]},
+        {spec.EXAMPLES_KEY: [examples], spec.MODEL_KEY: [model]},
+        {spec.EVALUATION_KEY: [evaluation], spec.BLESSING_KEY: [blessing]},
         props,
     )
     return evaluation.uri, blessing
 
 
 def test_one_corrupt_record_is_not_blessed_by_default(setup):
-    from components.miou_evaluator import component
+    from components.miou_evaluator import spec
 
-    assert component.DEFAULT_MAX_EVAL_SKIPPED_FRACTION == 0.0
+    assert spec.DEFAULT_MAX_EVAL_SKIPPED_FRACTION == 0.0
     eval_dir, blessing = _run_executor(setup, "default")  # no max_eval_skipped_fraction: the default
 
     result = json.loads(open(os.path.join(eval_dir, "evaluation.json")).read())
@@ -145,7 +145,8 @@ def test_component_parameter():
     from tfx import types
     from tfx.types import standard_artifacts
 
-    from components.miou_evaluator.component import DEFAULT_MAX_EVAL_SKIPPED_FRACTION, MiouEvaluator
+    from components.miou_evaluator.component import MiouEvaluator
+    from components.miou_evaluator.spec import DEFAULT_MAX_EVAL_SKIPPED_FRACTION
 
     channels = dict(
         examples=types.Channel(type=standard_artifacts.Examples), model=types.Channel(type=standard_artifacts.Model)
@@ -156,6 +157,28 @@ def test_component_parameter():
     )
     with pytest.raises(ValueError, match="max_eval_skipped_fraction"):
         MiouEvaluator(**channels, max_eval_skipped_fraction=-0.1)
+
+
+def test_num_gallery_zero_through_the_component_writes_no_gallery(setup):
+    """num_gallery=0 is a value, not a missing one: the component's exec property reaches the executor as 0 and
+    the report has no gallery (it was turned into the default 4 once); 2 writes both galleries."""
+    from tfx import types
+    from tfx.types import standard_artifacts
+
+    from components.miou_evaluator.component import MiouEvaluator
+
+    channels = dict(
+        examples=types.Channel(type=standard_artifacts.Examples), model=types.Channel(type=standard_artifacts.Model)
+    )
+    galleries = {}
+    for num_gallery in (0, 2):
+        props = MiouEvaluator(**channels, num_gallery=num_gallery, max_eval_skipped_fraction=0.2).exec_properties
+        assert props["num_gallery"] == num_gallery
+        eval_dir, _ = _run_executor(setup, f"gallery_{num_gallery}", **props)
+        result = json.loads(open(os.path.join(eval_dir, "evaluation.json")).read())
+        assert result["data"]["images_evaluated"] == N_GOOD
+        galleries[num_gallery] = sorted(f for f in os.listdir(eval_dir) if f.startswith("gallery"))
+    assert galleries == {0: [], 2: ["gallery_best.png", "gallery_worst.png"]}
 
 
 def test_cli_flag(setup, capsys):

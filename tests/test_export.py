@@ -11,10 +11,9 @@ import tensorflow as tf
 
 from data.synthetic import encode_palette_png, render_sample
 from data.tfrecord import Sample, to_example
-from models import export, model_io
+from models import export, export_files, model_io
 from models.config import ModelConfig
 from models.inference import TTAConfig, predict_logits
-from serving import saved_model_info, warmup
 from tests.helpers import export_random_model
 
 TINY = {"backbone": "mobilenet_v2", "alpha": 0.35, "aspp_filters": 16, "output_stride": 16}
@@ -91,7 +90,7 @@ def test_signatures_listed_with_dtypes_and_shapes(exported, loaded):
     assert sig["serving_examples"]["examples"].dtype == tf.string
     assert outs["logits"]["logits"].shape.as_list() == [None, None, None, 21]
     assert "serving_default: images string [?] -> confidence float32 [?,?,?]" in "\n".join(
-        saved_model_info.describe_signatures(exported)
+        export_files.describe_signatures(exported)
     )
 
 
@@ -283,7 +282,7 @@ def test_logits_signature_has_no_tta(loaded, tiny_model):
 
 
 def test_warmup_file_is_a_prediction_log_tfrecord_that_replays(exported, loaded):
-    logs = warmup.read_warmup_file(exported)
+    logs = export_files.read_warmup_file(exported)
     assert [entry.predict_log.request.model_spec.signature_name for entry in logs] == [
         "serving_default",
         "predict_images",
@@ -296,7 +295,7 @@ def test_warmup_file_is_a_prediction_log_tfrecord_that_replays(exported, loaded)
 
 
 def test_export_config_records_hparams_and_refuses_to_overwrite(exported, tiny_model):
-    config = saved_model_info.read_export_config(exported)
+    config = export_files.read_export_config(exported)
     assert config["tta"]["scales"] == [1.0, 0.75] and config["tta"]["flip"] is True
     assert config["model_config"]["alpha"] == 0.35 and config["precision"] == "float32"
     assert len(config["weight_names"]) == len(tiny_model.weights)
@@ -357,7 +356,7 @@ def test_reexport_from_savedmodel_with_other_tta_and_bfloat16(tmp_path):
         )
         == 0
     )
-    config = saved_model_info.read_export_config(out)
+    config = export_files.read_export_config(out)
     assert config["precision"] == "bfloat16" and config["tta"]["scales"] == [1.0]
     assert config["precision_reason"] == "requested"
     assert config["tta"]["flip"] is True  # not overridden -> kept from the source export
@@ -397,7 +396,7 @@ def test_cli_exports_an_untrained_model_of_any_configuration(tmp_path, capsys):
     assert export_random_model(out, "--output-stride", "8") == 0
     printed = capsys.readouterr().out
     assert "predict_images: height int32 <unknown rank>, images float32 [?,?,?,3]" in printed
-    config = saved_model_info.read_export_config(out)
+    config = export_files.read_export_config(out)
     assert config["model_config"] == {
         **ModelConfig().to_dict(),
         "backbone": "mobilenet_v2",
@@ -406,7 +405,7 @@ def test_cli_exports_an_untrained_model_of_any_configuration(tmp_path, capsys):
         "bn_epsilon": 1e-3,
         "aspp_filters": 8,
     }
-    assert not os.path.exists(os.path.join(out, saved_model_info.ASSETS_EXTRA, warmup.WARMUP_FILENAME))
+    assert not os.path.exists(os.path.join(out, export_files.ASSETS_EXTRA, export_files.WARMUP_FILENAME))
     image = _images()[0]
     served = tf.saved_model.load(out).signatures["serving_default"](images=tf.constant([_png(image)]))
     assert served["segmentation_map"].shape == (1, 40, 56)

@@ -35,17 +35,17 @@ def exported(label_map_file, tmp_path_factory):
 
 
 def test_export_records_the_label_map(exported):
-    from serving import saved_model_info
+    from models import export_files
 
-    config = saved_model_info.read_export_config(exported)
+    config = export_files.read_export_config(exported)
     assert config["num_classes"] == 5
     assert config["model_config"]["num_classes"] == 5
     assert config["label_map"] == LabelMap.from_json_dict(FIVE_CLASSES).to_json_dict()
     assert "label_map" in config["signatures"]
-    assert saved_model_info.read_label_map(exported) == LabelMap.from_json_dict(FIVE_CLASSES)
+    assert export_files.read_label_map(exported) == LabelMap.from_json_dict(FIVE_CLASSES)
     assert any(
         line.startswith("label_map: index int32 [?] -> class_colors int32 [?,5,3], class_names string [?,5], ")
-        for line in saved_model_info.describe_signatures(exported)
+        for line in export_files.describe_signatures(exported)
     )
 
 
@@ -81,17 +81,16 @@ def test_label_map_signature_answers_with_plain_tensorflow(exported, tmp_path):
 
 def test_reexport_keeps_the_label_map_and_a_conflicting_one_is_refused(exported, label_map_file, tmp_path, capsys):
     import runner
-    from models import model_io
-    from serving import saved_model_info
+    from models import export_files, model_io
 
     # load_model's LoadedModel.label_map: the export's; None for exports from before label maps (VOC).
-    config = saved_model_info.read_export_config(exported)
+    config = export_files.read_export_config(exported)
     assert model_io.LoadedModel(None, None, {}, config).label_map == LabelMap.from_json_dict(FIVE_CLASSES)
     older = {k: v for k, v in config.items() if k != "label_map"}
     assert model_io.LoadedModel(None, None, {}, older).label_map is None
     again = str(tmp_path / "2")
     assert runner.main(["export", "--model", exported, "--output", again, "--no-warmup"]) == 0
-    assert saved_model_info.read_label_map(again) == LabelMap.from_json_dict(FIVE_CLASSES)
+    assert export_files.read_label_map(again) == LabelMap.from_json_dict(FIVE_CLASSES)
     # A label map of another class count than the network: refused before anything is built.
     bad = str(tmp_path / "3")
     assert export_random_model(bad, "--num-classes", "7", "--label-map", label_map_file) == 2

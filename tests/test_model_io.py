@@ -23,7 +23,7 @@ import tensorflow as tf
 from models import hparams as hparams_lib
 from models import model_io
 from models.config import ModelConfig
-from serving.saved_model_info import read_export_config
+from models.export_files import read_export_config
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 # The fixture's logits were computed on another CPU: oneDNN (AVX-512) and Eigen (AVX2) kernels sum in different

@@ -172,7 +172,7 @@ def test_train_records_the_resolved_precision(avx2_only, tmp_path, caplog):
 
 
 def test_deeplab_export_defaults_to_auto_and_records_why(amx, tmp_path):
-    from serving.saved_model_info import read_export_config
+    from models.export_files import read_export_config
 
     out = str(tmp_path / "auto")
     assert export_random_model(out) == 0

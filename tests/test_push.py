@@ -10,6 +10,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
 from components.atomic_pusher import executor as pusher
+from components.atomic_pusher import spec
 from components.atomic_pusher.component import EXECUTOR_SPEC, AtomicPusher, push_destination
 from serving.server.manager import list_versions
 
@@ -54,7 +55,7 @@ def _push(trained_model, tmp_path, serving_dir, blessed=True, keep=3, name="push
         inputs[standard_component_specs.MODEL_BLESSING_KEY] = [_blessing(tmp_path, blessed)]
     exec_properties = {
         standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(push_destination(serving_dir)),
-        standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps({pusher.KEEP_VERSIONS_KEY: keep}),
+        standard_component_specs.CUSTOM_CONFIG_KEY: json.dumps({spec.KEEP_VERSIONS_KEY: keep}),
     }
     pusher.Executor().Do(inputs, {standard_component_specs.PUSHED_MODEL_KEY: [pushed]}, exec_properties)
     return pushed
@@ -129,7 +130,7 @@ def test_unblessed_model_is_not_pushed_and_the_reason_is_recorded(trained_model,
     serving_dir = tmp_path / "serving"
     pushed = _push(trained_model, tmp_path, serving_dir, blessed=False)
     assert pushed.get_int_custom_property("pushed") == 0
-    reason = pushed.get_string_custom_property(pusher.NOT_PUSHED_REASON_KEY)
+    reason = pushed.get_string_custom_property(spec.NOT_PUSHED_REASON_KEY)
     assert "is not blessed" in reason and "NOT_BLESSED file present" in reason and "miou" in reason
     assert not os.path.exists(serving_dir)
     assert not os.path.exists(pushed.uri) or not os.listdir(pushed.uri)
@@ -157,7 +158,7 @@ def test_component_is_the_standard_pusher_with_this_executor(tmp_path):
     destination = pusher_pb2.PushDestination()
     proto_utils.json_to_proto(props[standard_component_specs.PUSH_DESTINATION_KEY], destination)
     assert destination.filesystem.base_directory == f"{tmp_path}/deeplab"
-    assert json.loads(props[standard_component_specs.CUSTOM_CONFIG_KEY])[pusher.KEEP_VERSIONS_KEY] == 5
+    assert json.loads(props[standard_component_specs.CUSTOM_CONFIG_KEY])[spec.KEEP_VERSIONS_KEY] == 5
     assert set(component.outputs) == {standard_component_specs.PUSHED_MODEL_KEY}
     with pytest.raises(ValueError, match="keep_versions"):
         AtomicPusher(model=Channel(type=standard_artifacts.Model), serving_dir=str(tmp_path), keep_versions=0)

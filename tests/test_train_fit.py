@@ -91,7 +91,7 @@ def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(exampl
     assert (tmp_path / "model" / "Format-Serving" / "saved_model.pb").is_file()
     # The pipeline's serving_tta is what the export serves (and what the evaluator's "export" mode measures).
     from components.miou_evaluator.evaluate import resolve_tta
-    from serving.saved_model_info import read_export_config
+    from models.export_files import read_export_config
 
     assert read_export_config(str(tmp_path / "model" / "Format-Serving"))["tta"]["scales"] == [0.75, 1.0]
     tta = resolve_tta("export", str(tmp_path / "model" / "Format-Serving"))

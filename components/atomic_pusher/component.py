@@ -19,12 +19,12 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import pusher_pb2
 
 from components.atomic_pusher import executor
-from pipeline import configs
+from components.atomic_pusher.spec import DEFAULT_KEEP_VERSIONS, DEFAULT_MODEL_NAME, KEEP_VERSIONS_KEY, PusherSpec
 
 EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
 
-def push_destination(serving_dir, model_name=configs.MODEL_NAME):
+def push_destination(serving_dir, model_name=DEFAULT_MODEL_NAME):
     """The standard filesystem PushDestination for TF Serving's `<base>/<model_name>/<version>` layout."""
     return pusher_pb2.PushDestination(
         filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=f"{str(serving_dir).rstrip('/')}/{model_name}")
@@ -34,6 +34,7 @@ def push_destination(serving_dir, model_name=configs.MODEL_NAME):
 class AtomicPusher(Pusher):
     """Standard Pusher spec with `components.atomic_pusher.executor.Executor`."""
 
+    SPEC_CLASS = PusherSpec
     EXECUTOR_SPEC = EXECUTOR_SPEC
 
     def __init__(
@@ -42,8 +43,8 @@ class AtomicPusher(Pusher):
         model_blessing: Optional[types.BaseChannel] = None,
         infra_blessing: Optional[types.BaseChannel] = None,
         serving_dir: Optional[str] = None,
-        model_name: str = configs.MODEL_NAME,
-        keep_versions: int = executor.DEFAULT_KEEP_VERSIONS,
+        model_name: str = DEFAULT_MODEL_NAME,
+        keep_versions: int = DEFAULT_KEEP_VERSIONS,
         push_destination_proto: Optional[pusher_pb2.PushDestination] = None,
         custom_config: Optional[Dict[str, Any]] = None,
     ):
@@ -56,7 +57,7 @@ class AtomicPusher(Pusher):
             raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
         destination = push_destination_proto or push_destination(serving_dir, model_name)
         config = dict(custom_config or {})
-        config[executor.KEEP_VERSIONS_KEY] = int(keep_versions)
+        config[KEEP_VERSIONS_KEY] = int(keep_versions)
         super().__init__(
             model=model,
             model_blessing=model_blessing,

@@ -23,14 +23,10 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, proto_utils
 
+from components.atomic_pusher.spec import DEFAULT_KEEP_VERSIONS, KEEP_VERSIONS_KEY, NOT_PUSHED_REASON_KEY
 from components.types import ArtifactDict, ExecProperties
-from pipeline import configs
 
-# custom_config key of the number of versions kept (the snake_case name of AtomicPusher's argument).
-KEEP_VERSIONS_KEY = "keep_versions"
-DEFAULT_KEEP_VERSIONS = configs.KEEP_VERSIONS
 STAGING_PREFIX = ".tmp-"
-NOT_PUSHED_REASON_KEY = "not_pushed_reason"
 
 
 def numeric_versions(base_directory):
@@ -121,7 +117,8 @@ class Executor(pusher_executor.Executor):
         custom_config = (
             json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
         )
-        keep = int(custom_config.get(KEEP_VERSIONS_KEY, DEFAULT_KEEP_VERSIONS))
+        keep = custom_config.get(KEEP_VERSIONS_KEY)  # absent: a standard Pusher given this executor
+        keep = DEFAULT_KEEP_VERSIONS if keep is None else int(keep)
 
         base = fs_config.base_directory
         version = next_version(base)

@@ -12,30 +12,11 @@ from typing import Any, List, Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
-from tfx.types import artifact, standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.label_stats import executor
+from components.label_stats.spec import DEFAULT_FAIL_ON_ANOMALY, LabelStatistics, LabelStatsGenSpec
 
-
-class LabelStatistics(artifact.Artifact):
-    """Directory holding label_stats.json and label_stats.png for the splits in `split_names`."""
-
-    # "<namespace>.<Name>": the form Kubeflow Pipelines v2 needs for a custom artifact schema title.
-    # No typed PROPERTIES: Kubeflow v2 compiles custom types to the generic Artifact schema, which has none;
-    # the split names go into the custom property `split_names`.
-    TYPE_NAME = "deeplab.LabelStatistics"
-
-
-class LabelStatsGenSpec(ComponentSpec):
-    PARAMETERS = {
-        standard_component_specs.EXCLUDE_SPLITS_KEY: ExecutionParameter(type=str, optional=True),
-        executor.FAIL_ON_ANOMALY_KEY: ExecutionParameter(type=int, optional=True),
-        executor.NUM_CLASSES_KEY: ExecutionParameter(type=int, optional=True),
-        executor.LABEL_MAP_KEY: ExecutionParameter(type=str, optional=True),
-    }
-    INPUTS = {standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
-    OUTPUTS = {executor.LABEL_STATISTICS_KEY: ChannelParameter(type=LabelStatistics)}
+__all__ = ["LabelStatistics", "LabelStatsGen", "LabelStatsGenSpec"]
 
 
 class LabelStatsGen(base_beam_component.BaseBeamComponent):
@@ -52,7 +33,7 @@ class LabelStatsGen(base_beam_component.BaseBeamComponent):
         self,
         examples: types.BaseChannel,
         exclude_splits: Optional[List[str]] = None,
-        fail_on_anomaly: bool = True,
+        fail_on_anomaly: bool = DEFAULT_FAIL_ON_ANOMALY,
         num_classes: Optional[int] = None,
         label_map: Optional[Any] = None,
     ):

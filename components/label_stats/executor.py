@@ -13,14 +13,16 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils
 
+from components.label_stats.spec import (
+    DEFAULT_FAIL_ON_ANOMALY,
+    FAIL_ON_ANOMALY_KEY,
+    LABEL_MAP_KEY,
+    LABEL_STATISTICS_KEY,
+    NUM_CLASSES_KEY,
+)
 from components.label_stats.transforms import HistogramFn, write_part
+from components.types import optional_property
 
-LABEL_STATISTICS_KEY = "label_statistics"
-FAIL_ON_ANOMALY_KEY = "fail_on_anomaly"
-NUM_CLASSES_KEY = "num_classes"
-# JSON string of a data.label_map.LabelMap (json.dumps(label_map.to_json_dict(), sort_keys=True)); absent = VOC
-# (or `num_classes` ids). When set, it gives the number of classes, their names, the ignore label and the colours.
-LABEL_MAP_KEY = "label_map"
 STATS_FILE = "label_stats.json"
 PLOT_FILE = "label_stats.png"
 METRICS_NAMESPACE = "LabelStatsGen"
@@ -142,17 +144,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(input_dict[standard_component_specs.EXAMPLES_KEY])
-        exclude = json.loads(exec_properties.get(standard_component_specs.EXCLUDE_SPLITS_KEY) or "[]")
+        exclude = json.loads(optional_property(exec_properties, standard_component_specs.EXCLUDE_SPLITS_KEY, "[]"))
         splits = [s for s in artifact_utils.decode_split_names(examples.split_names) if s not in exclude]
         if not splits:
             raise ValueError(
                 f"no splits left to analyse in {examples.uri} (split_names={examples.split_names}, "
                 f"exclude_splits={exclude})"
             )
-        num_classes = int(exec_properties.get(NUM_CLASSES_KEY) or NUM_CLASSES)
+        num_classes = int(optional_property(exec_properties, NUM_CLASSES_KEY, NUM_CLASSES))
         names = palette = ignore_label = None
         label_map = None
-        if exec_properties.get(LABEL_MAP_KEY):
+        if exec_properties.get(LABEL_MAP_KEY) is not None:
             from data.label_map import LabelMap
 
             label_map = LabelMap.from_json_dict(
@@ -160,7 +162,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             )
             num_classes, names = label_map.num_classes, list(label_map.names)
             palette, ignore_label = label_map.colors(), label_map.ignore_label
-        fail_on_anomaly = bool(exec_properties.get(FAIL_ON_ANOMALY_KEY, 1))
+        fail_on_anomaly = bool(optional_property(exec_properties, FAIL_ON_ANOMALY_KEY, DEFAULT_FAIL_ON_ANOMALY))
         output = artifact_utils.get_single_instance(output_dict[LABEL_STATISTICS_KEY])
         output.set_string_custom_property("split_names", artifact_utils.encode_split_names(splits))
         parts_dir = os.path.join(output.uri, _PARTS_DIR)

@@ -13,10 +13,11 @@ import logging
 
 from components.miou_evaluator import (  # light: no Beam/TFX import
     DEFAULT_BATCH_SIZE,
+    DEFAULT_EVAL_SPLIT,
     DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
     DEFAULT_NUM_GALLERY,
 )
-from pipeline import configs
+from components.voc_example_gen import DEFAULT_SPLIT_RECIPES
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,10 @@ def add_arguments(command, parser):
         help="ExampleGen Examples directory (with Split-<name>/), a split directory, a TFRecord file or a glob",
     )
     source.add_argument("--voc-root", help="read images and masks straight from a VOCdevkit tree")
-    parser.add_argument("--split", default=configs.EVAL_SPLIT, help="split of --examples (default %(default)s)")
+    parser.add_argument("--split", default=DEFAULT_EVAL_SPLIT, help="split of --examples (default %(default)s)")
     parser.add_argument(
         "--split-recipe",
-        default=configs.SPLIT_RECIPES[configs.EVAL_SPLIT],
+        default=DEFAULT_SPLIT_RECIPES[DEFAULT_EVAL_SPLIT],
         help="split recipe for --voc-root (default %(default)s; see data/splits.py RECIPES, or file:PATH)",
     )
     parser.add_argument("--sbd-root", help="SBD root, for recipes that use SBD")

@@ -19,57 +19,16 @@ from typing import Any, Dict, Optional, Union
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
-from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components import miou_evaluator
-from components.miou_evaluator import DEFAULT_BATCH_SIZE, DEFAULT_NUM_GALLERY, executor
+from components.miou_evaluator import executor
 from components.miou_evaluator.evaluate import check_max_eval_skipped_fraction
-from components.miou_evaluator.executor import (
-    BASELINE_MODEL_KEY,
-    BATCH_SIZE_KEY,
-    BLESSING_KEY,
-    EVAL_SPLIT_KEY,
-    EVALUATION_KEY,
-    EXAMPLES_KEY,
-    LABEL_MAP_KEY,
-    MAX_EVAL_SKIPPED_FRACTION_KEY,
-    MAX_IMAGES_KEY,
-    MAX_REGRESSION_KEY,
-    MIOU_THRESHOLD_KEY,
-    MODEL_KEY,
-    NUM_GALLERY_KEY,
-    TTA_KEY,
+from components.miou_evaluator.spec import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EVAL_SPLIT,
+    DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+    DEFAULT_NUM_GALLERY,
+    MiouEvaluatorSpec,
 )
-from pipeline import configs
-
-# MiouEvaluator's default max_eval_skipped_fraction, 0.0: no skipped evaluation record is tolerated (pipeline
-# code takes it from here; the value lives in the package __init__, which `deeplab evaluate` reads without TFX).
-DEFAULT_MAX_EVAL_SKIPPED_FRACTION = miou_evaluator.DEFAULT_MAX_EVAL_SKIPPED_FRACTION
-
-
-class MiouEvaluatorSpec(ComponentSpec):
-    """Spec of MiouEvaluator (parameters are documented on MiouEvaluator.__init__)."""
-
-    PARAMETERS = {
-        EVAL_SPLIT_KEY: ExecutionParameter(type=str),
-        MIOU_THRESHOLD_KEY: ExecutionParameter(type=float),
-        MAX_REGRESSION_KEY: ExecutionParameter(type=float),
-        TTA_KEY: ExecutionParameter(type=str),  # JSON of models.inference.TTAConfig
-        NUM_GALLERY_KEY: ExecutionParameter(type=int, optional=True),
-        MAX_IMAGES_KEY: ExecutionParameter(type=int, optional=True),
-        BATCH_SIZE_KEY: ExecutionParameter(type=int, optional=True),
-        MAX_EVAL_SKIPPED_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
-        LABEL_MAP_KEY: ExecutionParameter(type=str, optional=True),  # JSON of data.label_map.LabelMap
-    }
-    INPUTS = {
-        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
-        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-        BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
-    }
-    OUTPUTS = {
-        EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
-        BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
-    }
 
 
 def tta_json(tta):
@@ -92,7 +51,7 @@ class MiouEvaluator(base_beam_component.BaseBeamComponent):
         examples: types.BaseChannel,
         model: types.BaseChannel,
         baseline_model: Optional[types.BaseChannel] = None,
-        eval_split: str = configs.EVAL_SPLIT,
+        eval_split: str = DEFAULT_EVAL_SPLIT,
         miou_threshold: float = 0.0,
         max_regression: float = 0.0,
         tta: Union[None, Dict[str, Any], Any] = None,

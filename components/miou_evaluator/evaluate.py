@@ -242,7 +242,7 @@ def resolve_tta(tta, model_dir=None):
     from models.inference import TTAConfig
 
     if isinstance(tta, str) and tta == TTA_FROM_EXPORT:
-        from serving.saved_model_info import read_export_config
+        from models.export_files import read_export_config
 
         if model_dir is None:
             raise ValueError("tta='export' needs the model directory to read its export config from")

@@ -16,28 +16,28 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
-from components.types import ArtifactDict, ExecProperties
-from pipeline import configs
+from components.miou_evaluator.spec import (
+    BASELINE_MODEL_KEY,
+    BATCH_SIZE_KEY,
+    BLESSING_KEY,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+    DEFAULT_NUM_GALLERY,
+    EVAL_SPLIT_KEY,
+    EVALUATION_KEY,
+    EXAMPLES_KEY,
+    LABEL_MAP_KEY,
+    MAX_EVAL_SKIPPED_FRACTION_KEY,
+    MAX_IMAGES_KEY,
+    MAX_REGRESSION_KEY,
+    MIOU_THRESHOLD_KEY,
+    MODEL_KEY,
+    NUM_GALLERY_KEY,
+    TTA_KEY,
+)
+from components.types import ArtifactDict, ExecProperties, optional_property
 
 log = logging.getLogger(__name__)
-
-# Channel and execution-parameter keys of MiouEvaluator (the standard Evaluator's channel keys); the parameters
-# have the same snake_case names as MiouEvaluator's and create_pipeline()'s arguments.
-EXAMPLES_KEY = "examples"
-MODEL_KEY = "model"
-BASELINE_MODEL_KEY = "baseline_model"
-EVALUATION_KEY = "evaluation"
-BLESSING_KEY = "blessing"
-EVAL_SPLIT_KEY = "eval_split"
-MIOU_THRESHOLD_KEY = "miou_threshold"
-MAX_REGRESSION_KEY = "max_regression"
-TTA_KEY = "tta"
-NUM_GALLERY_KEY = "num_gallery"
-MAX_IMAGES_KEY = "max_images"
-BATCH_SIZE_KEY = "batch_size"
-MAX_EVAL_SKIPPED_FRACTION_KEY = "max_eval_skipped_fraction"
-# JSON string of a data.label_map.LabelMap (json.dumps(label_map.to_json_dict(), sort_keys=True)); absent = VOC.
-LABEL_MAP_KEY = "label_map"
 
 
 def _model_dir(model):
@@ -59,7 +59,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     """Runs components.miou_evaluator.evaluate.evaluate with this component's Beam pipeline."""
 
     def Do(self, input_dict: ArtifactDict, output_dict: ArtifactDict, exec_properties: ExecProperties) -> None:
-        from components.miou_evaluator import component
         from components.miou_evaluator.evaluate import evaluate
 
         self._log_startup(input_dict, output_dict, exec_properties)
@@ -72,27 +71,28 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
 
-        split = exec_properties.get(EVAL_SPLIT_KEY) or configs.EVAL_SPLIT
-        tta = json.loads(exec_properties.get(TTA_KEY) or "null")  # a TTAConfig dict, null or "export"
-        label_map = json.loads(exec_properties[LABEL_MAP_KEY]) if exec_properties.get(LABEL_MAP_KEY) else None
-        max_skipped = exec_properties.get(MAX_EVAL_SKIPPED_FRACTION_KEY)
-        if max_skipped is None:  # a pipeline compiled before the parameter existed
-            max_skipped = component.DEFAULT_MAX_EVAL_SKIPPED_FRACTION
+        # The spec's required parameters are always there; the optional ones may be absent (None) in a pipeline
+        # compiled before they existed.
+        split = exec_properties[EVAL_SPLIT_KEY]
+        tta = json.loads(exec_properties[TTA_KEY])  # a TTAConfig dict, null or "export"
+        label_map = optional_property(exec_properties, LABEL_MAP_KEY, None)
         result = evaluate(
             _model_dir(model),
             evaluation.uri,
             examples_pattern=_split_pattern(examples, split),
             baseline_model_dir=_model_dir(baseline) if baseline else None,
             tta=tta,
-            miou_threshold=float(exec_properties.get(MIOU_THRESHOLD_KEY) or 0.0),
-            max_regression=float(exec_properties.get(MAX_REGRESSION_KEY) or 0.0),
+            miou_threshold=float(exec_properties[MIOU_THRESHOLD_KEY]),
+            max_regression=float(exec_properties[MAX_REGRESSION_KEY]),
             make_pipeline=self._make_beam_pipeline,
-            num_gallery=int(exec_properties.get(NUM_GALLERY_KEY) or component.DEFAULT_NUM_GALLERY),
-            max_images=exec_properties.get(MAX_IMAGES_KEY) or None,
-            batch_size=int(exec_properties.get(BATCH_SIZE_KEY) or component.DEFAULT_BATCH_SIZE),
-            max_eval_skipped_fraction=float(max_skipped),
+            num_gallery=int(optional_property(exec_properties, NUM_GALLERY_KEY, DEFAULT_NUM_GALLERY)),
+            max_images=optional_property(exec_properties, MAX_IMAGES_KEY, None),
+            batch_size=int(optional_property(exec_properties, BATCH_SIZE_KEY, DEFAULT_BATCH_SIZE)),
+            max_eval_skipped_fraction=float(
+                optional_property(exec_properties, MAX_EVAL_SKIPPED_FRACTION_KEY, DEFAULT_MAX_EVAL_SKIPPED_FRACTION)
+            ),
             data_description={"examples": examples.uri, "split": split},
-            label_map=label_map,
+            label_map=None if label_map is None else json.loads(label_map),
         )
         decision = result["blessing"]
 

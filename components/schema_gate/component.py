@@ -12,23 +12,11 @@ properties `blessed` (1: no anomalies) and `num_anomalies`.
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
-from tfx.types import artifact, standard_artifacts
-from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.schema_gate import executor
+from components.schema_gate.spec import DEFAULT_ALLOW_ANOMALIES, SchemaGateSpec, ValidationResult
 
-
-class ValidationResult(artifact.Artifact):
-    """Directory holding validation.json: the schema anomalies per split the gate saw."""
-
-    # "<namespace>.<Name>" as Kubeflow Pipelines v2 needs; no typed PROPERTIES (see LabelStatistics).
-    TYPE_NAME = "deeplab.ValidationResult"
-
-
-class SchemaGateSpec(ComponentSpec):
-    PARAMETERS = {executor.ALLOW_ANOMALIES_KEY: ExecutionParameter(type=int)}
-    INPUTS = {executor.ANOMALIES_KEY: ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
-    OUTPUTS = {executor.RESULT_KEY: ChannelParameter(type=ValidationResult)}
+__all__ = ["SchemaGate", "SchemaGateSpec", "ValidationResult"]
 
 
 class SchemaGate(base_component.BaseComponent):
@@ -42,7 +30,7 @@ class SchemaGate(base_component.BaseComponent):
     SPEC_CLASS = SchemaGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, anomalies: types.BaseChannel, allow_anomalies: bool = False):
+    def __init__(self, anomalies: types.BaseChannel, allow_anomalies: bool = DEFAULT_ALLOW_ANOMALIES):
         """Builds the component.
 
         Args:

@@ -9,11 +9,9 @@ from absl import logging
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components.schema_gate.spec import ALLOW_ANOMALIES_KEY, ANOMALIES_KEY, RESULT_KEY
 from components.types import ArtifactDict, ExecProperties
 
-ANOMALIES_KEY = "anomalies"
-RESULT_KEY = "result"
-ALLOW_ANOMALIES_KEY = "allow_anomalies"
 RESULT_FILE = "validation.json"
 SCHEMA_DIFF_FILE = "SchemaDiff.pb"
 SCHEMA_PATH = "pipeline/schema/schema.pbtxt"
@@ -67,7 +65,7 @@ class Executor(base_executor.BaseExecutor):
         self._log_startup(input_dict, output_dict, exec_properties)
         anomalies = artifact_utils.get_single_instance(input_dict[ANOMALIES_KEY])
         result = artifact_utils.get_single_instance(output_dict[RESULT_KEY])
-        allow = bool(exec_properties.get(ALLOW_ANOMALIES_KEY) or 0)
+        allow = bool(exec_properties[ALLOW_ANOMALIES_KEY])
         splits = artifact_utils.decode_split_names(anomalies.split_names)
         per_split, missing = {}, []
         for split in splits:

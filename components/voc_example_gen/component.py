@@ -17,43 +17,21 @@ from tfx.components.example_gen import utils as example_gen_utils
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
 from components.voc_example_gen import executor
-from components.voc_example_gen.executor import (
+from components.voc_example_gen.spec import (
     DATA_ROOT_KEY,
-    LABEL_MAP_KEY,
+    DEFAULT_GENERIC_SPLIT_RECIPES,
+    DEFAULT_MAX_REJECTED_FRACTION,
+    DEFAULT_NUM_SHARDS,
+    DEFAULT_SPLIT_RECIPES,
     LAYOUT_KEY,
-    MAX_REJECTED_FRACTION_KEY,
-    NUM_SHARDS_KEY,
     SBD_ROOT_KEY,
     VOC_ROOT_KEY,
+    VocExampleGenSpec,
 )
-from pipeline import configs
-
-REFERENCE_PREFIX = executor.REFERENCE_PREFIX
-
-
-class VocExampleGenSpec(ComponentSpec):
-    """Parameters of VocExampleGen; the standard ExampleGen keys keep their standard meaning."""
-
-    PARAMETERS = {
-        standard_component_specs.INPUT_CONFIG_KEY: ExecutionParameter(type=example_gen_pb2.Input),
-        standard_component_specs.OUTPUT_CONFIG_KEY: ExecutionParameter(type=example_gen_pb2.Output),
-        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: ExecutionParameter(type=int),
-        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: ExecutionParameter(type=int),
-        VOC_ROOT_KEY: ExecutionParameter(type=str, optional=True),
-        SBD_ROOT_KEY: ExecutionParameter(type=str, optional=True),
-        MAX_REJECTED_FRACTION_KEY: ExecutionParameter(type=float),
-        NUM_SHARDS_KEY: ExecutionParameter(type=int),
-        LABEL_MAP_KEY: ExecutionParameter(type=str, optional=True),
-        LAYOUT_KEY: ExecutionParameter(type=str, optional=True),
-        DATA_ROOT_KEY: ExecutionParameter(type=str, optional=True),
-    }
-    INPUTS = {}
-    OUTPUTS = {standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
-
+from components.voc_example_gen.transforms import REFERENCE_PREFIX
 
 # What the TFX cache fingerprints of each dataset layout (globs under data_root): a changed split list, label map or
 # set of files means a new ingest. Listing names, not reading pixels: millions of files cost only their stat.
@@ -118,10 +96,10 @@ def make_input_config(
 
     A split named in `reference_tfrecords` is imported from those files instead of its recipe. With a dataset
     layout (generic, cityscapes, ade20k) the recipes are the dataset's split names (default
-    configs.GENERIC_SPLIT_RECIPES: train and val)
+    DEFAULT_GENERIC_SPLIT_RECIPES: train and val).
     """
     reference_tfrecords = dict(reference_tfrecords or {})
-    defaults = configs.GENERIC_SPLIT_RECIPES if layout not in (None, "voc") else configs.SPLIT_RECIPES
+    defaults = DEFAULT_GENERIC_SPLIT_RECIPES if layout not in (None, "voc") else DEFAULT_SPLIT_RECIPES
     split_recipes = dict(defaults if split_recipes is None and not reference_tfrecords else split_recipes or {})
     for name in reference_tfrecords:
         split_recipes.pop(name, None)
@@ -173,8 +151,8 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
         sbd_root: Optional[str] = None,
         split_recipes: Optional[Dict[str, str]] = None,
         reference_tfrecords: Optional[Dict[str, str]] = None,
-        max_rejected_fraction: float = configs.MAX_REJECTED_FRACTION,
-        num_shards: int = configs.NUM_SHARDS,
+        max_rejected_fraction: float = DEFAULT_MAX_REJECTED_FRACTION,
+        num_shards: int = DEFAULT_NUM_SHARDS,
         label_map: Optional[Any] = None,
         layout: Optional[str] = None,
         data_root: Optional[str] = None,
@@ -184,7 +162,7 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
         Args:
           voc_root: VOCdevkit/VOC2012 (or a folder above it); local or any tf.io.gfile file system.
           sbd_root: SBD's benchmark_RELEASE (or its dataset/ folder), for the sbd_* and train_aug recipes.
-          split_recipes: output split name -> recipe of data.splits; default pipeline.configs.SPLIT_RECIPES
+          split_recipes: output split name -> recipe of data.splits; default DEFAULT_SPLIT_RECIPES
             ({'train': 'voc_train', 'val': 'voc_val'}) when no reference_tfrecords are given.
           reference_tfrecords: output split name -> glob of TFRecords in the reference repo's format.
           max_rejected_fraction: the run fails when a split rejects more than this fraction of its samples.
@@ -196,7 +174,7 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
             With a dataset layout and no label_map, the dataset's own: generic ROOT/label_map.json when
             present, the built-in Cityscapes (19 trainIds) and ADE20K (150 classes) maps.
           layout: 'voc' (default: voc_root / sbd_root and the recipes of data.splits), or a reader of
-            data.dataset.open_dataset at data_root: 'generic' (images/, masks/, splits/<split>.txt),
+            data.layouts.open_dataset at data_root: 'generic' (images/, masks/, splits/<split>.txt),
             'cityscapes' (leftImg8bit/ + gtFine/ labelIds), 'ade20k' (ADEChallengeData2016); split_recipes then
             map output splits to the dataset's split names, default {'train': 'train', 'val': 'val'}.
           data_root: that dataset's root (dataset layouts only).

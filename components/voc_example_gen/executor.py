@@ -21,6 +21,15 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.voc_example_gen.spec import (
+    DATA_ROOT_KEY,
+    LABEL_MAP_KEY,
+    LAYOUT_KEY,
+    MAX_REJECTED_FRACTION_KEY,
+    NUM_SHARDS_KEY,
+    SBD_ROOT_KEY,
+    VOC_ROOT_KEY,
+)
 from components.voc_example_gen.transforms import (
     CONVERSIONS,
     EXAMPLES,
@@ -32,20 +41,6 @@ from components.voc_example_gen.transforms import (
     WriteExamples,
     write_summary,
 )
-from pipeline import configs
-
-# Execution parameters of VocExampleGen besides the standard ExampleGen ones (standard_component_specs): the
-# same snake_case names as VocExampleGen's and create_pipeline()'s arguments.
-VOC_ROOT_KEY = "voc_root"
-SBD_ROOT_KEY = "sbd_root"
-MAX_REJECTED_FRACTION_KEY = "max_rejected_fraction"
-NUM_SHARDS_KEY = "num_shards"
-# JSON string of a data.label_map.LabelMap (json.dumps(label_map.to_json_dict(), sort_keys=True)); absent = VOC.
-LABEL_MAP_KEY = "label_map"
-# 'generic', 'cityscapes' or 'ade20k' reads that dataset at `data_root` (data.dataset.open_dataset; split patterns
-# are its split names); absent or 'voc': VOCdevkit / SBD recipes, as always.
-LAYOUT_KEY = "layout"
-DATA_ROOT_KEY = "data_root"
 
 REPORT_FILE = "example_gen_report.json"
 _SUMMARY_DIR = ".split_summaries"
@@ -77,7 +72,7 @@ def _input_splits(exec_properties):
 
 
 def _max_rejected_fraction(exec_properties):
-    return float(exec_properties.get(MAX_REJECTED_FRACTION_KEY, configs.MAX_REJECTED_FRACTION))
+    return float(exec_properties[MAX_REJECTED_FRACTION_KEY])
 
 
 def _layout(exec_properties):
@@ -192,7 +187,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         artifact = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         artifact.split_names = artifact_utils.encode_split_names([s.name for s in splits])
         summary_dir = os.path.join(artifact.uri, _SUMMARY_DIR)
-        num_shards = int(exec_properties.get(NUM_SHARDS_KEY) or configs.NUM_SHARDS)
+        num_shards = int(exec_properties[NUM_SHARDS_KEY])
         label_map = effective_label_map(exec_properties)
 
         pipeline = self._make_beam_pipeline()

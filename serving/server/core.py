@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from serving.saved_model_info import read_signature_defs
+from models.export_files import read_signature_defs
 from serving.server.batching import BatchingOptions, BatchingQueue, QueueFull
 from serving.server.image_limits import ImageHeaderError, check_image
 

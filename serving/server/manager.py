@@ -15,9 +15,8 @@ import time
 import grpc
 import tensorflow as tf
 
-from serving.saved_model_info import ASSETS_EXTRA
+from models.export_files import ASSETS_EXTRA, WARMUP_FILENAME
 from serving.server.core import Servable, ServingError
-from serving.warmup import WARMUP_FILENAME
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ one, `reduce_zero_label`). Splits may be named 'training'/'validation' or 'train
 """
 
 from data import fileio
-from data.dataset import LabelledDataset
+from data.labelled import LabelledDataset
 
 SPLIT_ALIASES = {"train": "training", "val": "validation"}
 

@@ -9,7 +9,7 @@ cityscapesScripts' createTrainIdLabelImgs.py does. Ids are the file stems withou
 """
 
 from data import fileio
-from data.dataset import LabelledDataset
+from data.labelled import LabelledDataset
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 

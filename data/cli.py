@@ -133,7 +133,7 @@ def summarize(voc_root, preview_path=None, preview_count=6):
 
 
 def summarize_dataset(dataset, preview_path=None, preview_count=6):
-    """Like `summarize`, for a `data.dataset.LabelledDataset` (any label map): masks in train ids."""
+    """Like `summarize`, for a `data.labelled.LabelledDataset` (any label map): masks in train ids."""
     import numpy as np
 
     label_map = dataset.label_map

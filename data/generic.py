@@ -9,10 +9,19 @@ Single-channel masks are checked against (or remapped by) the label map; RGB col
 with its palette (`data.label_map.LabelMap.encode_mask`).
 """
 
+from typing import Any, List, Optional, Set
+
 from data import fileio
-from data.dataset import LabelledDataset, layout_label_map
+from data.dataset import LABEL_MAP_FILE
+from data.labelled import LabelledDataset
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+
+def own_label_map(root: str) -> Optional[str]:
+    """ROOT/label_map.json of a generic dataset when it has one, else None (the reader then uses VOC)."""
+    path = fileio.join(str(root), LABEL_MAP_FILE)
+    return path if fileio.exists(path) else None
 
 
 class GenericDataset(LabelledDataset):
@@ -22,7 +31,14 @@ class GenericDataset(LabelledDataset):
     ROOT_FLAG = "the dataset root"
     SOURCE = "generic"
 
-    def __init__(self, root, images_dir="images", masks_dir="masks", splits_dir="splits", label_map=None):
+    def __init__(
+        self,
+        root: str,
+        images_dir: str = "images",
+        masks_dir: str = "masks",
+        splits_dir: str = "splits",
+        label_map: Any = None,
+    ):
         self.IMAGE_DIR, self.MASK_DIR, self.LIST_DIR = images_dir, masks_dir, splits_dir
         self.LAYOUT = (
             f"ROOT/{images_dir}/<id>.jpg|.png, ROOT/{masks_dir}/<id>.png (class ids or RGB colours), "
@@ -31,16 +47,16 @@ class GenericDataset(LabelledDataset):
         self._image_files = None
         super().__init__(root, label_map)
 
-    def default_label_map(self):
-        return layout_label_map("generic", self.root)
+    def default_label_map(self) -> Optional[str]:
+        return own_label_map(self.root)
 
-    def available_splits(self):
+    def available_splits(self) -> List[str]:
         list_dir = fileio.join(self.root, self.LIST_DIR)
         if not fileio.isdir(list_dir):
             return []
         return [n[:-4] for n in fileio.listdir(list_dir) if n.endswith(".txt")]
 
-    def split_ids(self, name):
+    def split_ids(self, name: str) -> List[str]:
         """Ids of `<splits_dir>/<name>.txt`; 'all' without an all.txt means every image, sorted."""
         if name == "all" and not fileio.exists(self.split_path(name)):
             return sorted(self._images())
@@ -57,7 +73,7 @@ class GenericDataset(LabelledDataset):
             self._image_files = files
         return self._image_files
 
-    def image_ids(self):
+    def image_ids(self) -> Set[str]:
         return set(self._images())
 
     def image_path(self, image_id):

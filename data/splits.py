@@ -5,16 +5,13 @@ A recipe resolves to a list of `SampleRef`s; reading and validating the files ha
 counted) there instead of aborting the whole ingest.
 """
 
-import collections
 import logging
 import posixpath
 
 from data import fileio
+from data.dataset import SampleRef
 
 log = logging.getLogger(__name__)
-
-SampleRef = collections.namedtuple("SampleRef", ["id", "source", "image_path", "mask_path"])
-SampleRef.__doc__ = "One listed sample: id, source ('voc' or 'sbd'), image path, mask path."
 
 RECIPES = {
     "voc_train": "VOC 2012 ImageSets/Segmentation/train.txt (1,464 ids)",

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Dict, Optional, Sequence
 
-from data.dataset import DATASET_LAYOUTS
+from data.layouts import DATASET_LAYOUTS
 from models.hparams import parse_assignment
 from pipeline import configs
 from pipeline.report import REPORT_FILE, build_model_report, build_report, print_summary, write_report

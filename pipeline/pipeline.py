@@ -209,9 +209,9 @@ def _is_direct_runner(options):
 
 
 def dataset_label_map(label_map, layout, data_root):
-    """The label map a run uses: the one given, else the dataset layout's own (data.dataset.layout_label_map),
+    """The label map a run uses: the one given, else the dataset layout's own (data.layouts.layout_label_map),
     else None (VOC)."""
-    from data.dataset import layout_label_map
+    from data.layouts import layout_label_map
 
     return label_map if label_map is not None else layout_label_map(layout, data_root)
 

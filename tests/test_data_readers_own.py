@@ -9,9 +9,9 @@ from PIL import Image
 
 from data.ade20k import Ade20kDataset
 from data.cityscapes import CityscapesDataset
-from data.dataset import LabelledDataset
 from data.generic import GenericDataset
 from data.label_map import LabelMap, MaskValueError
+from data.labelled import LabelledDataset
 from data.splits import SampleRef
 from tests.helpers import FIVE_CLASSES, tiny_generic_dataset
 

@@ -316,7 +316,7 @@ def test_cityscapes_and_ade20k_layouts_ingest_with_their_built_in_label_maps(tmp
     reader = {"cityscapes": "data.cityscapes", "ade20k": "data.ade20k"}[layout]
     from tfx.utils import proto_utils
 
-    from data.dataset import open_dataset
+    from data.layouts import open_dataset
 
     dataset = open_dataset(layout, root)
     assert dataset.__module__ == reader

@@ -84,11 +84,11 @@ def _layout(exec_properties):
 
 def effective_label_map(exec_properties):
     """The label map JSON the workers use: the `label_map` property (create_pipeline always sets it for a dataset
-    with its own); else the dataset layout's own (data.dataset.layout_label_map); else None (VOC)."""
+    with its own); else the dataset layout's own (data.layouts.layout_label_map); else None (VOC)."""
     if exec_properties.get(LABEL_MAP_KEY):
         return exec_properties[LABEL_MAP_KEY]
-    from data.dataset import layout_label_map
     from data.label_map import LabelMap
+    from data.layouts import layout_label_map
 
     own = layout_label_map(_layout(exec_properties), exec_properties.get(DATA_ROOT_KEY))
     return None if own is None else json.dumps(LabelMap.resolve(own).to_json_dict(), sort_keys=True)
@@ -96,7 +96,7 @@ def effective_label_map(exec_properties):
 
 def _check_dataset(exec_properties):
     from data import fileio
-    from data.dataset import open_dataset
+    from data.layouts import open_dataset
 
     layout = _layout(exec_properties)
     if not exec_properties.get(DATA_ROOT_KEY):

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 # Dataset layouts VocExampleGen reads: 'voc' (VOCdevkit / SBD through data.splits recipes, the default) and the
-# readers of data.dataset.DATASET_LAYOUTS ('generic': images/, masks/, splits/<split>.txt; 'cityscapes'; 'ade20k'),
+# readers of data.layouts.DATASET_LAYOUTS ('generic': images/, masks/, splits/<split>.txt; 'cityscapes'; 'ade20k'),
 # where a recipe is one of the dataset's split names.
 LAYOUTS = ("voc", "generic", "cityscapes", "ade20k")
 
@@ -48,7 +48,7 @@ LAYOUTS = ("voc", "generic", "cityscapes", "ade20k")
 def resolve_refs(recipe, voc_root=None, sbd_root=None, layout=None, data_root=None):
     """SampleRefs of one split recipe (data.splits; with a dataset layout, one of the splits of `data_root`)."""
     if layout and layout != "voc":
-        from data.dataset import open_dataset
+        from data.layouts import open_dataset
 
         return open_dataset(layout, data_root, label_map="voc").refs(recipe)  # paths only: no label map used
     from data.splits import resolve_recipe

@@ -7,7 +7,10 @@ Masks are mapped with `LabelMap.ade20k()`: value k in 1..150 -> train id k-1, 0 
 one, `reduce_zero_label`). Splits may be named 'training'/'validation' or 'train'/'val'.
 """
 
+from typing import Any, List, Set
+
 from data import fileio
+from data.label_map import LabelMap
 from data.labelled import LabelledDataset
 
 SPLIT_ALIASES = {"train": "training", "val": "validation"}
@@ -26,13 +29,11 @@ class Ade20kDataset(LabelledDataset):
         "(ROOT = ADEChallengeData2016)"
     )
 
-    def __init__(self, root, label_map=None):
+    def __init__(self, root: str, label_map: Any = None):
         self._where = {}  # id -> split folder
         super().__init__(root, label_map)
 
-    def default_label_map(self):
-        from data.label_map import LabelMap
-
+    def default_label_map(self) -> LabelMap:
         return LabelMap.ade20k()
 
     @classmethod
@@ -50,13 +51,13 @@ class Ade20kDataset(LabelledDataset):
             f"ADEChallengeData2016/{cls.IMAGE_DIR}); expected layout: {cls.LAYOUT}"
         )
 
-    def available_splits(self):
+    def available_splits(self) -> List[str]:
         return self._split_subfolders()
 
-    def split_path(self, name):
+    def split_path(self, name: str) -> str:
         return fileio.join(self.root, self.IMAGE_DIR, SPLIT_ALIASES.get(name, name))
 
-    def split_ids(self, name):
+    def split_ids(self, name: str) -> List[str]:
         """Stems of images/<split>/*.jpg, sorted."""
         folder = SPLIT_ALIASES.get(name, name)
         split_dir = self._split_folder(name)
@@ -77,13 +78,13 @@ class Ade20kDataset(LabelledDataset):
                 return split
         return "training"  # a missing id: loading reports the missing file
 
-    def image_ids(self):
+    def image_ids(self) -> Set[str]:
         for split in self.available_splits():
             self.split_ids(split)
         return set(self._where)
 
-    def image_path(self, image_id):
+    def image_path(self, image_id: str) -> str:
         return fileio.join(self.root, self.IMAGE_DIR, self._split_of(image_id), f"{image_id}.jpg")
 
-    def mask_path(self, image_id):
+    def mask_path(self, image_id: str) -> str:
         return fileio.join(self.root, self.MASK_DIR, self._split_of(image_id), f"{image_id}.png")

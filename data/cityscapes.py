@@ -8,7 +8,10 @@ cityscapesScripts' createTrainIdLabelImgs.py does. Ids are the file stems withou
 ('aachen_000000_000019'), unique across splits.
 """
 
+from typing import Any, List, Set
+
 from data import fileio
+from data.label_map import LabelMap
 from data.labelled import LabelledDataset
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -28,24 +31,22 @@ class CityscapesDataset(LabelledDataset):
     )
     FOLDER_HINT = " (download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip and unpack both into the root)"
 
-    def __init__(self, root, label_map=None, annotation="gtFine"):
+    def __init__(self, root: str, label_map: Any = None, annotation: str = "gtFine"):
         self.MASK_DIR = annotation
         self._where = {}  # id -> (split, city), filled as splits are listed
         self._listed = set()
         super().__init__(root, label_map)
 
-    def default_label_map(self):
-        from data.label_map import LabelMap
-
+    def default_label_map(self) -> LabelMap:
         return LabelMap.cityscapes()
 
-    def available_splits(self):
+    def available_splits(self) -> List[str]:
         return self._split_subfolders()
 
-    def split_path(self, name):
+    def split_path(self, name: str) -> str:
         return fileio.join(self.root, self.IMAGE_DIR, name)
 
-    def split_ids(self, name):
+    def split_ids(self, name: str) -> List[str]:
         """Ids of the images in leftImg8bit/<name>/<city>/, sorted by city then id (one listing per city)."""
         split_dir = self._split_folder(name)
         ids = []
@@ -71,16 +72,16 @@ class CityscapesDataset(LabelledDataset):
         # Unknown ids get a path in train/<city>/ so that loading reports the missing file.
         return self._where.get(image_id, ("train", image_id.split("_")[0]))
 
-    def image_ids(self):
+    def image_ids(self) -> Set[str]:
         for split in self.available_splits():
             if split not in self._listed:
                 self.split_ids(split)
         return set(self._where)
 
-    def image_path(self, image_id):
+    def image_path(self, image_id: str) -> str:
         split, city = self._locate(image_id)
         return fileio.join(self.root, self.IMAGE_DIR, split, city, f"{image_id}{IMAGE_SUFFIX}")
 
-    def mask_path(self, image_id):
+    def mask_path(self, image_id: str) -> str:
         split, city = self._locate(image_id)
         return fileio.join(self.root, self.MASK_DIR, split, city, f"{image_id}_{self.MASK_DIR}_labelIds.png")

@@ -20,6 +20,7 @@ classes' own `color`), e.g. the colour of ignored pixels. `encode_mask` turns a 
 import dataclasses
 import json
 import os
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class LabelMap:
 
     # -- validation ---------------------------------------------------------------------------------------------
 
-    def validate(self, source="<LabelMap>"):
+    def validate(self, source: str = "<LabelMap>") -> "LabelMap":
         """Raises LabelMapError naming `source` and the field for every inconsistency; returns self."""
         n = len(self.names)
         if n == 0:
@@ -151,10 +152,10 @@ class LabelMap:
     # -- basic properties ---------------------------------------------------------------------------------------
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return len(self.names)
 
-    def colors(self):
+    def colors(self) -> np.ndarray:
         """Display palette: uint8 [256, 3], row i = colour of train id i (the VOC colour map where unset)."""
         from data.voc import voc_palette
 
@@ -166,7 +167,7 @@ class LabelMap:
                 done.add(train_id)
         return table
 
-    def class_colors(self):
+    def class_colors(self) -> Dict[int, Tuple[int, int, int]]:
         """{train id: (r, g, b)}: the first palette colour of each id (ids without one are left out)."""
         out = {}
         for rgb, train_id in self.palette or ():
@@ -175,7 +176,7 @@ class LabelMap:
 
     # -- (de)serialisation --------------------------------------------------------------------------------------
 
-    def to_json_dict(self):
+    def to_json_dict(self) -> Dict[str, Any]:
         colours = self.class_colors()
         classes = []
         for i, name in enumerate(self.names):
@@ -197,7 +198,7 @@ class LabelMap:
         return out
 
     @classmethod
-    def from_json_dict(cls, data, source="<dict>"):
+    def from_json_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "LabelMap":
         """A LabelMap from the JSON/YAML structure (see the module docstring); LabelMapError names `source`."""
         if not isinstance(data, dict):
             raise LabelMapError(f"{source}: expected an object with a 'classes' field, got {type(data).__name__}")
@@ -284,7 +285,7 @@ class LabelMap:
             raise LabelMapError(str(e).replace("<LabelMap>", source, 1)) from None
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str) -> "LabelMap":
         """Reads a .json (or, with PyYAML installed, .yaml/.yml) label map; errors name the file."""
         from data import fileio
 
@@ -311,7 +312,7 @@ class LabelMap:
                 raise LabelMapError(f"{path}: not valid JSON ({e})") from None
         return cls.from_json_dict(data, source=path)
 
-    def save(self, path):
+    def save(self, path: str) -> str:
         """Writes the label map as JSON (YAML for .yaml/.yml paths, with PyYAML); returns the path."""
         path = str(path)
         data = self.to_json_dict()
@@ -330,7 +331,7 @@ class LabelMap:
 
     # -- masks --------------------------------------------------------------------------------------------------
 
-    def remap_table(self, size=256):
+    def remap_table(self, size: int = 256) -> Optional[np.ndarray]:
         """uint8 [size] lookup table source id -> train id (None without an id_remap)."""
         if self.id_remap is None:
             return None
@@ -340,7 +341,7 @@ class LabelMap:
                 table[s] = t
         return table
 
-    def encode_mask(self, mask, source=None):
+    def encode_mask(self, mask: np.ndarray, source: Optional[str] = None) -> np.ndarray:
         """Train ids (uint8 [H, W], ignore = `ignore_label`) of a raw mask.
 
         mask: [H, W] integer ids (remapped by `id_remap` when set, else checked to be class ids or the
@@ -404,14 +405,14 @@ class LabelMap:
             )
         return ids[inverse].reshape(keys.shape)
 
-    def decode_mask(self, train_ids):
+    def decode_mask(self, train_ids: np.ndarray) -> np.ndarray:
         """Display colours of a train-id mask: uint8 [H, W, 3] (see `colors`)."""
         return self.colors()[np.asarray(train_ids, dtype=np.uint8)]
 
     # -- built-in maps ------------------------------------------------------------------------------------------
 
     @classmethod
-    def voc(cls):
+    def voc(cls) -> "LabelMap":
         """Pascal VOC 2012: 21 classes (data/voc.py VOC_CLASSES), the VOC colour map, 255 = ignore."""
         from data.voc import IGNORE_LABEL, VOC_CLASSES, voc_palette
 
@@ -421,7 +422,7 @@ class LabelMap:
         return cls(names=VOC_CLASSES, ignore_label=IGNORE_LABEL, palette=palette, name="voc")
 
     @classmethod
-    def cityscapes(cls):
+    def cityscapes(cls) -> "LabelMap":
         """Cityscapes: the 19 train ids of cityscapesScripts' labels.py, its colours, and labelIds -> trainIds."""
         palette = tuple((rgb, train_id) for train_id, (_, _, rgb) in enumerate(CITYSCAPES_CLASSES))
         remap = tuple((label_id, train_id) for train_id, (_, label_id, _) in enumerate(CITYSCAPES_CLASSES))
@@ -434,14 +435,14 @@ class LabelMap:
         )
 
     @classmethod
-    def ade20k(cls):
+    def ade20k(cls) -> "LabelMap":
         """ADE20K SceneParsing (ADEChallengeData2016): 150 classes; mask value k in 1..150 -> k-1, 0 -> ignore."""
         return cls(
             names=ADE20K_CLASSES, ignore_label=255, id_remap=tuple((k, k - 1) for k in range(1, 151)), name="ade20k"
         )
 
     @classmethod
-    def synthetic(cls, num_classes):
+    def synthetic(cls, num_classes: int) -> "LabelMap":
         """A made-up map: 'background', 'class_1'..'class_{N-1}', VOC colour-map colours, (224, 224, 192) = ignore."""
         from data.voc import voc_palette
 
@@ -454,7 +455,7 @@ class LabelMap:
         return cls(names=names, palette=palette, name=f"synthetic{int(num_classes)}")
 
     @classmethod
-    def builtin(cls, name):
+    def builtin(cls, name: str) -> "LabelMap":
         """'voc', 'cityscapes' or 'ade20k'."""
         makers = {"voc": cls.voc, "cityscapes": cls.cityscapes, "ade20k": cls.ade20k}
         if name not in makers:
@@ -462,7 +463,7 @@ class LabelMap:
         return makers[name]()
 
     @classmethod
-    def resolve(cls, value):
+    def resolve(cls, value: Any) -> "LabelMap":
         """None -> VOC; a LabelMap as is; a built-in name; else a file path."""
         if value is None:
             return cls.voc()

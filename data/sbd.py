@@ -6,6 +6,7 @@ field `Segmentation` holds uint8 class ids 0..20; SBD has no 255 boundary bands)
 """
 
 import io
+from typing import Union
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class SbdDataset(ImageMaskDataset):
         return "SBD ships train.txt and val.txt"
 
 
-def read_sbd_mask(path_or_bytes):
+def read_sbd_mask(path_or_bytes: Union[str, bytes, bytearray, memoryview]) -> np.ndarray:
     """Class-id mask of an SBD cls/*.mat file: np.uint8 [H, W].
 
     Accepts a path (local or remote) or the file's bytes. Raises ValueError naming the problem

@@ -7,6 +7,7 @@ counted) there instead of aborting the whole ingest.
 
 import logging
 import posixpath
+from typing import Iterable, List, Optional, Sequence
 
 from data import fileio
 from data.dataset import SampleRef
@@ -92,7 +93,9 @@ def _voc_or_sbd(voc, sbd, ids):
     return refs
 
 
-def train_aug_ids(voc_train, voc_val, sbd_train, sbd_val):
+def train_aug_ids(
+    voc_train: Iterable[str], voc_val: Iterable[str], sbd_train: Iterable[str], sbd_val: Iterable[str]
+) -> List[str]:
     """Ids of the 'train_aug' split: (SBD train ∪ SBD val ∪ VOC train) − VOC val, sorted.
 
     On the full datasets this is the 10,582-image list used by DeepLab and most VOC papers.
@@ -101,7 +104,9 @@ def train_aug_ids(voc_train, voc_val, sbd_train, sbd_val):
     return sorted((set(sbd_train) | set(sbd_val) | set(voc_train)) - val)
 
 
-def reference_custom_train_ids(voc_train, voc_val, sbd_train, sbd_val):
+def reference_custom_train_ids(
+    voc_train: Iterable[str], voc_val: Iterable[str], sbd_train: Sequence[str], sbd_val: Iterable[str]
+) -> List[str]:
     """Ids of the reference repo's dataset/custom_train.txt (sthalles/deeplab_v3), by rule.
 
     Rule: (VOC train − SBD train − SBD val), sorted, followed by (SBD train − VOC val) in SBD's
@@ -128,7 +133,7 @@ def reference_custom_train_ids(voc_train, voc_val, sbd_train, sbd_val):
     return _unique(voc_only + [i for i in sbd_train if i not in val], "SBD train.txt")
 
 
-def resolve_recipe(name, voc_root=None, sbd_root=None):
+def resolve_recipe(name: str, voc_root: Optional[str] = None, sbd_root: Optional[str] = None) -> List[SampleRef]:
     """Resolves a split recipe (see RECIPES) to a list of SampleRef.
 
     Raises MissingDatasetError (a ValueError) naming the missing root and its flag when a

@@ -267,7 +267,7 @@ def read_mask(path, num_classes=NUM_CLASSES, label_map=None):
     label_map: a `data.label_map.LabelMap` (or anything `LabelMap.resolve` takes except None): the raw mask goes
     through its `encode_mask` (id_remap, RGB palette; values outside the map are rejected as
     'label_out_of_range' naming the values and the file) and `num_classes` is ignored. None: the VOC checks
-    of class ids 0..num_classes-1 and 255, exactly as before label maps existed.
+    of class ids 0..num_classes-1 and 255.
     """
     return _read_mask(path, num_classes, _label_map(label_map))[0]
 

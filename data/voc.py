@@ -4,6 +4,7 @@ These constants are the single source of truth for the project (see docs/ARCHITE
 """
 
 import functools
+from typing import List
 
 import numpy as np
 
@@ -58,7 +59,7 @@ def _palette():
     return palette
 
 
-def voc_palette():
+def voc_palette() -> np.ndarray:
     """The standard VOC colour map: uint8 [256, 3], row i = RGB colour of label i (255 = boundary)."""
     return _palette().copy()
 
@@ -113,7 +114,7 @@ class VocDevkit(ImageMaskDataset):
     def _missing_split_hint(self):
         return f"available: {self.available_splits()}"
 
-    def available_splits(self):
+    def available_splits(self) -> List[str]:
         """Names of the id lists in ImageSets/Segmentation (e.g. ['train', 'trainval', 'val'])."""
         list_dir = fileio.join(self.root, self.LIST_DIR)
         if not fileio.isdir(list_dir):

@@ -36,8 +36,8 @@ TRAIN_SPLIT = "train"
 EVAL_SPLIT = DEFAULT_EVAL_SPLIT
 # output split name -> recipe of data.splits (voc_train, voc_val, train_aug, sbd_train_minus_voc_val, file:PATH, ...)
 SPLIT_RECIPES = DEFAULT_SPLIT_RECIPES
-# The dataset's classes (data/label_map.py): None is Pascal VOC's 21 classes, exactly the pipeline of before label
-# maps (no `label_map` exec property anywhere, so compiled pipelines and cached executions stay the same); else a
+# The dataset's classes (data/label_map.py): None is Pascal VOC's 21 classes with no `label_map` exec property
+# anywhere (so a VOC pipeline compiles, and hits the cache, the same with or without this setting); else a
 # built-in name ('voc', 'cityscapes', 'ade20k'), a label map JSON/YAML path, a LabelMap or its dict. It sets the
 # mask encoding of the ingest, the classes of the label statistics, the model's num_classes and the evaluator's
 # per-class names (`deeplab run --label-map`).

@@ -13,6 +13,7 @@ other failure raises ServingClientError with the server's status code and messag
 
 import logging
 import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -26,6 +27,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from data.label_map import LabelMap
 from serving.rest_client import (
     COMPACT_OUTPUTS,
     DEFAULT_MAX_MESSAGE_MB,
@@ -41,7 +43,14 @@ log = logging.getLogger(__name__)
 
 
 class GrpcClient(ServingClient):
-    def __init__(self, server, *args, max_message_mb=DEFAULT_MAX_MESSAGE_MB, root_cert=None, **kwargs):
+    def __init__(
+        self,
+        server: str,
+        *args: Any,
+        max_message_mb: float = DEFAULT_MAX_MESSAGE_MB,
+        root_cert: Optional[str] = None,
+        **kwargs: Any,
+    ):
         """server: 'host:port'. max_message_mb: largest request/response. root_cert: PEM file of the CA to
         trust -> TLS channel. The other arguments are ServingClient's (model_name, version, timeout, ...)."""
         super().__init__(server, *args, **kwargs)
@@ -56,7 +65,7 @@ class GrpcClient(ServingClient):
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
-    def close(self):
+    def close(self) -> None:
         self.channel.close()
 
     def __enter__(self):
@@ -87,7 +96,9 @@ class GrpcClient(ServingClient):
                     continue
                 raise ServingClientError(e.code().name, e.details(), f"{self.server} {name}") from None
 
-    def predict(self, inputs, signature="serving_default", output_filter=()):
+    def predict(
+        self, inputs: Mapping[str, Any], signature: str = "serving_default", output_filter: Sequence[str] = ()
+    ) -> Dict[str, np.ndarray]:
         """inputs: {alias: ndarray/list/TensorProto} -> {output alias: ndarray}."""
         request = predict_pb2.PredictRequest()
         self._fill_spec(request.model_spec, signature)
@@ -98,7 +109,9 @@ class GrpcClient(ServingClient):
         response = self._call(self.predictions.Predict, request)
         return {alias: tf.make_ndarray(proto) for alias, proto in response.outputs.items()}
 
-    def segment(self, encoded_images, batch_size=8, compact=True, confidence=False):
+    def segment(
+        self, encoded_images: Sequence[bytes], batch_size: int = 8, compact: bool = True, confidence: bool = False
+    ) -> List[Tuple[np.ndarray, Optional[np.ndarray]]]:
         """Encoded JPEG/PNG bytes -> [(label_map int64 [h,w], confidence float32 [h,w] or None)] via
         serving_default.
 
@@ -125,7 +138,7 @@ class GrpcClient(ServingClient):
             results.extend(crop_batch(outputs))
         return results
 
-    def predict_images(self, image):
+    def predict_images(self, image: np.ndarray) -> np.ndarray:
         """The reference repo's signature, sent the way its client sends it: float32 [1,H,W,3] image,
         height and width as int32 [1]. Returns the label map int64 [H,W]."""
         image = np.asarray(image)
@@ -140,14 +153,14 @@ class GrpcClient(ServingClient):
         )
         return out["segmentation_map"][0]
 
-    def label_map(self):
+    def label_map(self) -> LabelMap:
         """The served model's classes as a data.label_map.LabelMap (names, display colours, ignore label), from
         its `label_map` signature; VOC's (with a warning) for a model exported without one."""
         return fetch_label_map(
             lambda: self.predict({"index": np.array([0], np.int32)}, LABEL_MAP_SIGNATURE), self.server
         )
 
-    def signatures(self):
+    def signatures(self) -> Dict[str, Any]:
         """GetModelMetadata: {signature name: SignatureDef proto}."""
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._fill_spec(request.model_spec)
@@ -156,7 +169,7 @@ class GrpcClient(ServingClient):
         response.metadata["signature_def"].Unpack(sig_map)
         return dict(sig_map.signature_def)
 
-    def status(self):
+    def status(self) -> List[Tuple[int, str, str, str]]:
         """GetModelStatus: [(version, state name, error code name, error message)], newest first."""
         request = get_model_status_pb2.GetModelStatusRequest()
         self._fill_spec(request.model_spec)

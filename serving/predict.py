@@ -4,14 +4,18 @@
 
 For every image it writes `<stem>_labels.png` (palette PNG of the label map) and `<stem>_overlay.png`, prints
 the class shares, and writes `predictions.json` (server, API, model, signature, the class names, per image shares
-and files). Class names and colours are the served model's (its `label_map` signature; VOC for older models).
+and files). Class names and colours are the served model's (its `label_map` signature; VOC for a model without one).
 """
 
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pipeline import configs
+
+if TYPE_CHECKING:  # the clients import gRPC / TensorFlow: only the one asked for is imported
+    from serving.rest_client import ServingClient
 
 SIGNATURES = ("serving_default", "predict_images")
 DEFAULT_BATCH_SIZE = 4
@@ -23,7 +27,9 @@ CLIENT_OPTIONS = ("rest", "model_name", "version", "version_label", "timeout", "
 GRPC_ONLY_OPTIONS = ("max_message_mb", "root_cert")
 
 
-def make_client(server, rest=False, model_name=configs.MODEL_NAME, **options):
+def make_client(
+    server: str, rest: bool = False, model_name: str = configs.MODEL_NAME, **options: Any
+) -> "ServingClient":
     """A GrpcClient (default) or RestClient for `server` ('host:port'). options: the client's keyword
     arguments (version, version_label, timeout; for gRPC also max_message_mb and root_cert)."""
     if rest:
@@ -44,8 +50,13 @@ def _client_label_map(client):
 
 
 def predict_files(
-    server, image_paths, out_dir, signature=SIGNATURES[0], batch_size=DEFAULT_BATCH_SIZE, **client_options
-):
+    server: str,
+    image_paths: Sequence[str],
+    out_dir: str,
+    signature: str = SIGNATURES[0],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    **client_options: Any,
+) -> int:
     """Segments `image_paths` on the endpoint and writes label maps, overlays and predictions.json to `out_dir`.
 
     signature: serving_default sends the encoded files (batch_size per request); predict_images the decoded

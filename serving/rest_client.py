@@ -18,8 +18,11 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from data.label_map import LabelMap
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ COMPACT_SIGNATURE = "serving_png"
 LABEL_MAP_SIGNATURE = "label_map"
 
 
-def decode_label_png(data):
+def decode_label_png(data: Union[bytes, str, Dict[str, str]]) -> np.ndarray:
     """A `segmentation_png` value (bytes, or {"b64": ...} from REST JSON) -> int64 [h, w] label map."""
     from PIL import Image
 
@@ -78,7 +81,7 @@ def decode_label_png(data):
         return np.asarray(image).astype(np.int64)
 
 
-def crop_batch(outputs):
+def crop_batch(outputs: Mapping[str, Any]) -> List[Tuple[np.ndarray, Optional[np.ndarray]]]:
     """serving_default outputs -> [(label_map int64 [h,w], confidence float32 [h,w] or None)] at each
     image's own size: from `segmentation_png` when present (compact), else from the int64
     `segmentation_map` padded to the largest image."""
@@ -94,7 +97,7 @@ def crop_batch(outputs):
 
 
 def _lacks_compact_output(error):
-    """The server's model predates the compact output (exported before segmentation_png/serving_png)."""
+    """The server's model has no compact output (segmentation_png / the serving_png signature)."""
     return error.code in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION") and (
         "segmentation_png" in error.details or COMPACT_SIGNATURE in error.details
     )
@@ -106,11 +109,9 @@ def _text(value):
     return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
-def label_map_from_outputs(outputs, source="the served model"):
+def label_map_from_outputs(outputs: Mapping[str, Any], source: str = "the served model") -> LabelMap:
     """The `label_map` signature's outputs (row 0 of each) -> data.label_map.LabelMap (name 'served'): the
     names, the display colours of ids 0..N-1 and the ignore label."""
-    from data.label_map import LabelMap
-
     names = [_text(v) for v in np.asarray(outputs["class_names"], dtype=object)[0].tolist()]
     colors = np.asarray(outputs["class_colors"], np.int64)[0].reshape(-1, 3)
     ignore = int(np.asarray(outputs["ignore_label"]).reshape(-1)[0])
@@ -125,7 +126,7 @@ def label_map_from_outputs(outputs, source="the served model"):
 
 
 def _lacks_signature(error, name):
-    """The server's model has no signature `name` (exported before it)."""
+    """The server's model has no signature `name`."""
     details = str(error.details or "")
     return (
         error.code in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION")
@@ -134,12 +135,10 @@ def _lacks_signature(error, name):
     )
 
 
-def fetch_label_map(call_label_map, source):
+def fetch_label_map(call_label_map: Callable[[], Mapping[str, Any]], source: str) -> LabelMap:
     """The served model's classes as a data.label_map.LabelMap: `call_label_map()` returns the `label_map`
-    signature's outputs; a model exported before that signature gets VOC's map, with a warning naming
-    `source`."""
-    from data.label_map import LabelMap
-
+    signature's outputs; a model without that signature gets VOC's map, with a warning naming `source`
+    (docs/ARCHITECTURE.md, "Compatibility")."""
     try:
         outputs = call_label_map()
     except ServingClientError as e:
@@ -161,13 +160,13 @@ class ServingClient:
 
     def __init__(
         self,
-        server,
-        model_name="deeplab",
-        version=None,
-        version_label=None,
-        timeout=DEFAULT_TIMEOUT,
-        retries=3,
-        backoff=0.5,
+        server: str,
+        model_name: str = "deeplab",
+        version: Optional[int] = None,
+        version_label: Optional[str] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = 3,
+        backoff: float = 0.5,
     ):
         self.server, self.model_name = server, model_name
         self.version, self.version_label = version, version_label
@@ -176,7 +175,7 @@ class ServingClient:
 
 
 class RestClient(ServingClient):
-    def __init__(self, server, *args, **kwargs):
+    def __init__(self, server: str, *args: Any, **kwargs: Any):
         """server: 'host:port' or an http(s):// URL; the other arguments are ServingClient's."""
         super().__init__(server, *args, **kwargs)
         self.base = (server if server.startswith(("http://", "https://")) else f"http://{server}").rstrip("/")
@@ -218,7 +217,12 @@ class RestClient(ServingClient):
             except TimeoutError:
                 raise ServingClientError("DEADLINE_EXCEEDED", f"no answer within {self.timeout} s", url) from None
 
-    def predict(self, instances=None, inputs=None, signature=None):
+    def predict(
+        self,
+        instances: Optional[list] = None,
+        inputs: Optional[Mapping[str, Any]] = None,
+        signature: Optional[str] = None,
+    ) -> Dict[str, Any]:
         """POST :predict with row `instances` or columnar `inputs`; returns the response JSON
         ({"predictions": ...} or {"outputs": ...})."""
         if (instances is None) == (inputs is None):
@@ -228,7 +232,9 @@ class RestClient(ServingClient):
             payload["signature_name"] = signature
         return self._request(self._model_url() + ":predict", payload)
 
-    def segment(self, encoded_images, batch_size=8, columnar=False, compact=True):
+    def segment(
+        self, encoded_images: Sequence[bytes], batch_size: int = 8, columnar: bool = False, compact: bool = True
+    ) -> List[Tuple[np.ndarray, Optional[np.ndarray]]]:
         """Encoded JPEG/PNG bytes -> [(label_map int64 [h,w], confidence float32 [h,w] or None)].
 
         compact (default): the `serving_png` signature (PNG label maps, no confidence: TF Serving's
@@ -259,7 +265,7 @@ class RestClient(ServingClient):
         rows = self.predict(instances=b64, signature=signature)["predictions"]
         return {k: [row[k] for row in rows] for k in rows[0]}
 
-    def predict_images(self, image):
+    def predict_images(self, image: np.ndarray) -> np.ndarray:
         """The reference repo's signature: RGB image uint8/float [H,W,3] -> label map int64 [H,W]."""
         image = np.asarray(image, np.float32)
         h, w = image.shape[:2]
@@ -268,17 +274,17 @@ class RestClient(ServingClient):
         )["outputs"]
         return np.asarray(out, np.int64)[0]
 
-    def label_map(self):
+    def label_map(self) -> LabelMap:
         """The served model's classes as a data.label_map.LabelMap (names, display colours, ignore label), from
         its `label_map` signature; VOC's (with a warning) for a model exported without one."""
         return fetch_label_map(
             lambda: self.predict(inputs={"index": [0]}, signature=LABEL_MAP_SIGNATURE)["outputs"], self.base
         )
 
-    def status(self):
+    def status(self) -> List[Dict[str, Any]]:
         """GET /v1/models/NAME[/versions/N]: the model_version_status list."""
         return self._request(self._model_url())["model_version_status"]
 
-    def metadata(self):
+    def metadata(self) -> Dict[str, Any]:
         """GET .../metadata: {signature name: signature_def JSON}."""
         return self._request(self._model_url() + "/metadata")["metadata"]["signature_def"]["signature_def"]

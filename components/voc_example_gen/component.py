@@ -167,7 +167,7 @@ class VocExampleGen(base_beam_component.BaseBeamComponent):
           reference_tfrecords: output split name -> glob of TFRecords in the reference repo's format.
           max_rejected_fraction: the run fails when a split rejects more than this fraction of its samples.
           num_shards: output files per split; 0 lets the Beam runner decide.
-          label_map: the dataset's classes: None (VOC, the checks of data.tfrecord as always), a
+          label_map: the dataset's classes: None (VOC, the checks of data.tfrecord), a
             data.label_map.LabelMap, its dict, a built-in name ('voc', 'cityscapes', 'ade20k'), a JSON/YAML
             path, or the JSON string `label_map_json` makes. Masks go through its encode_mask (id_remap, RGB
             palette); values outside it are rejects ('label_out_of_range', naming the values and the file).

@@ -24,7 +24,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, proto_utils
 
 from components.atomic_pusher.spec import DEFAULT_KEEP_VERSIONS, KEEP_VERSIONS_KEY, NOT_PUSHED_REASON_KEY
-from components.types import ArtifactDict, ExecProperties
+from components.types import ArtifactDict, ExecProperties, optional_property
 
 STAGING_PREFIX = ".tmp-"
 
@@ -114,9 +114,10 @@ class Executor(pusher_executor.Executor):
         fs_config = push_destination.filesystem
         if fs_config.versioning not in (pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP):
             raise NotImplementedError(f"Invalid Versioning {fs_config.versioning}")
-        custom_config = (
-            json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
+        custom_config = json_utils.loads(
+            optional_property(exec_properties, standard_component_specs.CUSTOM_CONFIG_KEY, "null")
         )
+        custom_config = custom_config or {}  # None: the standard Pusher's custom_config left unset
         keep = custom_config.get(KEEP_VERSIONS_KEY)  # absent: a standard Pusher given this executor
         keep = DEFAULT_KEEP_VERSIONS if keep is None else int(keep)
 

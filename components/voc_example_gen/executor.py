@@ -21,6 +21,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.types import optional_property
 from components.voc_example_gen.spec import (
     DATA_ROOT_KEY,
     LABEL_MAP_KEY,
@@ -76,7 +77,7 @@ def _max_rejected_fraction(exec_properties):
 
 
 def _layout(exec_properties):
-    layout = exec_properties.get(LAYOUT_KEY) or "voc"
+    layout = optional_property(exec_properties, LAYOUT_KEY, "voc")  # absent for VOC (see the component)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown dataset layout {layout!r}; choose one of {list(LAYOUTS)}")
     return layout

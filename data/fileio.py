@@ -6,9 +6,10 @@ do not pay ~15 s for importing TensorFlow; any path with a URL scheme goes throu
 """
 
 import os
+from typing import List
 
 
-def is_remote(path):
+def is_remote(path: str) -> bool:
     """True for paths with a URL scheme (gs://bucket/..., s3://...), which need tf.io.gfile."""
     return "://" in str(path)
 
@@ -19,7 +20,7 @@ def _gfile():
     return tf.io.gfile
 
 
-def join(*parts):
+def join(*parts: str) -> str:
     """os.path.join that keeps URL schemes intact (gs://a + b -> gs://a/b)."""
     parts = [str(p) for p in parts]
     if is_remote(parts[0]):
@@ -27,22 +28,22 @@ def join(*parts):
     return os.path.join(*parts)
 
 
-def exists(path):
+def exists(path: str) -> bool:
     return _gfile().exists(str(path)) if is_remote(path) else os.path.exists(path)
 
 
-def isdir(path):
+def isdir(path: str) -> bool:
     return _gfile().isdir(str(path)) if is_remote(path) else os.path.isdir(path)
 
 
-def listdir(path):
+def listdir(path: str) -> List[str]:
     """Entry names of a directory (no trailing slashes), sorted."""
     if is_remote(path):
         return sorted(name.rstrip("/") for name in _gfile().listdir(str(path)))
     return sorted(os.listdir(path))
 
 
-def read_bytes(path):
+def read_bytes(path: str) -> bytes:
     """Whole file as bytes. Raises FileNotFoundError (local and remote alike) when it is missing."""
     if is_remote(path):
         import tensorflow as tf
@@ -56,11 +57,11 @@ def read_bytes(path):
         return f.read()
 
 
-def read_text(path):
+def read_text(path: str) -> str:
     return read_bytes(path).decode("utf-8")
 
 
-def read_id_list(path):
+def read_id_list(path: str) -> List[str]:
     """Ids of a list file, one per line; blank lines and surrounding whitespace are ignored.
 
     Only the first whitespace-separated token counts, so VOC's per-class lists

@@ -20,12 +20,17 @@ import functools
 import io
 import struct
 import zlib
+from typing import TYPE_CHECKING, Any, Tuple
 
 import numpy as np
 from PIL import Image
 
 from data import fileio
+from data.dataset import SampleRef
 from data.voc import IGNORE_LABEL, NUM_CLASSES
+
+if TYPE_CHECKING:
+    import tensorflow as tf  # only remote files and to_example pay for importing TensorFlow
 
 # Official DeepLab TFRecord keys (research/deeplab/datasets/build_data.py).
 IMAGE_ENCODED = "image/encoded"
@@ -261,7 +266,7 @@ def _check_labels(mask, path, num_classes):
         )
 
 
-def read_mask(path, num_classes=NUM_CLASSES, label_map=None):
+def read_mask(path: str, num_classes: int = NUM_CLASSES, label_map: Any = None) -> np.ndarray:
     """Class-id mask (np.uint8 [H, W]) of a VOC palette/grayscale PNG or an SBD .mat; raises BadSample.
 
     label_map: a `data.label_map.LabelMap` (or anything `LabelMap.resolve` takes except None): the raw mask goes
@@ -314,7 +319,7 @@ def _read_mask(path, num_classes, label_map=None):
     return mask, png
 
 
-def load_sample(ref, num_classes=NUM_CLASSES, label_map=None):
+def load_sample(ref: SampleRef, num_classes: int = NUM_CLASSES, label_map: Any = None) -> Sample:
     """Reads, validates and encodes one `data.splits.SampleRef` into a `Sample`; raises BadSample.
 
     label_map: None (VOC: class ids 0..num_classes-1 and 255) or a `data.label_map.LabelMap` whose
@@ -444,7 +449,7 @@ def _feature_entry(key, value):
     return _length_delimited(1, _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, feature))
 
 
-def example_bytes(sample):
+def example_bytes(sample: Sample) -> bytes:
     """Serialized tf.train.Example (official DeepLab keys) of a `Sample`, built without TensorFlow.
 
     This is the one key mapping of the project: `to_example` parses these bytes, and Beam workers write
@@ -484,7 +489,7 @@ def _features(values):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def to_example(sample):
+def to_example(sample: Sample) -> "tf.train.Example":
     """`tf.train.Example` with the official DeepLab keys for a `Sample` (the proto of `example_bytes`)."""
     import tensorflow as tf
 
@@ -510,7 +515,7 @@ def _get(example, key, kind, name):
     return values[0]
 
 
-def parse_example_np(serialized):
+def parse_example_np(serialized: bytes) -> Tuple[np.ndarray, np.ndarray, str]:
     """Decodes a serialized official-format Example: (image uint8 [H,W,3], label uint8 [H,W], filename).
 
     Decoding uses PIL (no TF graph), so Python-side consumers (reports, galleries, clients) stay

@@ -1,6 +1,7 @@
 """Pictures of label maps: colour masks, overlays and image grids (every mask PNG of the project)."""
 
 import os
+from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -8,7 +9,7 @@ from PIL import Image, ImageDraw
 from data.voc import IGNORE_LABEL, VOC_CLASSES, voc_palette
 
 
-def colorize(label_map, palette=None):
+def colorize(label_map: np.ndarray, palette: Optional[np.ndarray] = None) -> np.ndarray:
     """Colours of a label map: uint8 [H, W] class ids -> uint8 [H, W, 3] (VOC colours by default, 255 -> boundary
     cream). palette: uint8 [256, 3] colour per id, e.g. `data.label_map.LabelMap.colors()`."""
     label_map = np.asarray(label_map)
@@ -19,7 +20,15 @@ def colorize(label_map, palette=None):
     return table[np.clip(label_map, 0, 255).astype(np.uint8)]
 
 
-def overlay(image, label_map, alpha=0.5, show_ignore=True, palette=None, ignore_label=IGNORE_LABEL, background=0):
+def overlay(
+    image: np.ndarray,
+    label_map: np.ndarray,
+    alpha: float = 0.5,
+    show_ignore: bool = True,
+    palette: Optional[np.ndarray] = None,
+    ignore_label: int = IGNORE_LABEL,
+    background: int = 0,
+) -> np.ndarray:
     """Blends class colours (VOC's, or `palette`: uint8 [256, 3]) into an RGB image: uint8 [H, W, 3].
 
     The `background` id (VOC's 0; None for a label map without a background class) stays as the image;
@@ -39,7 +48,14 @@ def overlay(image, label_map, alpha=0.5, show_ignore=True, palette=None, ignore_
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def legend(class_ids, names=VOC_CLASSES, swatch=12, width=150, palette=None, ignore_label=IGNORE_LABEL):
+def legend(
+    class_ids: Iterable[int],
+    names: Sequence[str] = VOC_CLASSES,
+    swatch: int = 12,
+    width: int = 150,
+    palette: Optional[np.ndarray] = None,
+    ignore_label: int = IGNORE_LABEL,
+) -> np.ndarray:
     """A colour key: uint8 [N*(swatch+2), width, 3] with one swatch and name per class id (`ignore_label` =
     'ignore'); palette: uint8 [256, 3] colours (default VOC)."""
     class_ids = [int(c) for c in class_ids]
@@ -66,7 +82,13 @@ def _as_rgb(image):
     return image[..., :3]
 
 
-def save_grid(rows, path, titles=None, pad=4, background=(255, 255, 255)):
+def save_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    path: str,
+    titles: Optional[Sequence[str]] = None,
+    pad: int = 4,
+    background: Tuple[int, int, int] = (255, 255, 255),
+) -> str:
     """Writes rows of pictures as one PNG and returns the path.
 
     rows: list of rows, each a list of images. A 2-D array is a label map and is colourised; a

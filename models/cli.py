@@ -1,7 +1,7 @@
 """`deeplab train`: the Trainer's training loop outside TFX, on an ExampleGen output directory.
 
   deeplab train --examples <Examples uri with Split-train/ Split-val/> --output-dir OUT --preset demo \
-                [--train-steps 500 --crop-size 129 --label-map classes.json ...]
+                [--set train_steps=500 --crop-size 129 --label-map classes.json ...]
 
 Writes OUT/model_run (logs, checkpoints, model.keras, hparams.json, train_report.json, pictures)
 and OUT/serving_model (TF Serving SavedModel); prints the validation mIoU. Run again with the same
@@ -18,11 +18,13 @@ def add_arguments(command, parser):
     parser.add_argument(
         "--examples",
         required=True,
-        help="ExampleGen output directory holding Split-<train split>/ and Split-<val split>/",
+        help="ExampleGen output directory holding Split-<train split>/ and Split-<val split>/ (an Examples "
+        "artifact, e.g. OUT/pipeline_root/VocExampleGen/examples/2), or the folder of such artifacts "
+        "(OUT/pipeline_root/VocExampleGen/examples: the latest one is used)",
     )
     parser.add_argument("--output-dir", required=True, help="where model_run/ and serving_model/ are written")
-    parser.add_argument("--train-split", default="train")
-    parser.add_argument("--val-split", default="val")
+    parser.add_argument("--train-split", default="train", help="split to train on (default %(default)s)")
+    parser.add_argument("--val-split", default="val", help="split to validate on (default %(default)s)")
     parser.add_argument("--no-export", action="store_true", help="skip the TF Serving export")
     parser.add_argument(
         "--label-map",
@@ -40,13 +42,45 @@ def add_arguments(command, parser):
     hparams_lib.add_flags(parser)
 
 
+def _artifacts_with_splits(folder):
+    """Numbered sub-folders of `folder` that hold Split-* folders (Examples artifacts), in numeric order."""
+    if not os.path.isdir(folder):
+        return []
+    found = [
+        os.path.join(folder, n)
+        for n in os.listdir(folder)
+        if n.isdigit() and any(s.startswith("Split-") for s in os.listdir(os.path.join(folder, n)))
+    ]
+    return sorted(found, key=lambda p: int(os.path.basename(p)))
+
+
+def resolve_examples(examples):
+    """--examples as an Examples artifact folder: itself when it holds Split-* folders, else the latest numbered
+    artifact under it; SystemExit listing the artifacts that exist when neither."""
+    if os.path.isdir(examples) and any(n.startswith("Split-") for n in os.listdir(examples)):
+        return examples
+    latest = _artifacts_with_splits(examples)
+    if latest:
+        print(f"--examples {examples}: using the latest Examples artifact, {latest[-1]}")
+        return latest[-1]
+    parent = os.path.dirname(os.path.abspath(examples.rstrip("/")))
+    existing = _artifacts_with_splits(parent)
+    hint = (
+        f"the Examples artifacts there are {', '.join(existing)} (or pass {parent} for the latest)"
+        if existing
+        else "--examples must be an ExampleGen output (the Examples artifact folder with Split-*/ folders)"
+    )
+    what = "has no Split-* folders" if os.path.isdir(examples) else "does not exist"
+    raise SystemExit(f"deeplab train: --examples {examples} {what}; {hint}")
+
+
 def _split_dir(examples, split):
     path = os.path.join(examples, f"Split-{split}")
     if not os.path.isdir(path):
-        found = sorted(n for n in os.listdir(examples) if n.startswith("Split-")) if os.path.isdir(examples) else []
+        found = sorted(n for n in os.listdir(examples) if n.startswith("Split-"))
         raise SystemExit(
-            f"deeplab train: {path} does not exist (found {found or 'no Split-* folders'}); "
-            "--examples must be an ExampleGen output (the Examples artifact uri)"
+            f"deeplab train: {path} does not exist (found {', '.join(found)}); "
+            "choose the splits with --train-split / --val-split"
         )
     return path
 
@@ -75,8 +109,12 @@ def main(command, args):
     from models import hparams as hparams_lib
 
     label_map = _label_map(args)
-    hparams = hparams_lib.from_flags(args)
-    train_dir, val_dir = _split_dir(args.examples, args.train_split), _split_dir(args.examples, args.val_split)
+    try:
+        hparams = hparams_lib.from_flags(args)
+    except ValueError as e:
+        raise SystemExit(f"deeplab train: --preset/--set: {e}") from None
+    examples = resolve_examples(args.examples)
+    train_dir, val_dir = _split_dir(examples, args.train_split), _split_dir(examples, args.val_split)
     from models.train import train  # after the cheap checks: importing TensorFlow takes seconds
 
     serving_dir = os.path.join(args.output_dir, "serving_model")

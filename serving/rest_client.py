@@ -12,6 +12,7 @@ Images travel base64-encoded as {"b64": ...}; requests use the row ("instances")
 """
 
 import base64
+import http.client
 import io
 import json
 import logging
@@ -217,6 +218,13 @@ class RestClient(ServingClient):
                 raise ServingClientError("UNAVAILABLE", f"cannot reach the server: {reason}", url) from None
             except TimeoutError:
                 raise ServingClientError("DEADLINE_EXCEEDED", f"no answer within {self.timeout} s", url) from None
+            except http.client.HTTPException as e:  # an answer that is not HTTP/1.x: gRPC speaks HTTP/2 frames
+                raise ServingClientError(
+                    "UNAVAILABLE",
+                    f"{self.base} answered with something that is not HTTP ({type(e).__name__}): this looks like a "
+                    f"gRPC port; use --server HOST:8501 with --rest, or drop --rest",
+                    url,
+                ) from None
 
     def predict(self, instances=None, inputs=None, signature=None):
         """POST :predict with row `instances` or columnar `inputs`; returns the response JSON

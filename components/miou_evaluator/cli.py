@@ -189,6 +189,9 @@ def format_summary(result):
     ]
     if result["absent_classes"]:
         lines.append("absent (left out of the means): " + ", ".join(result["absent_classes"]))
+    baseline_model = result.get("baseline_model") or {}
+    if baseline_model.get("reason"):
+        lines.append(f"baseline {baseline_model['path']} not evaluated: {baseline_model['reason']}")
     if result.get("baseline"):
         lines.append(
             f"baseline mIoU {pct(result['baseline']['metrics']['miou'])} "

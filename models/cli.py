@@ -42,29 +42,22 @@ def add_arguments(command, parser):
     hparams_lib.add_flags(parser)
 
 
-def _artifacts_with_splits(folder):
-    """Numbered sub-folders of `folder` that hold Split-* folders (Examples artifacts), in numeric order."""
-    if not os.path.isdir(folder):
-        return []
-    found = [
-        os.path.join(folder, n)
-        for n in os.listdir(folder)
-        if n.isdigit() and any(s.startswith("Split-") for s in os.listdir(os.path.join(folder, n)))
-    ]
-    return sorted(found, key=lambda p: int(os.path.basename(p)))
+def _has_splits(path):
+    return os.path.isdir(path) and any(n.startswith("Split-") for n in os.listdir(path))
 
 
 def resolve_examples(examples):
     """--examples as an Examples artifact folder: itself when it holds Split-* folders, else the latest numbered
     artifact under it; SystemExit listing the artifacts that exist when neither."""
-    if os.path.isdir(examples) and any(n.startswith("Split-") for n in os.listdir(examples)):
-        return examples
-    latest = _artifacts_with_splits(examples)
-    if latest:
-        print(f"--examples {examples}: using the latest Examples artifact, {latest[-1]}")
-        return latest[-1]
+    from data.fileio import latest_numbered, numbered_children
+
+    found = latest_numbered(examples, _has_splits)
+    if found:
+        if found != examples:
+            print(f"--examples {examples}: using the latest Examples artifact, {found}")
+        return found
     parent = os.path.dirname(os.path.abspath(examples.rstrip("/")))
-    existing = _artifacts_with_splits(parent)
+    existing = numbered_children(parent, _has_splits)
     hint = (
         f"the Examples artifacts there are {', '.join(existing)} (or pass {parent} for the latest)"
         if existing
@@ -72,6 +65,25 @@ def resolve_examples(examples):
     )
     what = "has no Split-* folders" if os.path.isdir(examples) else "does not exist"
     raise SystemExit(f"deeplab train: --examples {examples} {what}; {hint}")
+
+
+def _holds_saved_model(path):
+    """An export (saved_model.pb) or a Trainer Model artifact (Format-Serving/saved_model.pb)."""
+    return any(os.path.isfile(os.path.join(path, *inner, "saved_model.pb")) for inner in ((), ("Format-Serving",)))
+
+
+def latest_model(path, flag):
+    """A model flag (`deeplab evaluate|export --model`) as given, or, for a folder of numbered versions or
+    artifacts (runs/demo/serving/deeplab, .../Trainer/model), its latest one (said on stdout). Remote paths and
+    paths that hold no model are returned unchanged: the loader names what it looked for."""
+    from data.fileio import is_remote, latest_numbered
+
+    if not path or is_remote(path):
+        return path
+    found = latest_numbered(path, _holds_saved_model)
+    if found and found != path:
+        print(f"{flag} {path}: using the latest, {found}")
+    return found or path
 
 
 def _split_dir(examples, split):

@@ -34,8 +34,9 @@ def add_arguments(command, parser):
         src = parser.add_argument_group("model to export (one of)")
         src.add_argument(
             "--model",
-            help="trained model: exported SavedModel dir, .keras/.h5 file, or TF checkpoint "
-            "(prefix or directory; hparams.json beside it or --hparams)",
+            help="trained model: exported SavedModel dir, a Trainer Model artifact, .keras/.h5 file, or TF "
+            "checkpoint (prefix or directory; hparams.json beside it or --hparams); a folder of numbered ones "
+            "(OUT/pipeline_root/Trainer/model, a serving base path): the latest",
         )
         src.add_argument("--init", choices=["random"], help="export an untrained model of the given configuration")
         parser.add_argument("--hparams", help="hparams JSON (models/hparams.py format) to rebuild the model from")
@@ -270,7 +271,9 @@ def _export_or_raise(args):
         hparams = {}
         extra = {"source": f"init={args.init}", "init": args.init, "seed": args.seed}
     else:
-        loaded = model_io.load_model(args.model, hparams=args.hparams, precision=precision)
+        from models.cli import latest_model
+
+        loaded = model_io.load_model(latest_model(args.model, "--model"), hparams=args.hparams, precision=precision)
         model, config, hparams, source_config = loaded
         if label_map is None:
             label_map = loaded.label_map  # the source's (None: VOC for 21 classes, models.export.default_label_map)

@@ -370,6 +370,10 @@ def _serve(args):
         )
     # One machine-readable line for scripts/tests that start the server with port 0.
     print(json.dumps({"grpc_port": server.grpc_port, "rest_port": server.rest_port}), flush=True)
+    apis = [f"gRPC {args.host}:{server.grpc_port}"]
+    if server.rest_port:
+        apis.append(f"REST {args.host}:{server.rest_port}")
+    print(f"serving {args.model_name!r} from {args.model_base_path} on {' and '.join(apis)}; Ctrl-C stops", flush=True)
     try:
         server.wait()
     except KeyboardInterrupt:

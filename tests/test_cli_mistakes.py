@@ -73,6 +73,25 @@ def test_rest_client_on_a_grpc_port_says_so(tmp_path):
     assert "this looks like a gRPC port; use --server HOST:8501 with --rest, or drop --rest" in line
 
 
+def test_grpc_client_on_a_rest_port_says_so(tmp_path):
+    import http.server
+    import threading
+
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 6)).save(image)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        result = deeplab("predict", "--server", f"127.0.0.1:{port}", "--image", image, "--out", tmp_path)
+    finally:
+        server.shutdown()
+    line = one_line_error(result)
+    assert "this looks like a REST port; use --server HOST:8500 for gRPC, or add --rest" in line
+
+
 def test_synth_with_a_bad_label_map(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"classes": [')

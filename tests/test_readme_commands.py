@@ -211,6 +211,7 @@ def _port_free(port):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a small demo, then ingest, train, evaluate, export, serve: ~25 min on 2 busy cores
 def test_readme_commands_on_the_demo_outputs_run_as_written(tmp_path, in_process_beam):
     if not (_port_free(8500) and _port_free(8501)):
         pytest.skip("the README's serve and predict lines need ports 8500 and 8501, in use on this machine")

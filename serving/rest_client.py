@@ -20,7 +20,8 @@ import time
 import urllib.error
 import urllib.request
 
-import numpy as np
+# numpy is imported inside the functions that use it: `deeplab predict --help` imports this module for its
+# defaults and stays instant.
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ LABEL_MAP_SIGNATURE = "label_map"
 
 def decode_label_png(data):
     """A `segmentation_png` value (bytes, or {"b64": ...} from REST JSON) -> int64 [h, w] label map."""
+    import numpy as np
     from PIL import Image
 
     if isinstance(data, dict):
@@ -83,6 +85,8 @@ def crop_batch(outputs):
     """serving_default outputs -> [(label_map int64 [h,w], confidence float32 [h,w] or None)] at each
     image's own size: from `segmentation_png` when present (compact), else from the int64
     `segmentation_map` padded to the largest image."""
+    import numpy as np
+
     heights, widths = np.asarray(outputs["height"]), np.asarray(outputs["width"])
     conf = np.asarray(outputs["confidence"]) if "confidence" in outputs else None
     if "segmentation_png" in outputs:
@@ -102,6 +106,8 @@ def _lacks_compact_output(error):
 
 
 def _text(value):
+    import numpy as np
+
     if isinstance(value, dict):  # {"b64": ...}: a string output that is not valid UTF-8 (or a *_bytes alias)
         value = base64.b64decode(value["b64"])
     return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
@@ -110,6 +116,8 @@ def _text(value):
 def label_map_from_outputs(outputs, source="the served model"):
     """The `label_map` signature's outputs (row 0 of each) -> data.label_map.LabelMap (name 'served'): the
     names, the display colours of ids 0..N-1 and the ignore label."""
+    import numpy as np
+
     from data.label_map import LabelMap
 
     names = [_text(v) for v in np.asarray(outputs["class_names"], dtype=object)[0].tolist()]
@@ -269,6 +277,8 @@ class RestClient(ServingClient):
 
     def predict_images(self, image):
         """The reference repo's signature: RGB image uint8/float [H,W,3] -> label map int64 [H,W]."""
+        import numpy as np
+
         image = np.asarray(image, np.float32)
         h, w = image.shape[:2]
         out = self.predict(

@@ -4,7 +4,8 @@ own text (bench/RESULTS.md row 42). Baseline in the same run: a bare interpreter
 
     .venv/bin/python bench/cli_help.py [--repeats 3]
 
-Each figure is the median wall time of `python runner.py [COMMAND] --help` in a fresh process. Prints one JSON
+Each figure is the median wall time (and CPU time, steady under load) of `python runner.py [COMMAND] --help` in a
+fresh process. Prints one JSON
 object: per command seconds, foreign lines (output lines that are not the parser's format_help()), and the ratio
 to the TensorFlow import.
 """
@@ -12,6 +13,7 @@ to the TensorFlow import.
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -21,13 +23,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
+def _cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed(argv, repeats):
-    seconds, result = [], None
+    """(median wall seconds, median CPU seconds of the child, last result): CPU time holds still on a shared
+    machine where wall time grows with the load."""
+    seconds, cpu, result = [], [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu()
         result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
         seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), result
+        cpu.append(_cpu() - cpu_start)
+    return statistics.median(seconds), statistics.median(cpu), result
 
 
 def main():
@@ -37,11 +47,11 @@ def main():
 
     import runner
 
-    baseline, _ = _timed([sys.executable, "-c", "import tensorflow"], args.repeats)
+    baseline, baseline_cpu, _ = _timed([sys.executable, "-c", "import tensorflow"], args.repeats)
     rows = {}
     for command in [None] + list(runner.COMMANDS):
         argv = [command] if command else []
-        seconds, result = _timed([sys.executable, os.path.join(REPO, "runner.py"), *argv, "--help"], args.repeats)
+        seconds, cpu, result = _timed([sys.executable, os.path.join(REPO, "runner.py"), *argv, "--help"], args.repeats)
         own = runner.build_parser(command)
         if command:
             own = own._subparsers._group_actions[0].choices[command]
@@ -49,10 +59,12 @@ def main():
         printed = (result.stdout + result.stderr).replace("runner.py", "deeplab").splitlines()
         rows[command or "(none)"] = {
             "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu, 3),
             "foreign_lines": sum(1 for line in printed if line not in expected),
             "exit": result.returncode,
         }
     slowest = max(r["seconds"] for r in rows.values())
+    slowest_cpu = max(r["cpu_seconds"] for r in rows.values())
     print(
         json.dumps(
             {
@@ -60,6 +72,9 @@ def main():
                 "slowest_help_s": slowest,
                 "baseline_import_tensorflow_s": round(baseline, 3),
                 "slowest_over_baseline": round(slowest / baseline, 3),
+                "slowest_help_cpu_s": slowest_cpu,
+                "baseline_import_tensorflow_cpu_s": round(baseline_cpu, 3),
+                "slowest_cpu_over_baseline_cpu": round(slowest_cpu / baseline_cpu, 3),
                 "foreign_lines_total": sum(r["foreign_lines"] for r in rows.values()),
                 "all_under_1s": slowest < 1.0,
                 "load_avg": os.getloadavg()[0],

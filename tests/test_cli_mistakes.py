@@ -127,7 +127,7 @@ def test_train_examples_that_do_not_exist_list_the_ones_that_do(tmp_path):
     assert resolve_examples(str(examples)) == str(examples / "10")  # the folder of artifacts: the latest
 
 
-def test_train_takes_preset_and_set_like_run_and_demo():
+def test_train_takes_preset_and_set_like_run_and_demo(tmp_path):
     from models import hparams as hparams_lib
 
     argv = ["train", "--examples", "x", "--output-dir", "y", "--preset", "demo", "--set", "train_steps=20"]
@@ -142,7 +142,8 @@ def test_train_takes_preset_and_set_like_run_and_demo():
         for flag in ("--preset", "--set"):
             a, b = (next(x for x in p._actions if flag in x.option_strings) for p in (sub, ours))
             assert (a.choices, a.help, a.type, a.metavar) == (b.choices, b.help, b.type, b.metavar)
-    line = one_line_error(deeplab("train", "--examples", "x", "--output-dir", "y", "--set", "learnig_rate=0.1"))
+    out = tmp_path / "exp"
+    line = one_line_error(deeplab("train", "--examples", tmp_path, "--output-dir", out, "--set", "learnig_rate=0.1"))
     assert line.startswith("deeplab train: --preset/--set:") and "learnig_rate" in line
 
 

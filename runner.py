@@ -2,7 +2,9 @@
 
 Each command's arguments and body live beside the code they drive, in a module exposing
 `add_arguments(command, parser)` and `main(command, args) -> int`. Only the chosen command's module is
-imported, so `deeplab synth` does not pay for importing TFX.
+imported, and building its parser imports no TensorFlow (its heavy imports are inside its main), so `--help`
+is instant and the console (pipeline/console.py) takes over the terminal before anything can print
+TensorFlow's start-up lines: the first line a command prints is its `log: ...` line.
 """
 
 import argparse
@@ -60,12 +62,17 @@ def main(argv=None):
     if args.command not in console.QUIET_COMMANDS or args.verbose:
         console.verbose(args.log_level)
         return importlib.import_module(COMMANDS[args.command][0]).main(args.command, args) or 0
+    # Everything that imports TensorFlow, Beam or TFX happens inside: their start-up lines go to the log.
     with console.quiet(args.command, args) as log_path:
         try:
             return importlib.import_module(COMMANDS[args.command][0]).main(args.command, args) or 0
         except Exception as e:  # pylint: disable=broad-except  # the traceback goes to the log, one line here
             logging.getLogger("deeplab.failure").exception("deeplab %s failed", args.command)
-            print(f"deeplab {args.command} FAILED: {type(e).__name__}: {e}\n(traceback in {log_path})", file=sys.stderr)
+            message = " ".join(str(e).split()) or type(e).__name__
+            print(
+                f"deeplab {args.command} FAILED: {type(e).__name__}: {message} (traceback: {log_path})",
+                file=sys.stderr,
+            )
             return 1
 
 

@@ -30,7 +30,7 @@ def add_arguments(command, parser):
     parser.add_argument(
         "--sbd",
         action="store_true",
-        help="also write a synthetic SBD tree (OUTPUT/sbd/dataset) sharing half of the VOC ids",
+        help="write a synthetic SBD tree (OUTPUT/sbd/dataset, sharing half of the VOC ids) besides the VOC tree",
     )
     classes = parser.add_mutually_exclusive_group()
     classes.add_argument(
@@ -173,21 +173,23 @@ def _write_summary(output, summary):
 def _main_label_map(args):
     """`deeplab synth` with --label-map / --num-classes / --layout generic / --rgb-masks."""
     from data.generic import GenericDataset
-    from data.label_map import LabelMap
+    from data.label_map import LabelMap, LabelMapError
     from data.synthetic import generate_dataset
 
     if args.defects or args.sbd:
-        print(
+        raise SystemExit(
             "deeplab synth: --defects and --sbd are VOC-only; drop them or the --label-map/--num-classes/"
             "--layout/--rgb-masks flags"
         )
-        return 2
     if args.rgb_masks and args.layout != "generic":
-        print("deeplab synth: --rgb-masks needs --layout generic")
-        return 2
-    label_map = (
-        LabelMap.synthetic(args.num_classes) if args.num_classes is not None else LabelMap.resolve(args.label_map)
-    )
+        raise SystemExit("deeplab synth: --rgb-masks needs --layout generic")
+    try:
+        label_map = (
+            LabelMap.synthetic(args.num_classes) if args.num_classes is not None else LabelMap.resolve(args.label_map)
+        )
+    except (LabelMapError, OSError, ValueError) as e:
+        flag = "--num-classes" if args.num_classes is not None else f"--label-map {args.label_map}"
+        raise SystemExit(f"deeplab synth: {flag}: {' '.join(str(e).split())}") from None
     root = generate_dataset(
         args.output, label_map=label_map, layout=args.layout, rgb_masks=args.rgb_masks, **_sample_args(args)
     )

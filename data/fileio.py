@@ -73,3 +73,21 @@ def read_id_list(path: str) -> List[str]:
         if fields:
             ids.append(fields[0])
     return ids
+
+
+def numbered_children(folder, holds):
+    """Sub-folders of `folder` named by a number (TFX artifact ids, TF Serving versions) for which `holds(path)`
+    is true, in numeric order (local paths; [] when `folder` is not a folder)."""
+    if not os.path.isdir(folder):
+        return []
+    found = [os.path.join(folder, n) for n in os.listdir(folder) if n.isdigit() and holds(os.path.join(folder, n))]
+    return sorted(found, key=lambda p: int(os.path.basename(p)))
+
+
+def latest_numbered(path, holds):
+    """`path` itself when `holds(path)`, else its highest-numbered sub-folder that holds (the latest version or
+    artifact: `deeplab train|evaluate|export` take a folder of them), else None."""
+    if holds(path):
+        return path
+    found = numbered_children(path, holds)
+    return found[-1] if found else None

@@ -1,3 +1,7 @@
+import importlib.abc
+import importlib.util
+import sys
+
 from data import use_legacy_keras
 
 use_legacy_keras()  # before anything here imports TensorFlow (see data/__init__.py)
@@ -15,4 +19,34 @@ def _autograph_leaves_tf_keras_alone():
         config.CONVERSION_RULES = (config.DoNotConvert("tf_keras"),) + tuple(config.CONVERSION_RULES)
 
 
-_autograph_leaves_tf_keras_alone()
+class _RuleOnceTfKerasLoads(importlib.abc.MetaPathFinder):
+    """Applies the rule right after tf_keras is first imported (by models/ or by any library), so that importing
+    `models` itself stays free of TensorFlow: `deeplab train --help` and the light modules (config, hparams)
+    do not pay ~3 s and TensorFlow's start-up lines for it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tf_keras" or self not in sys.meta_path:
+            return None
+        sys.meta_path.remove(self)  # find the real spec (TensorFlow also asks for it without importing)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_rule(module):
+            exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            _autograph_leaves_tf_keras_alone()
+
+        spec.loader.exec_module = exec_then_rule
+        return spec
+
+
+if "tf_keras" in sys.modules:
+    _autograph_leaves_tf_keras_alone()
+elif not any(isinstance(f, _RuleOnceTfKerasLoads) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RuleOnceTfKerasLoads())

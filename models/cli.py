@@ -1,7 +1,7 @@
 """`deeplab train`: the Trainer's training loop outside TFX, on an ExampleGen output directory.
 
   deeplab train --examples <Examples uri with Split-train/ Split-val/> --output-dir OUT --preset demo \
-                [--train-steps 500 --crop-size 129 --label-map classes.json ...]
+                [--set train_steps=500 --crop-size 129 --label-map classes.json ...]
 
 Writes OUT/model_run (logs, checkpoints, model.keras, hparams.json, train_report.json, pictures)
 and OUT/serving_model (TF Serving SavedModel); prints the validation mIoU. Run again with the same
@@ -18,11 +18,13 @@ def add_arguments(command, parser):
     parser.add_argument(
         "--examples",
         required=True,
-        help="ExampleGen output directory holding Split-<train split>/ and Split-<val split>/",
+        help="ExampleGen output directory holding Split-<train split>/ and Split-<val split>/ (an Examples "
+        "artifact, e.g. OUT/pipeline_root/VocExampleGen/examples/2), or the folder of such artifacts "
+        "(OUT/pipeline_root/VocExampleGen/examples: the latest one is used)",
     )
     parser.add_argument("--output-dir", required=True, help="where model_run/ and serving_model/ are written")
-    parser.add_argument("--train-split", default="train")
-    parser.add_argument("--val-split", default="val")
+    parser.add_argument("--train-split", default="train", help="split to train on (default %(default)s)")
+    parser.add_argument("--val-split", default="val", help="split to validate on (default %(default)s)")
     parser.add_argument("--no-export", action="store_true", help="skip the TF Serving export")
     parser.add_argument(
         "--label-map",
@@ -40,13 +42,57 @@ def add_arguments(command, parser):
     hparams_lib.add_flags(parser)
 
 
+def _has_splits(path):
+    return os.path.isdir(path) and any(n.startswith("Split-") for n in os.listdir(path))
+
+
+def resolve_examples(examples):
+    """--examples as an Examples artifact folder: itself when it holds Split-* folders, else the latest numbered
+    artifact under it; SystemExit listing the artifacts that exist when neither."""
+    from data.fileio import latest_numbered, numbered_children
+
+    found = latest_numbered(examples, _has_splits)
+    if found:
+        if found != examples:
+            print(f"--examples {examples}: using the latest Examples artifact, {found}")
+        return found
+    parent = os.path.dirname(os.path.abspath(examples.rstrip("/")))
+    existing = numbered_children(parent, _has_splits)
+    hint = (
+        f"the Examples artifacts there are {', '.join(existing)} (or pass {parent} for the latest)"
+        if existing
+        else "--examples must be an ExampleGen output (the Examples artifact folder with Split-*/ folders)"
+    )
+    what = "has no Split-* folders" if os.path.isdir(examples) else "does not exist"
+    raise SystemExit(f"deeplab train: --examples {examples} {what}; {hint}")
+
+
+def _holds_saved_model(path):
+    """An export (saved_model.pb) or a Trainer Model artifact (Format-Serving/saved_model.pb)."""
+    return any(os.path.isfile(os.path.join(path, *inner, "saved_model.pb")) for inner in ((), ("Format-Serving",)))
+
+
+def latest_model(path, flag):
+    """A model flag (`deeplab evaluate|export --model`) as given, or, for a folder of numbered versions or
+    artifacts (runs/demo/serving/deeplab, .../Trainer/model), its latest one (said on stdout). Remote paths and
+    paths that hold no model are returned unchanged: the loader names what it looked for."""
+    from data.fileio import is_remote, latest_numbered
+
+    if not path or is_remote(path):
+        return path
+    found = latest_numbered(path, _holds_saved_model)
+    if found and found != path:
+        print(f"{flag} {path}: using the latest, {found}")
+    return found or path
+
+
 def _split_dir(examples, split):
     path = os.path.join(examples, f"Split-{split}")
     if not os.path.isdir(path):
-        found = sorted(n for n in os.listdir(examples) if n.startswith("Split-")) if os.path.isdir(examples) else []
+        found = sorted(n for n in os.listdir(examples) if n.startswith("Split-"))
         raise SystemExit(
-            f"deeplab train: {path} does not exist (found {found or 'no Split-* folders'}); "
-            "--examples must be an ExampleGen output (the Examples artifact uri)"
+            f"deeplab train: {path} does not exist (found {', '.join(found)}); "
+            "choose the splits with --train-split / --val-split"
         )
     return path
 
@@ -75,8 +121,12 @@ def main(command, args):
     from models import hparams as hparams_lib
 
     label_map = _label_map(args)
-    hparams = hparams_lib.from_flags(args)
-    train_dir, val_dir = _split_dir(args.examples, args.train_split), _split_dir(args.examples, args.val_split)
+    try:
+        hparams = hparams_lib.from_flags(args)
+    except ValueError as e:
+        raise SystemExit(f"deeplab train: --preset/--set: {e}") from None
+    examples = resolve_examples(args.examples)
+    train_dir, val_dir = _split_dir(examples, args.train_split), _split_dir(examples, args.val_split)
     from models.train import train  # after the cheap checks: importing TensorFlow takes seconds
 
     serving_dir = os.path.join(args.output_dir, "serving_model")

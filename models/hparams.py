@@ -333,14 +333,30 @@ def _flag_fields():
     return [*dataclasses.fields(ModelConfig), *(f for f in dataclasses.fields(HParams) if f.name != "model")]
 
 
-def add_flags(parser):
-    """One --flag per HParams field (e.g. --output-stride 8, --multi-grid 1,2,4, --weights none) plus --preset."""
+def add_preset_flags(parser, default="paper"):
+    """--preset and --set: the one definition `deeplab train`, `run`, `demo` and `compile` share."""
     parser.add_argument(
         "--preset",
-        default="paper",
+        default=default,
         choices=sorted(PRESETS),
-        help="starting hyper-parameters (default: paper); flags override single values",
+        help="starting hyper-parameters: paper (ResNet-v2-50, needs the ImageNet h5), demo (small MobileNetV2 "
+        "from scratch), finetune_os8 (default %(default)s)",
     )
+    parser.add_argument(
+        "--set",
+        type=parse_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one hyper-parameter of the preset (JSON value), e.g. --set crop_size=321 --set "
+        "precision=mixed_bfloat16; repeat for more",
+    )
+
+
+def add_flags(parser):
+    """--preset, --set and one --flag per HParams field (e.g. --output-stride 8, --multi-grid 1,2,4, --weights
+    none); a field flag wins over --set of the same name."""
+    add_preset_flags(parser)
     for field in _flag_fields():
         flag = "--" + field.name.replace("_", "-")
         kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}.get(
@@ -371,5 +387,6 @@ def add_flags(parser):
 
 def from_flags(args):
     """HParams from argparse results of add_flags: preset values overridden by the flags given."""
-    overrides = {f.name: getattr(args, f"hp_{f.name}") for f in _flag_fields() if hasattr(args, f"hp_{f.name}")}
+    overrides = dict(getattr(args, "set", None) or [])
+    overrides.update({f.name: getattr(args, f"hp_{f.name}") for f in _flag_fields() if hasattr(args, f"hp_{f.name}")})
     return preset(getattr(args, "preset", "paper"), **overrides)

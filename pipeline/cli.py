@@ -16,7 +16,7 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 from data.layouts import DATASET_LAYOUTS
-from models.hparams import parse_assignment
+from models.hparams import add_preset_flags
 from pipeline import configs
 from pipeline.report import REPORT_FILE, build_model_report, build_report, print_summary, write_report
 
@@ -98,21 +98,7 @@ def _add_data_arguments(parser):
 
 def add_model_arguments(parser):
     model = parser.add_argument_group("model (Trainer -> MiouEvaluator -> AtomicPusher)")
-    model.add_argument(
-        "--preset",
-        default=configs.TRAIN_CONFIG["preset"],
-        help="hyper-parameter preset of models/hparams.py: paper (ResNet-v2-50, needs the ImageNet "
-        "h5), demo (small MobileNetV2 from scratch), finetune_os8 (default %(default)s)",
-    )
-    model.add_argument(
-        "--set",
-        type=parse_assignment,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override one hyper-parameter (JSON value), e.g. --set crop_size=321 --set "
-        "precision=mixed_bfloat16; repeat for more",
-    )
+    add_preset_flags(model, default=configs.TRAIN_CONFIG["preset"])
     model.add_argument("--train-steps", type=int, help="training steps (default: the preset's)")
     _add_configs_flag(model, "--miou-threshold", float, "push only a model with val mIoU >= this")
     _add_configs_flag(model, "--max-regression", float, "... and at most this far below the latest blessed model")
@@ -278,6 +264,27 @@ def split_recipes_from_args(args):
     return recipes or None, references or None
 
 
+def check_recipes(split_recipes, args):
+    """Fails now, naming the flag and the nearest known recipe, on a VOC split recipe that data/splits.py does not
+    know (a typo would otherwise stop the run only after the first components ran)."""
+    import difflib
+
+    from data.splits import RECIPES
+
+    known = sorted(r for r in RECIPES if not r.startswith("file:"))
+    for split, recipe in (split_recipes or {}).items():
+        if recipe.startswith("file:") or recipe in RECIPES:
+            continue
+        flag = {configs.TRAIN_SPLIT: "--train-recipe", configs.EVAL_SPLIT: "--val-recipe"}.get(split)
+        if flag is None or getattr(args, flag[2:].replace("-", "_"), None) != recipe:
+            flag = f"--split-recipe {split}="
+        else:
+            flag += " "
+        close = difflib.get_close_matches(recipe, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SystemExit(f"{flag}{recipe}: unknown split recipe; {hint}known recipes: {', '.join(known)}, or file:PATH")
+
+
 def _check_roots(voc_root, sbd_root, data_root=None):
     """Fails before any TFX start-up when a given root is not there (remote roots are checked by the driver)."""
     from data.fileio import is_remote
@@ -368,6 +375,8 @@ def options_from_args(args, with_model):
             options = dataclasses.replace(
                 options, split_recipes=dict(configs.GENERIC_SPLIT_RECIPES) if not reference_tfrecords else None
             )
+    if options.layout == "voc":
+        check_recipes(options.split_recipes, args)
     return dataclasses.replace(options, **model_options_from_args(args)) if with_model else options
 
 

@@ -13,8 +13,20 @@ import os
 import sys
 import time
 
-# Commands that are quiet by default (runner.py adds --verbose to them).
-QUIET_COMMANDS = ("demo", "run", "ingest", "train", "evaluate", "export")
+# Commands that are quiet by default (runner.py adds --verbose to them): all of them.
+QUIET_COMMANDS = (
+    "synth",
+    "ingest",
+    "run",
+    "compile",
+    "schema",
+    "demo",
+    "train",
+    "evaluate",
+    "export",
+    "serve",
+    "predict",
+)
 # Loggers whose warnings are about the user's data or settings, so they stay on the terminal.
 PROJECT_LOGGERS = ("data", "models", "components", "pipeline", "serving", "runner", "__main__")
 LOG_DIRNAME = "logs"
@@ -32,13 +44,39 @@ _STAGE_FINISHED = "Component %s is finished."
 _STAGE_CACHED = "A cached execution %d is used."
 
 
-def log_path_for(command, args, now=None):
-    """`<run folder>/logs/deeplab-<command>-<time>.log`: the run folder is the command's --workdir or
-    --output-dir when local, else runs/logs (a gs:// output cannot take an appended log)."""
+# Where a command's log goes when it has no --workdir / --output-dir: (flag attribute, where). "inside": the
+# folder the command fills; "beside": next to the file or new folder it creates (a SavedModel version folder
+# must hold nothing else; the serving base path only numeric versions are read from).
+LOG_FOLDER_OF = {
+    "synth": ("output", "inside"),
+    "predict": ("out", "inside"),
+    "export": ("output", "beside"),
+    "compile": ("output", "beside"),
+    "schema": ("out", "beside"),
+    "serve": ("model_base_path", "beside"),
+}
+# Commands whose stdout is read by scripts: their `log:` line goes to stderr (serve's first stdout line is JSON).
+LOG_LINE_ON_STDERR = ("serve",)
+
+
+def log_folder_for(command, args):
+    """The folder of a command's log: `<workdir|output-dir>/logs`, else beside or inside its output (LOG_FOLDER_OF),
+    else runs/logs (also for a gs:// output, which cannot take an appended log)."""
     folder = getattr(args, "workdir", None) or getattr(args, "output_dir", None)
-    folder = os.path.join(folder, LOG_DIRNAME) if folder and "://" not in str(folder) else FALLBACK_LOG_DIR
+    if not folder and command in LOG_FOLDER_OF:
+        attribute, where = LOG_FOLDER_OF[command]
+        path = getattr(args, attribute, None)
+        if path:
+            folder = path if where == "inside" else os.path.dirname(os.path.abspath(str(path).rstrip("/")))
+    if folder and "://" not in str(folder):
+        return os.path.join(folder, LOG_DIRNAME)
+    return FALLBACK_LOG_DIR
+
+
+def log_path_for(command, args, now=None):
+    """`<log folder>/deeplab-<command>-<time>.log` (see log_folder_for)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return os.path.join(folder, f"deeplab-{command}-{stamp}.log")
+    return os.path.join(log_folder_for(command, args), f"deeplab-{command}-{stamp}.log")
 
 
 class _ProjectWarnings(logging.Filter):
@@ -106,7 +144,11 @@ def quiet(command, args):
     absl_level = absl_logger.level
     absl_logger.setLevel(logging.INFO)
     absl_logger.setLevel = lambda level: None
-    print(f"log: {path} (--verbose prints it here instead)", flush=True)
+    print(
+        f"log: {path} (--verbose prints it here instead)",
+        file=terminal if command in LOG_LINE_ON_STDERR else sys.stdout,
+        flush=True,
+    )
     try:
         yield path
     finally:

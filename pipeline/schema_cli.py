@@ -9,9 +9,9 @@ command regenerates the schema from the StatisticsGen output of a run:
   data satisfy are kept, new features are added;
 - `--infer`: a schema inferred from scratch (`tfdv.infer_schema`), to curate by hand.
 
-It prints the proposal (or writes it to `--out`) and a unified diff against the checked-in file on
-stderr; `--write` overwrites the checked-in file. Review the diff: every relaxed constraint is one an
-anomaly would have caught.
+It prints a unified diff against the checked-in file on stderr and the proposal on stdout (or writes it to
+`--out`; `--write` overwrites the checked-in file), or only "no change" when the statistics fit the schema.
+Review the diff: every relaxed constraint is one an anomaly would have caught.
 """
 
 import difflib
@@ -58,7 +58,7 @@ def add_arguments(command, parser):
         action="store_true",
         help="infer from scratch (tfdv.infer_schema) instead of relaxing the checked-in schema",
     )
-    parser.add_argument("--out", help="write the proposed schema here (default: print it on stdout)")
+    parser.add_argument("--out", help="write the proposed schema here (default: print it on stdout, when it differs)")
     parser.add_argument(
         "--write", action="store_true", help="overwrite the checked-in schema (--schema) with the proposal"
     )
@@ -151,7 +151,11 @@ def main(command, args):
             file=sys.stderr,
         )
     diff = schema_diff(schema_text(current), text, args.schema, args.out or "proposed")
-    print(diff or f"no change to {args.schema}", file=sys.stderr)
+    if not diff:  # nothing to review: the schema is not rewritten (that would drop its comments) nor printed
+        print(f"no change to {args.schema}: the statistics fit it", file=sys.stderr)
+        args.write = False
+    else:
+        print(diff, file=sys.stderr)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
@@ -160,6 +164,6 @@ def main(command, args):
         with open(args.schema, "w") as f:
             f.write(text)
         print(f"wrote {args.schema} (review it: the comments of the curated file are not kept)", file=sys.stderr)
-    if not args.out and not args.write:
+    if diff and not args.out and not args.write:
         sys.stdout.write(text)
     return 0

@@ -34,8 +34,9 @@ def add_arguments(command, parser):
         src = parser.add_argument_group("model to export (one of)")
         src.add_argument(
             "--model",
-            help="trained model: exported SavedModel dir, .keras/.h5 file, or TF checkpoint "
-            "(prefix or directory; hparams.json beside it or --hparams)",
+            help="trained model: exported SavedModel dir, a Trainer Model artifact, .keras/.h5 file, or TF "
+            "checkpoint (prefix or directory; hparams.json beside it or --hparams); a folder of numbered ones "
+            "(OUT/pipeline_root/Trainer/model, a serving base path): the latest",
         )
         src.add_argument("--init", choices=["random"], help="export an untrained model of the given configuration")
         parser.add_argument("--hparams", help="hparams JSON (models/hparams.py format) to rebuild the model from")
@@ -91,25 +92,39 @@ def add_arguments(command, parser):
             required=True,
             help="folder of numeric version folders (<base>/<version>/saved_model.pb)",
         )
-        parser.add_argument("--model-name", default=configs.MODEL_NAME)
-        parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 to listen on all)")
-        parser.add_argument("--grpc-port", type=int, default=configs.GRPC_PORT, help="0: any free port")
-        parser.add_argument("--rest-port", type=int, default=configs.REST_PORT, help="0: any free port; -1: no REST")
+        parser.add_argument("--model-name", default=configs.MODEL_NAME, help="served model name (default %(default)s)")
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="address to bind (default %(default)s; 0.0.0.0 to listen on all)"
+        )
+        parser.add_argument(
+            "--grpc-port", type=int, default=configs.GRPC_PORT, help="gRPC port (default %(default)s; 0: any free port)"
+        )
+        parser.add_argument(
+            "--rest-port",
+            type=int,
+            default=configs.REST_PORT,
+            help="REST port (default %(default)s; 0: any free port; -1: no REST)",
+        )
         parser.add_argument(
             "--poll-seconds",
             type=float,
             default=1.0,
-            help="like --file_system_poll_wait_seconds: how often to look for new versions (0: never)",
+            help="like --file_system_poll_wait_seconds: how often to look for new versions (default %(default)s; "
+            "0: never)",
         )
-        parser.add_argument("--max-message-mb", type=float, default=64, help="largest request/response")
+        parser.add_argument(
+            "--max-message-mb", type=float, default=64, help="largest request/response in MB (default %(default)s)"
+        )
         parser.add_argument(
             "--max-image-pixels",
             type=int,
             default=4096 * 4096,
-            help="largest decoded image (pixels), checked from the header before decoding",
+            help="largest decoded image (pixels), checked from the header before decoding (default %(default)s)",
         )
-        parser.add_argument("--max-image-side", type=int, default=8192)
-        parser.add_argument("--threads", type=int, default=8, help="gRPC worker threads")
+        parser.add_argument(
+            "--max-image-side", type=int, default=8192, help="largest image side in pixels (default %(default)s)"
+        )
+        parser.add_argument("--threads", type=int, default=8, help="gRPC worker threads (default %(default)s)")
         parser.add_argument("--no-warmup", action="store_true", help="do not replay assets.extra warm-up requests")
         parser.add_argument(
             "--version-label", type=parse_assignment, action="append", default=[], metavar="LABEL=VERSION"
@@ -130,22 +145,33 @@ def add_arguments(command, parser):
         )
         for knob in batching.BatchingOptions.knobs():
             flag = "--" + knob.name.replace("_", "-")
-            group.add_argument(flag, type=int, default=knob.default, help=knob.metadata["help"])
+            group.add_argument(
+                flag, type=int, default=knob.default, help=knob.metadata["help"] + " (default %(default)s)"
+            )
         group.add_argument(
             "--batch-signatures",
             nargs="+",
             default=list(batching.DEFAULT_BATCHED_SIGNATURES),
             metavar="SIGNATURE",
             help="signatures to batch ('*': all; requests with a scalar "
-            "input or of other image sizes are never merged)",
+            "input or of other image sizes are never merged; default: %(default)s)",
         )
     elif command == "predict":
         from serving import predict, rest_client
 
-        parser.add_argument("--server", required=True, help="HOST:PORT of TF Serving (gRPC, or REST with --rest)")
-        parser.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
+        parser.add_argument(
+            "--server",
+            required=True,
+            help=f"HOST:PORT of TF Serving: its gRPC port (default {configs.GRPC_PORT}), or its REST port "
+            f"(default {configs.REST_PORT}) with --rest",
+        )
+        parser.add_argument("--rest", action="store_true", help="use the REST API (port 8501) instead of gRPC (8500)")
         parser.add_argument("--image", nargs="+", required=True, help="JPEG/PNG files")
-        parser.add_argument("--out", default="predictions", help="folder for label/overlay PNGs and predictions.json")
+        parser.add_argument(
+            "--out",
+            default="predictions",
+            help="folder for the label and overlay PNGs and predictions.json (default %(default)s)",
+        )
         parser.add_argument("--model-name", default=configs.MODEL_NAME)
         parser.add_argument("--version", type=int, default=None, help="model version (default: latest)")
         parser.add_argument("--version-label", default=None)
@@ -245,7 +271,9 @@ def _export_or_raise(args):
         hparams = {}
         extra = {"source": f"init={args.init}", "init": args.init, "seed": args.seed}
     else:
-        loaded = model_io.load_model(args.model, hparams=args.hparams, precision=precision)
+        from models.cli import latest_model
+
+        loaded = model_io.load_model(latest_model(args.model, "--model"), hparams=args.hparams, precision=precision)
         model, config, hparams, source_config = loaded
         if label_map is None:
             label_map = loaded.label_map  # the source's (None: VOC for 21 classes, models.export.default_label_map)
@@ -273,7 +301,36 @@ def _export_or_raise(args):
     return 0
 
 
+def port_taken(host, port):
+    """The OSError binding host:port now would raise (EADDRINUSE: another server has it), else None."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to listen on
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return e
+    return None
+
+
+def _check_ports(args):
+    """Fails in a line naming the port and its flag when a port is taken, before any model is loaded."""
+    for api, port, flag in (("gRPC", args.grpc_port, "--grpc-port"), ("REST", args.rest_port, "--rest-port")):
+        if port is None or port <= 0:
+            continue
+        error = port_taken(args.host, port)
+        if error is not None:
+            raise SystemExit(
+                f"deeplab serve: {api} port {port} on {args.host} is not free ({error.strerror}: another server, "
+                f"perhaps another `deeplab serve`, holds it); stop that one or choose another port with "
+                f"{flag} PORT (0: any free port)"
+            )
+
+
 def _serve(args):
+    _check_ports(args)
     from serving.server import BatchingOptions, ModelServer
 
     try:
@@ -313,6 +370,10 @@ def _serve(args):
         )
     # One machine-readable line for scripts/tests that start the server with port 0.
     print(json.dumps({"grpc_port": server.grpc_port, "rest_port": server.rest_port}), flush=True)
+    apis = [f"gRPC {args.host}:{server.grpc_port}"]
+    if server.rest_port:
+        apis.append(f"REST {args.host}:{server.rest_port}")
+    print(f"serving {args.model_name!r} from {args.model_base_path} on {' and '.join(apis)}; Ctrl-C stops", flush=True)
     try:
         server.wait()
     except KeyboardInterrupt:

@@ -89,6 +89,14 @@ class GrpcClient(ServingClient):
             try:
                 return method(request, timeout=self.timeout)
             except grpc.RpcError as e:
+                details = e.details() or ""
+                if "Failed parsing HTTP/2" in details or "http1" in details.lower():  # an HTTP/1 server answered
+                    raise ServingClientError(
+                        e.code().name,
+                        f"{self.server} answered in HTTP/1, not gRPC: this looks like a REST port; use --server "
+                        "HOST:8500 for gRPC, or add --rest",
+                        f"{self.server} {name}",
+                    ) from None
                 if e.code() == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
                     delay = self.backoff * 2**attempt
                     log.warning("%s: %s UNAVAILABLE (%s); retrying in %.1f s", self.server, name, e.details(), delay)

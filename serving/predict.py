@@ -97,7 +97,8 @@ def predict_files(
         stem = os.path.splitext(os.path.basename(path))[0]
         if label_map.shape != image.shape[:2]:
             print(
-                f"deeplab predict: {path}: server returned a {label_map.shape} map for a {image.shape[:2]} image",
+                f"deeplab predict: {path}: server returned a {label_map.shape[1]}x{label_map.shape[0]} (WxH) map for "
+                f"a {image.shape[1]}x{image.shape[0]} image",
                 file=sys.stderr,
             )
             return 1
@@ -115,7 +116,7 @@ def predict_files(
             for i, c in sorted(zip(ids.tolist(), counts.tolist()), key=lambda t: -t[1])
         }
         print(
-            f"{path} ({image.shape[0]}x{image.shape[1]}): "
+            f"{path} ({image.shape[1]}x{image.shape[0]} WxH): "
             + ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
         )
         report.append(

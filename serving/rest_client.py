@@ -11,18 +11,24 @@ Images travel base64-encoded as {"b64": ...}; requests use the row ("instances")
 `columnar=True` ("inputs"). Errors raise ServingClientError carrying TF Serving's error text.
 """
 
+from __future__ import annotations
+
 import base64
+import http.client
 import io
 import json
 import logging
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
+# numpy and the label map are imported inside the functions that use them: `deeplab predict --help` imports this
+# module for its defaults and stays instant.
+if TYPE_CHECKING:
+    import numpy as np
 
-from data.label_map import LabelMap
+    from data.label_map import LabelMap
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,7 @@ LABEL_MAP_SIGNATURE = "label_map"
 
 def decode_label_png(data: Union[bytes, str, Dict[str, str]]) -> np.ndarray:
     """A `segmentation_png` value (bytes, or {"b64": ...} from REST JSON) -> int64 [h, w] label map."""
+    import numpy as np
     from PIL import Image
 
     if isinstance(data, dict):
@@ -85,6 +92,8 @@ def crop_batch(outputs: Mapping[str, Any]) -> List[Tuple[np.ndarray, Optional[np
     """serving_default outputs -> [(label_map int64 [h,w], confidence float32 [h,w] or None)] at each
     image's own size: from `segmentation_png` when present (compact), else from the int64
     `segmentation_map` padded to the largest image."""
+    import numpy as np
+
     heights, widths = np.asarray(outputs["height"]), np.asarray(outputs["width"])
     conf = np.asarray(outputs["confidence"]) if "confidence" in outputs else None
     if "segmentation_png" in outputs:
@@ -104,6 +113,8 @@ def _lacks_compact_output(error):
 
 
 def _text(value):
+    import numpy as np
+
     if isinstance(value, dict):  # {"b64": ...}: a string output that is not valid UTF-8 (or a *_bytes alias)
         value = base64.b64decode(value["b64"])
     return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
@@ -112,6 +123,10 @@ def _text(value):
 def label_map_from_outputs(outputs: Mapping[str, Any], source: str = "the served model") -> LabelMap:
     """The `label_map` signature's outputs (row 0 of each) -> data.label_map.LabelMap (name 'served'): the
     names, the display colours of ids 0..N-1 and the ignore label."""
+    import numpy as np
+
+    from data.label_map import LabelMap
+
     names = [_text(v) for v in np.asarray(outputs["class_names"], dtype=object)[0].tolist()]
     colors = np.asarray(outputs["class_colors"], np.int64)[0].reshape(-1, 3)
     ignore = int(np.asarray(outputs["ignore_label"]).reshape(-1)[0])
@@ -216,6 +231,13 @@ class RestClient(ServingClient):
                 raise ServingClientError("UNAVAILABLE", f"cannot reach the server: {reason}", url) from None
             except TimeoutError:
                 raise ServingClientError("DEADLINE_EXCEEDED", f"no answer within {self.timeout} s", url) from None
+            except http.client.HTTPException as e:  # an answer that is not HTTP/1.x: gRPC speaks HTTP/2 frames
+                raise ServingClientError(
+                    "UNAVAILABLE",
+                    f"{self.base} answered with something that is not HTTP ({type(e).__name__}): this looks like a "
+                    f"gRPC port; use --server HOST:8501 with --rest, or drop --rest",
+                    url,
+                ) from None
 
     def predict(
         self,
@@ -267,6 +289,8 @@ class RestClient(ServingClient):
 
     def predict_images(self, image: np.ndarray) -> np.ndarray:
         """The reference repo's signature: RGB image uint8/float [H,W,3] -> label map int64 [H,W]."""
+        import numpy as np
+
         image = np.asarray(image, np.float32)
         h, w = image.shape[:2]
         out = self.predict(

@@ -42,6 +42,32 @@ def test_log_path_is_under_the_run_folder_or_runs_logs(tmp_path):
     assert os.path.dirname(remote) == console.FALLBACK_LOG_DIR
 
 
+def test_every_command_logs_beside_its_output(tmp_path):
+    """Inside the folder a command fills, beside what it creates (a SavedModel version folder, a file), never in
+    the current folder (`deeplab export` once wrote ./runs/logs wherever it was run)."""
+    out = str(tmp_path)
+    cases = {
+        ("synth", "output"): os.path.join(out, "ds"),
+        ("predict", "out"): os.path.join(out, "preds"),
+        ("export", "output"): os.path.join(out, "serving", "deeplab", "7"),
+        ("compile", "output"): os.path.join(out, "pipeline.json"),
+        ("schema", "out"): os.path.join(out, "proposed.pbtxt"),
+        ("serve", "model_base_path"): os.path.join(out, "serving", "deeplab"),
+    }
+    expected = {
+        "synth": os.path.join(out, "ds", "logs"),
+        "predict": os.path.join(out, "preds", "logs"),
+        "export": os.path.join(out, "serving", "deeplab", "logs"),
+        "compile": os.path.join(out, "logs"),
+        "schema": os.path.join(out, "logs"),
+        "serve": os.path.join(out, "serving", "logs"),
+    }
+    for (command, flag), value in cases.items():
+        args = argparse.Namespace(**{flag: value})
+        assert os.path.dirname(console.log_path_for(command, args)) == expected[command], command
+    assert set(console.QUIET_COMMANDS) == set(__import__("runner").COMMANDS)  # every command has a log
+
+
 def test_quiet_sends_noise_to_the_log_keeps_project_warnings_and_restores(tmp_path, capsys):
     args = argparse.Namespace(output_dir=str(tmp_path))
     handlers_before = list(logging.getLogger().handlers)

@@ -27,7 +27,8 @@ def add_arguments(command, parser):
         "--model",
         required=True,
         help="SavedModel with a 'logits' signature (models.export), or a Trainer model "
-        "artifact directory holding Format-Serving/",
+        "artifact directory holding Format-Serving/, or a folder of numbered ones (a serving model base path, "
+        "OUT/pipeline_root/Trainer/model): the latest",
     )
     parser.add_argument("--baseline-model", help="optional second model evaluated on the same data for comparison")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -190,6 +191,9 @@ def format_summary(result):
     ]
     if result["absent_classes"]:
         lines.append("absent (left out of the means): " + ", ".join(result["absent_classes"]))
+    baseline_model = result.get("baseline_model") or {}
+    if baseline_model.get("reason"):
+        lines.append(f"baseline {baseline_model['path']} not evaluated: {baseline_model['reason']}")
     if result.get("baseline"):
         lines.append(
             f"baseline mIoU {pct(result['baseline']['metrics']['miou'])} "
@@ -211,6 +215,10 @@ def main(command, args):
             "deeplab evaluate: --max-eval-skipped-fraction is a fraction in [0, 1], "
             f"got {args.max_eval_skipped_fraction}"
         )
+    from models.cli import latest_model
+
+    args.model = latest_model(args.model, "--model")
+    args.baseline_model = latest_model(args.baseline_model, "--baseline-model")
     tta = _tta(args)
     if args.examples:
         pattern, refs = beam_eval.resolve_examples(args.examples, args.split), None

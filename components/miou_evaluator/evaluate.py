@@ -71,12 +71,15 @@ def decide_blessing(
     images_skipped=0,
     skipped_by_reason=None,
     max_eval_skipped_fraction=DEFAULT_MAX_EVAL_SKIPPED_FRACTION,
+    regression_skipped=None,
 ):
     """The gate: blessed iff mIoU >= miou_threshold (when set) AND, when a baseline was evaluated,
     mIoU >= baseline mIoU - max_regression AND at most `max_eval_skipped_fraction` of the evaluation
     records were skipped (images_skipped / (images_evaluated + images_skipped); equal passes, so the
     default 0.0 blesses only a complete evaluation). A model without an mIoU (no labelled pixels) is
-    never blessed. Returns {'blessed', 'checks': [...], 'message', ...}; every check states its numbers."""
+    never blessed. `regression_skipped`: why there is no baseline mIoU to compare with although a baseline
+    model exists (its label map differs): the regression check is skipped, saying so in every message.
+    Returns {'blessed', 'checks': [...], 'message', ...}; every check states its numbers."""
     if images_skipped and images_evaluated is None:
         raise ValueError("decide_blessing needs images_evaluated to weigh images_skipped")
     skipped_check, skipped_numbers = skipped_records_check(
@@ -117,18 +120,24 @@ def decide_blessing(
                 {
                     "name": "max_regression",
                     "passed": True,
-                    "detail": "no baseline model (no blessed model yet): regression check skipped",
+                    "skipped": True,
+                    "detail": f"regression check skipped: {regression_skipped}"
+                    if regression_skipped
+                    else "no baseline model (no blessed model yet): regression check skipped",
                 }
             )
     checks.append(skipped_check)
     blessed = all(c["passed"] for c in checks)
     failed = [c["detail"] for c in checks if not c["passed"]]
+    if regression_skipped and not blessed:  # the blessing line says why the baseline did not count
+        failed += [c["detail"] for c in checks if c.get("skipped")]
     message = "BLESSED: " + "; ".join(c["detail"] for c in checks) if blessed else "NOT BLESSED: " + "; ".join(failed)
     return {
         "blessed": blessed,
         "miou_threshold": miou_threshold,
         "max_regression": max_regression,
         "baseline_miou": baseline_miou,
+        "regression_skipped": regression_skipped,
         **skipped_numbers,
         "checks": checks,
         "message": message,
@@ -235,6 +244,31 @@ def _compare(current, baseline):
 TTA_FROM_EXPORT = "export"
 
 
+def _classes(model_dir):
+    """(class names, ignore label) a model was exported with: its deeplab_export.json label map, VOC's for an
+    export that records none."""
+    from data.label_map import LabelMap
+    from models.export_files import read_label_map
+
+    try:
+        label_map = read_label_map(model_dir) or LabelMap.voc()
+    except FileNotFoundError:  # not written by models.export: no record of its classes, as before label maps
+        label_map = LabelMap.voc()
+    return tuple(label_map.names), int(label_map.ignore_label), label_map.name
+
+
+def label_map_mismatch(model_dir, baseline_model_dir):
+    """Why the two models' mIoUs cannot be compared (their label maps differ), or None when they have the same
+    classes: the no-regression check only compares like with like."""
+    current, baseline = _classes(model_dir), _classes(baseline_model_dir)
+    if current[:2] == baseline[:2]:
+        return None
+    return (
+        f"the baseline model's label map ({baseline[2]!r}, {len(baseline[0])} classes) is not this model's "
+        f"({current[2]!r}, {len(current[0])} classes), so their mIoUs are not comparable"
+    )
+
+
 def resolve_tta(tta, model_dir=None):
     """TTAConfig from a TTAConfig, its dict, None (whole image, scale 1) or TTA_FROM_EXPORT: the
     TTA baked into the model's serving signatures (assets.extra/deeplab_export.json), so the gate
@@ -292,12 +326,18 @@ def evaluate(
 
     model_dirs = {beam_eval.CURRENT: beam_eval.resolve_model_dir(model_dir)}
     tta = resolve_tta(tta, model_dirs[beam_eval.CURRENT])
+    regression_skipped = None
     if baseline_model_dir:
-        model_dirs[beam_eval.BASELINE] = beam_eval.resolve_model_dir(baseline_model_dir)
+        baseline_dir = beam_eval.resolve_model_dir(baseline_model_dir)
+        regression_skipped = label_map_mismatch(model_dirs[beam_eval.CURRENT], baseline_dir)
+        if regression_skipped:
+            log.warning("Baseline %s not evaluated: %s", baseline_dir, regression_skipped)
+        else:
+            model_dirs[beam_eval.BASELINE] = baseline_dir
     log.info(
         "Evaluating %s%s (TTA: %s)",
         model_dirs[beam_eval.CURRENT],
-        f" against baseline {model_dirs[beam_eval.BASELINE]}" if baseline_model_dir else "",
+        f" against baseline {model_dirs[beam_eval.BASELINE]}" if beam_eval.BASELINE in model_dirs else "",
         tta.describe(),
     )
     raw = beam_eval.run_beam_evaluation(
@@ -317,6 +357,8 @@ def evaluate(
     if label_map_dict is not None:  # absent for VOC: evaluation.json stays as it was
         result["label_map"] = label_map_dict
         result["ignore_label"] = int(ignore_label)
+    if regression_skipped:
+        result["baseline_model"] = {"path": baseline_dir, "evaluated": False, "reason": regression_skipped}
     baseline_miou = result["baseline"]["metrics"]["miou"] if result["baseline"] else None
     data = result["data"]
     data["max_eval_skipped_fraction"] = max_eval_skipped_fraction
@@ -329,6 +371,7 @@ def evaluate(
         images_skipped=data["images_skipped"],
         skipped_by_reason=data["skipped_by_reason"],
         max_eval_skipped_fraction=max_eval_skipped_fraction,
+        regression_skipped=regression_skipped,
     )
     if raw["skipped"]:
         log.warning(

@@ -312,6 +312,9 @@ def index_html(result, files):
     baseline_line = (
         f"<p>Baseline: <code>{e(result['baseline_model']['path'])}</code>, mIoU {_pct(base['metrics']['miou'])}</p>"
         if base
+        else f"<p>Baseline: <code>{e(result['baseline_model']['path'])}</code>, not evaluated: "
+        f"{e(result['baseline_model']['reason'])}</p>"
+        if (result.get("baseline_model") or {}).get("reason")
         else "<p>No baseline model.</p>"
     )
     return f"""<!DOCTYPE html>

@@ -8,18 +8,32 @@ either. Layout: core.py (validation, tensors, signatures), manager.py (versions,
 warm-up), grpc_api.py and rest_api.py (front ends), image_limits.py (decompression-bomb guard).
 """
 
+import importlib
 import logging
 import threading
 
-from serving.server.batching import BatchingOptions
-from serving.server.core import Limits, Servable, ServingError
-from serving.server.grpc_api import create_grpc_server
-from serving.server.manager import ModelManager, list_versions
-from serving.server.rest_api import RestServer
+from serving.server.batching import BatchingOptions  # light (no TensorFlow): `deeplab serve --help` shows its knobs
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ModelServer", "BatchingOptions", "Limits", "ModelManager", "Servable", "ServingError", "list_versions"]
+# The names of the modules that import TensorFlow, resolved on first use (PEP 562), so that importing
+# serving.server (for BatchingOptions) stays instant.
+_LAZY = {
+    "Limits": "core",
+    "Servable": "core",
+    "ServingError": "core",
+    "ModelManager": "manager",
+    "list_versions": "manager",
+    "create_grpc_server": "grpc_api",
+    "RestServer": "rest_api",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ModelServer:
@@ -50,6 +64,9 @@ class ModelServer:
         ssl_key=None,
         batching=True,
     ):
+        from serving.server.core import Limits
+        from serving.server.manager import ModelManager
+
         self.host = host
         self.limits = Limits(int(max_message_mb * (1 << 20)), max_image_pixels, max_image_side)
         if batching is True:
@@ -69,6 +86,9 @@ class ModelServer:
         self._grpc = self._rest = self._rest_thread = None
 
     def start(self):
+        from serving.server.grpc_api import create_grpc_server
+        from serving.server.rest_api import RestServer
+
         self.manager.start()
         try:
             if self.grpc_port is not None:

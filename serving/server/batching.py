@@ -29,9 +29,6 @@ import threading
 import time
 from concurrent.futures import Future
 
-import grpc
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 # TF Serving's defaults as in serving/config/batching.config.
@@ -113,6 +110,8 @@ def split_outputs(outputs, sizes):
     serving_default-style outputs (int `height`/`width` [B] beside maps [B,H,W]) are cropped to the
     request's own largest image, as the signature answers a request alone.
     """
+    import numpy as np
+
     bounds = np.cumsum([0] + list(sizes))
     parts = []
     for start, stop in zip(bounds[:-1], bounds[1:]):
@@ -129,8 +128,6 @@ def split_outputs(outputs, sizes):
 
 class QueueFull(Exception):
     """The queue holds max_enqueued_batches batches already (TF Serving answers UNAVAILABLE)."""
-
-    code = grpc.StatusCode.UNAVAILABLE
 
 
 class BatchingQueue:
@@ -290,6 +287,8 @@ class BatchingQueue:
             except BaseException as e:  # the request's own error, delivered to its caller
                 task.future.set_exception(e)
             return
+        import numpy as np  # here, not at the top: `deeplab serve --help` imports this module for its knobs
+
         merged = {k: np.concatenate([t.inputs[k] for t in batch], axis=0) for k in batch[0].inputs}
         try:
             outputs = self.fn(merged)

@@ -221,7 +221,7 @@ class Servable:
                 want.is_floating and array.ndim == 4 and array.shape[1] * array.shape[2] > self.limits.max_image_pixels
             ):
                 raise invalid(
-                    f"input '{alias}': {array.shape[1]}x{array.shape[2]} images are over the "
+                    f"input '{alias}': {array.shape[2]}x{array.shape[1]} (WxH) images are over the "
                     f"server's limit of {self.limits.max_image_pixels} pixels"
                 )
 

@@ -67,10 +67,10 @@ def check_image(data, max_pixels, max_side):
     """Raise ImageHeaderError (naming the declared size and the limit) unless the image is acceptable."""
     fmt, height, width = image_size(data)
     if height <= 0 or width <= 0:
-        raise ImageHeaderError(f"{fmt.upper()} header declares an empty image ({height}x{width})")
+        raise ImageHeaderError(f"{fmt.upper()} header declares an empty image ({width}x{height} WxH)")
     if max(height, width) > max_side or height * width > max_pixels:
         raise ImageHeaderError(
-            f"{fmt.upper()} image declares {height}x{width} pixels, over the server's limit "
+            f"{fmt.upper()} image (WxH) declares {width}x{height} pixels, over the server's limit "
             f"({max_pixels} pixels, {max_side} per side); resize it before sending"
         )
     return fmt, height, width

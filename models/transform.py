@@ -118,9 +118,9 @@ def example_vectors(images, masks, filenames, num_classes, ignore_label):
     check = tf.debugging.Assert(
         tf.logical_not(tf.reduce_any(bad)),
         [
-            f"mask value outside the label map (class ids 0..{num_classes - 1} and the ignore label {ignore_label}) "
-            "in the record(s) named below (image/filename) with the value(s) after them; fix those masks or "
-            "ingest with the label map that describes them (--label-map):",
+            f"mask value outside the label map (class ids 0..{num_classes - 1} and the ignore label {ignore_label}); "
+            "fix those masks or ingest with the label map that describes them (--label-map). Record(s) "
+            "(image/filename), then the largest bad value of each:",
             tf.boolean_mask(filenames, bad),
             tf.boolean_mask(bad_value, bad),
         ],
@@ -194,11 +194,6 @@ class DatasetStatistics:
     def class_image_fraction(self):
         """f_c: the fraction of training images containing each class."""
         return tuple(c / self.num_examples for c in self.class_images)
-
-    def histogram(self):
-        """pixels per label value [256] as LabelStatsGen and models.losses.class_weights_from_histogram read it
-        (class ids, then the ignore label's pixels at its own value when given)."""
-        return list(self.class_pixels)
 
     def to_json_dict(self):
         return {
@@ -278,13 +273,13 @@ def class_presence_fn(tft_output):
 
 def repeat_factors(presence, class_image_fraction, threshold):
     """LVIS repeat factors r_i = max over the classes c in image i of max(1, sqrt(t / f_c)) (1 for an image
-    without a class id). presence: [..., C] 0/1 tensor; returns float32 [...]. Works on numpy and tensors."""
+    without a class id). presence: [..., C] 0/1 tensor; returns float32 [...]."""
     import tensorflow as tf
 
-    fractions = tf.constant(class_image_fraction, tf.float64)
-    per_class = tf.maximum(1.0, tf.sqrt(threshold / tf.maximum(fractions, 1e-12)))
+    fractions = np.maximum(np.asarray(class_image_fraction, np.float64), 1e-12)
+    per_class = tf.constant(np.maximum(1.0, np.sqrt(float(threshold) / fractions)), tf.float64)
     present = tf.cast(presence, tf.float64)
-    return tf.cast(tf.maximum(1.0, tf.reduce_max(present * per_class, axis=-1)), tf.float32)
+    return tf.cast(tf.maximum(tf.constant(1.0, tf.float64), tf.reduce_max(present * per_class, axis=-1)), tf.float32)
 
 
 def check_nonempty(files):
@@ -319,12 +314,31 @@ def analyze_files(train_files, output_dir, num_classes, ignore_label, beam_args=
     source = tfxio.TFExampleRecord(file_pattern=files, schema=schema)  # GZIP or not: detected per file
     fn = functools.partial(preprocessing_fn, custom_config=transform_config(num_classes, ignore_label))
     options = PipelineOptions(list(beam_args or ["--direct_running_mode=in_memory", "--direct_num_workers=1"]))
-    with tempfile.TemporaryDirectory() as temp, beam.Pipeline(options=options) as pipeline:
-        with tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):
-            raw = pipeline | "Read" >> source.BeamSource()
-            transform_fn = (raw, source.TensorAdapterConfig()) | "Analyze" >> tft_beam.AnalyzeDataset(fn)
-            _ = transform_fn | "Write" >> tft_beam.WriteTransformFn(output_dir)
+    try:
+        with tempfile.TemporaryDirectory() as temp, beam.Pipeline(options=options) as pipeline:
+            with tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):
+                raw = pipeline | "Read" >> source.BeamSource()
+                transform_fn = (raw, source.TensorAdapterConfig()) | "Analyze" >> tft_beam.AnalyzeDataset(fn)
+                _ = transform_fn | "Write" >> tft_beam.WriteTransformFn(output_dir)
+    except Exception as e:  # pylint: disable=broad-except  # Beam wraps the mask check's assert in its own errors
+        message = bad_mask_message(e)
+        if message is None:
+            raise
+        raise ValueError(f"{message} (training examples {files[:3]}{'...' if len(files) > 3 else ''})") from None
     return output_dir
+
+
+def bad_mask_message(error):
+    """The one-line message of the mask check's failed assert inside `error` (however Beam wrapped it), or None."""
+    import re
+
+    text = str(error)
+    start = text.find("mask value outside the label map")
+    if start < 0:
+        return None
+    text = text[start:].split("\n\t [[", 1)[0].split("\n", 1)[0]
+    text = re.sub(r"\s+", " ", text).replace("] [", " ").strip(" []")
+    return text
 
 
 def load_or_analyze(transform_graph, train_files, work_dir, num_classes, ignore_label):

@@ -140,7 +140,9 @@ def train_dataset(
         if presence_fn is None or class_image_fraction is None:
             raise ValueError("sampling='class_balanced' needs the transform graph's presence_fn and class fractions")
         ds = with_repeat_factors(records, presence_fn, class_image_fraction, hparams.repeat_threshold)
-        ds = ds.map(lambda s, r: (parse_example(s), r), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        ds = ds.map(
+            lambda s, r: (parse_example(s), r), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+        )
         if hparams.cache_decoded:
             ds = ds.cache()
         ds = repeat_factor_sample(ds, seed).shuffle(hparams.shuffle_buffer, seed=seed)

@@ -4,8 +4,9 @@ train(hparams, train_files, eval_files, model_run_dir, serving_model_dir) does, 
   strategy (MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy on several GPUs) ->
   precision policy -> dataset statistics (models/transform.py: the pipeline's transform graph, or the same
   analyzers run in-process) -> class weights of the loss (hparams.class_weights; "auto" etc. from the class pixel
-  counts), input normalization (hparams.normalization), class-balanced sampling (hparams.sampling) -> model (models.deeplab; with hparams.init_from, the weights of a trained
-  model copied by models.finetune.warm_start) + SGD/Adam with the poly schedule -> Model.fit with
+  counts), input normalization (hparams.normalization), class-balanced sampling (hparams.sampling) -> model
+  (models.deeplab; with hparams.init_from, the weights of a trained model copied by models.finetune.warm_start) +
+  SGD/Adam with the poly schedule -> Model.fit with
   BackupAndRestore (a killed run resumes at its last checkpointed step), TensorBoard (loss,
   learning rate, running mIoU, prediction overlays), best-mIoU checkpoint -> mIoU over every
   validation image at its own size -> model.keras + hparams.json + train_report.json in
@@ -169,7 +170,7 @@ def compile_model(model, hparams, total_steps, class_weights=None):
         if isinstance(hparams.class_weights, str):
             raise ValueError(
                 f"class_weights={hparams.class_weights!r} is computed from the training examples: pass "
-                "compile_model(..., class_weights=resolve_class_weights(hparams, train_files)[0])"
+                "compile_model(..., class_weights=resolve_class_weights(hparams, dataset_statistics(...)[0])[0])"
             )
         class_weights = list(hparams.class_weights)
     model.compile(

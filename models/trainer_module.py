@@ -2,7 +2,8 @@
 
 Use with `tfx.components.Trainer(module_file=<this file>` or `run_fn="models.trainer_module.run_fn"`,
 examples=example_gen.outputs["examples"], transform_graph=transform.outputs["transform_graph"] (models/transform.py:
-the dataset statistics; without it they are computed in-process when a setting needs them), train_args=TrainArgs(num_steps=N), eval_args=EvalArgs(num_steps=M or None),
+the dataset statistics; without it they are computed in-process when a setting needs them),
+train_args=TrainArgs(num_steps=N), eval_args=EvalArgs(num_steps=M or None),
 custom_config={"preset": "paper" | "demo" | ..., <any models.hparams.HParams field>: value,
                "serving_tta": <models.inference.TTAConfig dict or null>, "resume_root": <folder or gs://...>,
                "label_map": <data.label_map.LabelMap.to_json_dict() or null (VOC)>})`.

@@ -139,7 +139,10 @@ def preprocessing_fn(inputs, custom_config=None):
     ignore_label = int(config.get(IGNORE_LABEL_KEY, tfrecord.IGNORE_LABEL))
     filenames = _scalar(inputs[tfrecord.IMAGE_FILENAME])
     counts, sums, squares, count, check = example_vectors(
-        _scalar(inputs[tfrecord.IMAGE_ENCODED]), _scalar(inputs[tfrecord.LABEL_ENCODED]), filenames, num_classes,
+        _scalar(inputs[tfrecord.IMAGE_ENCODED]),
+        _scalar(inputs[tfrecord.LABEL_ENCODED]),
+        filenames,
+        num_classes,
         ignore_label,
     )
     with tf.control_dependencies([check]):

@@ -55,7 +55,9 @@ def test_kubeflow_json_names_every_component(tmp_path):
     # The Transform (models.transform.preprocessing_fn, train split only, graph only) feeds the Trainer its graph.
     transform = spec["root"]["dag"]["tasks"]["Transform"]
     assert "models.transform.preprocessing_fn" in json.dumps(transform["inputs"])
-    splits = json.loads(transform["inputs"]["parameters"]["splits_config"]["runtimeValue"]["constantValue"]["stringValue"])
+    splits = json.loads(
+        transform["inputs"]["parameters"]["splits_config"]["runtimeValue"]["constantValue"]["stringValue"]
+    )
     assert splits == {"analyze": ["train"]}
     assert "SchemaGate" in transform["dependentTasks"]  # after the schema gate
     outputs = spec["components"]["Transform"]["outputDefinitions"]["artifacts"]

@@ -169,14 +169,15 @@ def test_class_balanced_sampling_follows_the_repeat_factor_rule(tmp_path):
     presence = transform.class_presence_fn(tft.TFTransformOutput(graph))
     records = input_pipeline._record_dataset(input_pipeline.list_files(str(split)), True, 0)
     pairs_ds = input_pipeline.with_repeat_factors(records, presence, stats.class_image_fraction, threshold)
-    factors = {
-        tfrecord.parse_example_np(s)[2]: float(r) for s, r in pairs_ds.as_numpy_iterator()
-    }
+    factors = {tfrecord.parse_example_np(s)[2]: float(r) for s, r in pairs_ds.as_numpy_iterator()}
     assert all(abs(r - (r_rare if name.startswith("rare") else 1.0)) < 1e-6 for name, r in factors.items())
     names_ds = pairs_ds.map(
-        lambda s, r: (tf.io.parse_single_example(s, {tfrecord.IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string)})[
-            tfrecord.IMAGE_FILENAME
-        ], r)
+        lambda s, r: (
+            tf.io.parse_single_example(s, {tfrecord.IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string)})[
+                tfrecord.IMAGE_FILENAME
+            ],
+            r,
+        )
     )
     sampled = [n.decode() for n in input_pipeline.repeat_factor_sample(names_ds, seed=3).take(2000).as_numpy_iterator()]
     share = sum(n.startswith("rare") for n in sampled) / len(sampled)
@@ -187,9 +188,17 @@ def test_class_balanced_sampling_follows_the_repeat_factor_rule(tmp_path):
     from models import hparams as hparams_lib
 
     hp = hparams_lib.preset("demo", sampling="class_balanced", repeat_threshold=threshold, crop_size=9, batch_size=4)
-    images, labels = next(iter(input_pipeline.train_dataset(
-        str(split), hp, deterministic=True, presence_fn=presence, class_image_fraction=stats.class_image_fraction
-    )))
+    images, labels = next(
+        iter(
+            input_pipeline.train_dataset(
+                str(split),
+                hp,
+                deterministic=True,
+                presence_fn=presence,
+                class_image_fraction=stats.class_image_fraction,
+            )
+        )
+    )
     assert images.shape == (4, 9, 9, 3) and labels.shape == (4, 9, 9, 1)
 
 

@@ -148,20 +148,26 @@ def preprocessing_fn(inputs, custom_config=None):
     with tf.control_dependencies([check]):
         counts = tf.identity(counts)
     presence = tf.cast(counts[:, :num_classes] > 0, tf.int64)
-    ones = tf.ones_like(count)
-    statistics = {
-        CLASS_PIXELS: tft.sum(counts, reduce_instance_dims=False),
-        CLASS_IMAGES: tft.sum(presence, reduce_instance_dims=False),
-        NUM_EXAMPLES: tft.sum(ones, reduce_instance_dims=True),
-        CHANNEL_SUM: tft.sum(sums, reduce_instance_dims=False),
-        CHANNEL_SUM_SQ: tft.sum(squares, reduce_instance_dims=False),
-        PIXEL_COUNT: tft.sum(count, reduce_instance_dims=True),
+    # One analyzer for every statistic: a single int64 vector per example, summed over the split by one tft.sum
+    # (one combiner, one cache entry: each extra analyzer cost seconds of graph building and cache writes).
+    parts = {
+        CLASS_PIXELS: counts,
+        CLASS_IMAGES: presence,
+        NUM_EXAMPLES: tf.ones_like(count)[:, None],
+        CHANNEL_SUM: sums,
+        CHANNEL_SUM_SQ: squares,
+        PIXEL_COUNT: count[:, None],
     }
+    sizes = {CLASS_PIXELS: num_classes + 1, CLASS_IMAGES: num_classes, CHANNEL_SUM: 3, CHANNEL_SUM_SQ: 3}
+    totals = tft.sum(tf.concat([parts[name] for name in STATISTICS], axis=1), reduce_instance_dims=False)
     batch = tf.shape(filenames)[0]
     outputs = {PRESENCE: presence}
-    for name, value in statistics.items():
-        value = tf.reshape(tf.cast(value, tf.int64), [1, -1])
+    start = 0
+    for name in STATISTICS:
+        size = sizes.get(name, 1)
+        value = tf.reshape(tf.cast(totals[start : start + size], tf.int64), [1, size])
         outputs[name] = tf.tile(value, [batch, 1])  # analyzer results, the same for every example
+        start += size
     return outputs
 
 

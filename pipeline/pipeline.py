@@ -151,6 +151,8 @@ def create_pipeline(
             splits_config=tfx.proto.SplitsConfig(analyze=[configs.TRAIN_SPLIT]),
             materialize=False,
             disable_statistics=True,
+            # The analyzer cache serves incremental runs over spans; whole-split runs are reused by TFX caching.
+            disable_analyzer_cache=True,
             custom_config=transform_custom_config(label_map),
         )
         transform.add_upstream_node(schema_gate)

@@ -61,7 +61,7 @@ def test_kubeflow_json_names_every_component(tmp_path):
     assert splits == {"analyze": ["train"]}
     assert "SchemaGate" in transform["dependentTasks"]  # after the schema gate
     outputs = spec["components"]["Transform"]["outputDefinitions"]["artifacts"]
-    assert set(outputs) == {"transform_graph", "updated_analyzer_cache"}  # not materialized
+    assert set(outputs) == {"transform_graph"}  # not materialized, no analyzer cache
     assert transform["cachingOptions"].get("enableCache") is True
     trainer_artifacts = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["artifacts"]
     assert trainer_artifacts["transform_graph"]["taskOutputArtifact"] == {

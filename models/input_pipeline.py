@@ -129,7 +129,7 @@ def train_dataset(
 ):
     """Infinite batches (image float32 [B,crop,crop,3], label uint8 [B,crop,crop,1]) for Model.fit.
 
-    hparams.sampling "class_balanced" repeats images by their repeat factor (class_balanced_examples): it needs
+    hparams.sampling "class_balanced" repeats images by their repeat factor (repeat_factor_sample): it needs
     presence_fn ([batch] serialized records -> [batch, C] class presence: models.transform.class_presence_fn, the
     transform graph) and class_image_fraction (f_c per class id, from the same graph)."""
     seed = hparams.seed if seed is None else seed

@@ -222,6 +222,7 @@ def test_an_empty_training_split_fails_before_beam_starts(tmp_path, monkeypatch)
         transform.analyze_files(str(split), str(tmp_path / "graph"), NUM_CLASSES, 255)
 
 
+@pytest.mark.slow  # an export, the local endpoint and a TensorFlow-only process: 1-2.5 minutes on 2 shared cores
 def test_normalization_dataset_export_served_equals_in_process_labels(analyzed, tmp_path):
     """The export bakes the dataset mean/std in (constants: it loads and answers with TensorFlow alone), records
     the transform graph and the statistics, and `deeplab serve`'s endpoint answers the in-process labels."""

@@ -1,6 +1,6 @@
-"""The class pixel histogram of segmentation Examples: the one computation behind LabelStatsGen (its Beam
-CombineFn, components/label_stats/transforms.py) and the automatic class weights of training
-(models.train.class_pixel_histogram). Pure numpy + PIL + protobuf: no Beam, TFX or TensorFlow imports.
+"""The class pixel histogram of segmentation Examples: LabelStatsGen's per-split label validation and plot (its Beam
+CombineFn, components/label_stats/transforms.py). Training reads its statistics from the Transform's analyzers
+instead (models/transform.py). Pure numpy + PIL + protobuf: no Beam, TFX or TensorFlow imports.
 
 An accumulator is (pixels per value [256], images containing each value [256], examples, undecodable names).
 """

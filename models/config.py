@@ -42,12 +42,27 @@ class ModelConfig:
     num_classes: int = 21
     bn_decay: float = 0.9997
     bn_epsilon: typing.Optional[float] = None  # None = the backbone's (DEFAULT_BN_EPSILON), resolved here
+    # Input normalization inside the model (models.layers.Preprocess): None = the ImageNet weights' x / 127.5 - 1;
+    # else (x - input_mean) / input_std per RGB channel, the training set's statistics (HParams.normalization
+    # "dataset" sets them from the transform graph, models/transform.py). Constants of the network: an export
+    # bakes them in.
+    input_mean: typing.Optional[typing.Tuple[float, ...]] = None
+    input_std: typing.Optional[typing.Tuple[float, ...]] = None
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen
         set_(self, "multi_grid", tuple(int(v) for v in self.multi_grid))
         if self.aspp_rates is not None:
             set_(self, "aspp_rates", tuple(int(v) for v in self.aspp_rates))
+        for name in ("input_mean", "input_std"):
+            value = getattr(self, name)
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) != 3 or (name == "input_std" and not all(v > 0 for v in value)):
+                    raise ValueError(f"model {name}: got {list(value)}, expected 3 numbers (R, G, B), std > 0")
+                set_(self, name, value)
+        if (self.input_mean is None) != (self.input_std is None):
+            raise ValueError("model input_mean and input_std: give both (dataset normalization) or neither")
         checks = [
             (self.backbone in BACKBONES, "backbone", " or ".join(BACKBONES)),
             (self.output_stride in OUTPUT_STRIDES, "output_stride", " or ".join(map(str, OUTPUT_STRIDES))),
@@ -69,7 +84,10 @@ class ModelConfig:
     def to_dict(self):
         """JSON-ready dict (tuples as lists): the one saved shape (hparams.json "model", deeplab_export.json
         "model_config")."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        values = dataclasses.asdict(self)
+        if self.input_mean is None:  # the default normalization: the JSON of every model before the option
+            del values["input_mean"], values["input_std"]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     @classmethod
     def from_dict(cls, values, ignore=()):

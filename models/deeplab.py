@@ -60,6 +60,8 @@ def build_deeplab_v3(
     bn_epsilon=None,
     weights=None,
     *,
+    input_mean=None,
+    input_std=None,
     alpha=1.0,
     aspp_filters=256,
     image_pooling=True,
@@ -83,6 +85,7 @@ def build_deeplab_v3(
         backbone's (1e-5 ResNet, 1e-3 MobileNetV2: what its ImageNet weights were trained with).
       weights: None (random init), "imagenet" (the local Keras ImageNet file, models/weights.py) or the
         path of such an h5 file; only the backbone is initialised.
+      input_mean, input_std: per-channel input normalization (models.layers.Preprocess); None: x / 127.5 - 1.
       alpha: MobileNetV2 width multiplier.
       aspp_filters: channels of every ASPP branch (256 in the paper; fewer for tiny demo models).
       image_pooling: keep the image-level ASPP branch.
@@ -102,7 +105,7 @@ def build_deeplab_v3(
 
         load_imagenet_weights(features_model, backbone, alpha=alpha, path=None if weights == "imagenet" else weights)
     images = keras.Input(shape=(None, None, 3), dtype="float32", name="images")
-    x = Preprocess(name="preprocess")(images)
+    x = Preprocess(input_mean, input_std, name="preprocess")(images)
     x = features_model(x)
     bn_settings = dict(bn_decay=bn_decay, bn_epsilon=bn_epsilon, weight_decay=weight_decay)
     x = ASPP(rates, aspp_filters, image_pooling, name="aspp", **bn_settings)(x)

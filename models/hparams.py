@@ -28,6 +28,16 @@ OPTIMIZERS = ("sgd", "adam")
 # HParams.class_weights computed from the class pixel histogram of the training labels
 # (models.losses.class_weights_from_histogram); "auto" is "median_frequency".
 CLASS_WEIGHT_METHODS = ("auto", "median_frequency", "inverse_sqrt")
+# HParams.normalization: the model's input scaling. "imagenet": x / 127.5 - 1, what the ImageNet backbones were
+# trained with (the paper's setting); "dataset": (x - mean) / std with the training pixels' per-channel mean and
+# std from the transform graph (models/transform.py), for training from scratch on data unlike ImageNet.
+NORMALIZATIONS = ("imagenet", "dataset")
+# HParams.sampling of training images: "uniform" (each image once per epoch) or "class_balanced" (LVIS repeat-factor
+# sampling: image i is repeated r_i = max over its classes c of max(1, sqrt(repeat_threshold / f_c)) times on
+# average, f_c the fraction of training images containing c, from the transform graph).
+SAMPLINGS = ("uniform", "class_balanced")
+# The model fields the training resolves (HParams.normalization "dataset"), not set by flags.
+RESOLVED_MODEL_FIELDS = ("input_mean", "input_std")
 
 
 @dataclasses.dataclass
@@ -79,6 +89,11 @@ class HParams:
     # gets 0) and recorded in hparams.json as "class_weights_resolved". Or num_classes numbers, one per class
     # id (flags and --set also take the text "1,2,0.5" or "[1, 2, 0.5]").
     class_weights: typing.Union[None, str, typing.Tuple[float, ...]] = None
+    # Dataset statistics (models/transform.py: the Transform component's analyzers, or the same preprocessing_fn
+    # run in-process by `deeplab train`): see NORMALIZATIONS and SAMPLINGS.
+    normalization: str = "imagenet"
+    sampling: str = "uniform"
+    repeat_threshold: float = 0.1  # t of class_balanced sampling: classes in fewer than t of the images repeat
     # execution
     precision: str = "auto"  # auto: bfloat16 where native, float16 on older GPUs, else float32
     xla: bool = False
@@ -94,6 +109,9 @@ class HParams:
         checks = [
             (self.precision in PRECISION_REQUESTS, "precision", " or ".join(PRECISION_REQUESTS)),
             (self.optimizer in OPTIMIZERS, "optimizer", " or ".join(OPTIMIZERS)),
+            (self.normalization in NORMALIZATIONS, "normalization", " or ".join(NORMALIZATIONS)),
+            (self.sampling in SAMPLINGS, "sampling", " or ".join(SAMPLINGS)),
+            (0 < float(self.repeat_threshold) <= 1, "repeat_threshold", "a fraction 0 < t <= 1"),
             (
                 self.crop_size > 0 and self.batch_size > 0 and self.train_steps > 0,
                 "crop_size/batch_size/train_steps",
@@ -330,7 +348,8 @@ def _parse_ints(text):
 
 def _flag_fields():
     """The dataclass fields that get a flag: the model's, then HParams' own."""
-    return [*dataclasses.fields(ModelConfig), *(f for f in dataclasses.fields(HParams) if f.name != "model")]
+    model_fields = (f for f in dataclasses.fields(ModelConfig) if f.name not in RESOLVED_MODEL_FIELDS)
+    return [*model_fields, *(f for f in dataclasses.fields(HParams) if f.name != "model")]
 
 
 def add_preset_flags(parser, default="paper"):

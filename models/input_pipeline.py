@@ -7,6 +7,7 @@ batches). All randomness is stateless and seeded by (seed, element index), so `d
 (ordered reads and maps, no file shuffling) gives the same batches on every run.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from data import tfrecord
@@ -124,17 +125,33 @@ def augment(image, label, seed, crop_size, min_scale=0.5, max_scale=2.0, flip=Tr
     return image, label
 
 
-def train_dataset(patterns, hparams, batch_size=None, deterministic=False, seed=None):
-    """Infinite batches (image float32 [B,crop,crop,3], label uint8 [B,crop,crop,1]) for Model.fit."""
+def train_dataset(
+    patterns, hparams, batch_size=None, deterministic=False, seed=None, presence_fn=None, class_image_fraction=None
+):
+    """Infinite batches (image float32 [B,crop,crop,3], label uint8 [B,crop,crop,1]) for Model.fit.
+
+    hparams.sampling "class_balanced" repeats images by their repeat factor (repeat_factor_sample): it needs
+    presence_fn ([batch] serialized records -> [batch, C] class presence: models.transform.class_presence_fn, the
+    transform graph) and class_image_fraction (f_c per class id, from the same graph)."""
     seed = hparams.seed if seed is None else seed
     batch_size = batch_size or hparams.batch_size
     files = list_files(patterns)
-    ds = _record_dataset(files, deterministic, seed).map(
-        parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
-    )
-    if hparams.cache_decoded:
-        ds = ds.cache()
-    ds = ds.shuffle(hparams.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    records = _record_dataset(files, deterministic, seed)
+    if hparams.sampling == "class_balanced":
+        if presence_fn is None or class_image_fraction is None:
+            raise ValueError("sampling='class_balanced' needs the transform graph's presence_fn and class fractions")
+        ds = with_repeat_factors(records, presence_fn, class_image_fraction, hparams.repeat_threshold)
+        ds = ds.map(
+            lambda s, r: (parse_example(s), r), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+        )
+        if hparams.cache_decoded:
+            ds = ds.cache()
+        ds = repeat_factor_sample(ds, seed).shuffle(hparams.shuffle_buffer, seed=seed)
+    else:
+        ds = records.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        if hparams.cache_decoded:
+            ds = ds.cache()
+        ds = ds.shuffle(hparams.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     # The element index seeds the augmentation: every repeat of an image gets new crops.
     ds = ds.enumerate().map(
         lambda i, example: augment(
@@ -152,6 +169,39 @@ def train_dataset(patterns, hparams, batch_size=None, deterministic=False, seed=
     )
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return _with_options(ds, deterministic)
+
+
+def repeat_factors(presence, class_image_fraction, threshold):
+    """LVIS repeat factors r_i = max over the classes c in image i of max(1, sqrt(t / f_c)) (1 for an image
+    without a class id). presence: [..., C] 0/1 tensor; returns float32 [...]."""
+    fractions = np.maximum(np.asarray(class_image_fraction, np.float64), 1e-12)
+    per_class = tf.constant(np.maximum(1.0, np.sqrt(float(threshold) / fractions)), tf.float64)
+    present = tf.cast(presence, tf.float64)
+    return tf.cast(tf.maximum(tf.constant(1.0, tf.float64), tf.reduce_max(present * per_class, axis=-1)), tf.float32)
+
+
+def with_repeat_factors(records, presence_fn, class_image_fraction, threshold, batch_size=64):
+    """(serialized record, repeat factor r) of every record: the class presence of each image from presence_fn (the
+    transform graph, applied here in tf.data), r by repeat_factors (the LVIS rule)."""
+
+    def factors(serialized):
+        return serialized, repeat_factors(presence_fn(serialized), class_image_fraction, threshold)
+
+    return records.batch(batch_size).map(factors).unbatch()
+
+
+def repeat_factor_sample(ds, seed):
+    """An infinite stream of the elements of `ds` ((element, r) pairs): in every pass over ds each element appears
+    floor(r) + Bernoulli(r - floor(r)) times, r on average (stochastic rounding seeded by (seed, position))."""
+
+    def copies(i, pair):
+        element, r = pair
+        u = tf.random.stateless_uniform((), tf.stack([tf.cast(seed, tf.int64), i]))
+        whole = tf.floor(r)
+        count = tf.cast(whole, tf.int64) + tf.cast(u < r - whole, tf.int64)
+        return tf.data.Dataset.from_tensors(element).repeat(count)
+
+    return ds.repeat().enumerate().flat_map(copies)
 
 
 def eval_dataset(patterns, batch_size=1, repeat=False, drop_remainder=False):

@@ -20,13 +20,26 @@ def l2_regularizer(weight_decay):
 
 @keras.saving.register_keras_serializable(package="deeplab")
 class Preprocess(keras.layers.Layer):
-    """RGB 0..255 -> [-1, 1], the input scaling of tf_keras.applications ResNetV2/MobileNetV2 ("tf" mode).
+    """RGB 0..255 -> [-1, 1], the input scaling of tf_keras.applications ResNetV2/MobileNetV2 ("tf" mode); or, with
+    `mean` and `std` (per RGB channel: the training set's, models/transform.py), (x - mean) / std.
 
-    Kept inside the model so every caller (trainer, serving signatures, evaluator) feeds raw pixels.
+    Kept inside the model so every caller (trainer, serving signatures, evaluator) feeds raw pixels; mean and std
+    are constants of the graph, so an export applies them with TensorFlow alone.
     """
 
+    def __init__(self, mean=None, std=None, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = None if mean is None else [float(v) for v in mean]
+        self.std = None if std is None else [float(v) for v in std]
+
     def call(self, images):
-        return images / 127.5 - 1.0
+        if self.mean is None:
+            return images / 127.5 - 1.0
+        scale = tf.constant([1.0 / v for v in self.std], images.dtype)
+        return (images - tf.constant(self.mean, images.dtype)) * scale
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
 class BatchNormSettings(keras.layers.Layer):

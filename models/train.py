@@ -2,9 +2,11 @@
 
 train(hparams, train_files, eval_files, model_run_dir, serving_model_dir) does, in order:
   strategy (MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy on several GPUs) ->
-  precision policy -> class weights of the loss (hparams.class_weights; "auto" etc. from the class pixel
-  histogram of the training examples) -> model (models.deeplab; with hparams.init_from, the weights of a trained
-  model copied by models.finetune.warm_start) + SGD/Adam with the poly schedule -> Model.fit with
+  precision policy -> dataset statistics (models/transform.py: the pipeline's transform graph, or the same
+  analyzers run in-process) -> class weights of the loss (hparams.class_weights; "auto" etc. from the class pixel
+  counts), input normalization (hparams.normalization), class-balanced sampling (hparams.sampling) -> model
+  (models.deeplab; with hparams.init_from, the weights of a trained model copied by models.finetune.warm_start) +
+  SGD/Adam with the poly schedule -> Model.fit with
   BackupAndRestore (a killed run resumes at its last checkpointed step), TensorBoard (loss,
   learning rate, running mIoU, prediction overlays), best-mIoU checkpoint -> mIoU over every
   validation image at its own size -> model.keras + hparams.json + train_report.json in
@@ -15,6 +17,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -97,44 +100,67 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
 
 
-def class_pixel_histogram(train_files):
-    """LabelStatsGen's histogram (data/label_histogram.py: pixels and images per label value
-    0..255, examples, undecodable masks) of the Examples in `train_files` (glob patterns or directories)."""
-    from data.label_histogram import histogram_of_examples
+def dataset_statistics(hparams, train_files, transform_graph=None, work_dir=None, label_map=None):
+    """(statistics, tft_output, how): the training split's models.transform.DatasetStatistics, its transform graph
+    (tft.TFTransformOutput) and where they came from. From `transform_graph` (the pipeline's Transform output)
+    whenever it is given; without it, computed by the same preprocessing_fn in this process (tft_beam on the
+    DirectRunner, the graph written to work_dir/transform_graph), but only when a setting needs them (class_weights
+    a method, normalization "dataset", sampling "class_balanced"); else (None, None, "not needed")."""
+    needs = isinstance(hparams.class_weights, str) or hparams.normalization == "dataset"
+    needs = needs or hparams.sampling == "class_balanced"
+    if not transform_graph and not needs:
+        return None, None, "not needed"
+    from data.label_map import LabelMap
+    from models.transform import load_or_analyze
 
-    files = input_pipeline.list_files(train_files)
-    records = input_pipeline._record_dataset(files, deterministic=True, seed=0)  # GZIP or not, as training reads
-    return histogram_of_examples(records.as_numpy_iterator())
+    ignore_label = LabelMap.resolve(label_map).ignore_label if label_map is not None else input_pipeline.IGNORE_LABEL
+    work_dir = work_dir or tempfile.mkdtemp(prefix="deeplab_transform_")
+    return load_or_analyze(transform_graph, train_files, work_dir, hparams.num_classes, ignore_label)
 
 
-def resolve_class_weights(hparams, train_files):
+def resolve_class_weights(hparams, statistics=None):
     """(weights, how): the per-class loss weights hparams.class_weights asks for, as a list of floats (None when
-    off), and a short description. A method name ("auto" = "median_frequency", "inverse_sqrt") computes them
-    with models.losses.class_weights_from_histogram from class_pixel_histogram(train_files)."""
+    off), and a short description. A method name ("auto" = "median_frequency", "inverse_sqrt") computes them with
+    models.losses.class_weights_from_histogram from the class pixel counts of `statistics` (dataset_statistics:
+    the transform graph's analyzers; no pass over the records here)."""
     requested = hparams.class_weights
     if requested is None:
         return None, "off"
     if not isinstance(requested, str):
         return [float(w) for w in requested], "given"
-    started = time.time()
-    histogram = class_pixel_histogram(train_files)
-    if histogram["num_undecodable"]:
-        log.warning(
-            "class weights: %d training mask(s) cannot be decoded and are left out, e.g. %s",
-            histogram["num_undecodable"],
-            histogram["undecodable"][:3],
-        )
-    counts = histogram["pixels"][: hparams.num_classes]
+    if statistics is None:
+        raise ValueError(f"class_weights={requested!r} needs the dataset statistics (train.dataset_statistics)")
+    counts = list(statistics.class_pixels)
     weights = class_weights_from_histogram(counts, requested, num_classes=hparams.num_classes)
     absent = [c for c, n in enumerate(counts) if n == 0]
     if absent:
         log.warning("class weights: class id(s) %s have no pixel in the training examples: weight 0", absent)
     how = (
-        f"{requested}: {CLASS_WEIGHT_METHODS[requested]} over the class pixel histogram of "
-        f"{histogram['num_examples']} training examples "
-        f"({sum(counts)} labelled pixels, {time.time() - started:.1f} s)"
+        f"{requested}: {CLASS_WEIGHT_METHODS[requested]} over the class pixel counts of "
+        f"{statistics.num_examples} training examples ({sum(counts)} labelled pixels) from {statistics.source}"
     )
     return weights, how
+
+
+def resolve_normalization(hparams, statistics=None):
+    """hparams with the model's input normalization set: normalization "dataset" puts the training pixels'
+    per-channel mean and std (statistics) into the model config (models.layers.Preprocess, baked into exports)."""
+    if hparams.normalization != "dataset":
+        return hparams
+    if statistics is None:
+        raise ValueError("normalization='dataset' needs the dataset statistics (train.dataset_statistics)")
+    return hparams.replace(input_mean=statistics.channel_mean, input_std=statistics.channel_std)
+
+
+def transform_record(hparams, statistics):
+    """What deeplab_export.json records of the dataset statistics training used (the "transform" entry)."""
+    return {
+        "transform_graph": statistics.source,
+        "normalization": hparams.normalization,
+        "sampling": hparams.sampling,
+        "repeat_threshold": hparams.repeat_threshold if hparams.sampling == "class_balanced" else None,
+        "statistics": statistics.to_json_dict(),
+    }
 
 
 def compile_model(model, hparams, total_steps, class_weights=None):
@@ -144,7 +170,7 @@ def compile_model(model, hparams, total_steps, class_weights=None):
         if isinstance(hparams.class_weights, str):
             raise ValueError(
                 f"class_weights={hparams.class_weights!r} is computed from the training examples: pass "
-                "compile_model(..., class_weights=resolve_class_weights(hparams, train_files)[0])"
+                "compile_model(..., class_weights=resolve_class_weights(hparams, dataset_statistics(...)[0])[0])"
             )
         class_weights = list(hparams.class_weights)
     model.compile(
@@ -270,6 +296,7 @@ def train(
     backup_dir=None,
     serving_tta=None,
     label_map=None,
+    transform_graph=None,
 ):
     """Train DeepLab V3 and write its artifacts; returns the report dict (also train_report.json).
 
@@ -280,6 +307,9 @@ def train(
     serving_tta: models.inference.TTAConfig (or its dict) baked into the export; None = whole image, one scale.
     label_map: the dataset's data.label_map.LabelMap (or what LabelMap.resolve takes), recorded in the export;
         None: VOC's for 21 classes.
+    transform_graph: the Transform component's output folder (fn_args.transform_graph_path): every dataset
+        statistic (class weights, normalization "dataset", class_balanced sampling) is read from it. None: the same
+        analyzers run in this process when a setting needs them (models/transform.py).
     """
     started = time.time()
     strategy = strategy or get_strategy()
@@ -294,7 +324,19 @@ def train(
     epochs, steps_per_epoch = _epochs(hparams)
     total_steps = epochs * steps_per_epoch
     policy, precision_reason = resolve_precision(hparams.precision)  # "auto" -> the policy native here
-    class_weights, class_weights_how = resolve_class_weights(hparams, train_files)
+    statistics, tft_output, statistics_how = dataset_statistics(
+        hparams, train_files, transform_graph, os.path.join(run_dir, "transform"), label_map
+    )
+    if statistics is not None:
+        log.info("Dataset statistics from %s", statistics_how)
+    hparams = resolve_normalization(hparams, statistics)
+    if hparams.normalization == "dataset":
+        log.info(
+            "Input normalization: dataset mean %s, std %s",
+            [round(v, 3) for v in hparams.model.input_mean],
+            [round(v, 3) for v in hparams.model.input_std],
+        )
+    class_weights, class_weights_how = resolve_class_weights(hparams, statistics)
     log.info(
         "Training %s (output_stride %d, crop %d, batch %d) for %d steps (%d epochs x %d) on %d replica(s), "
         "precision %s (%s)%s",
@@ -322,7 +364,18 @@ def train(
         )
 
     keras.utils.set_random_seed(hparams.seed)
-    train_ds = input_pipeline.train_dataset(train_files, hparams, deterministic=deterministic)
+    sampling = {}
+    if hparams.sampling == "class_balanced":
+        from models.transform import class_presence_fn
+
+        sampling = dict(presence_fn=class_presence_fn(tft_output), class_image_fraction=statistics.class_image_fraction)
+        log.info(
+            "Class-balanced sampling (repeat threshold %g): images containing each class %s of %d",
+            hparams.repeat_threshold,
+            list(statistics.class_images),
+            statistics.num_examples,
+        )
+    train_ds = input_pipeline.train_dataset(train_files, hparams, deterministic=deterministic, **sampling)
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:
         # Keras splits every batch over the replicas and a replica left without an image fails, so
@@ -392,6 +445,7 @@ def train(
         "precision_resolved": policy,
         "precision_reason": precision_reason,
         "class_weights_resolved": class_weights,
+        "dataset_statistics": None if statistics is None else statistics.to_json_dict(),
         "init_from": init_report,
         "model": None,
         "serving_model_dir": None,
@@ -409,7 +463,13 @@ def train(
         from models.export import export_serving_model
 
         export_serving_model(
-            final, export_dir, hparams=hparams, config=hparams.model, tta=serving_tta, label_map=label_map
+            final,
+            export_dir,
+            hparams=hparams,
+            config=hparams.model,
+            tta=serving_tta,
+            label_map=label_map,
+            extra_config=None if statistics is None else {"transform": transform_record(hparams, statistics)},
         )
     if chief:
         report["model"] = model_path

@@ -1,7 +1,9 @@
 """TFX Trainer module: `run_fn(fn_args)` trains DeepLab V3 on the ExampleGen splits.
 
 Use with `tfx.components.Trainer(module_file=<this file>` or `run_fn="models.trainer_module.run_fn"`,
-examples=example_gen.outputs["examples"], train_args=TrainArgs(num_steps=N), eval_args=EvalArgs(num_steps=M or None),
+examples=example_gen.outputs["examples"], transform_graph=transform.outputs["transform_graph"] (models/transform.py:
+the dataset statistics; without it they are computed in-process when a setting needs them),
+train_args=TrainArgs(num_steps=N), eval_args=EvalArgs(num_steps=M or None),
 custom_config={"preset": "paper" | "demo" | ..., <any models.hparams.HParams field>: value,
                "serving_tta": <models.inference.TTAConfig dict or null>, "resume_root": <folder or gs://...>,
                "label_map": <data.label_map.LabelMap.to_json_dict() or null (VOC)>})`.
@@ -195,6 +197,8 @@ def run_fn(fn_args):
         backup_dir=backup_dir,
         serving_tta=serving_tta,
         label_map=label_map,  # recorded in the export; None: VOC's for 21 classes
+        # The Transform component's graph (create_pipeline wires one): every dataset statistic comes from it.
+        transform_graph=getattr(fn_args, "transform_graph_path", None) or getattr(fn_args, "transform_output", None),
     )
     if backup_dir:
         # Finished and exported: a later run with the same settings is a TFX cache hit or a deliberate re-run,

@@ -102,7 +102,7 @@ def run_demo(args):
     )
     print(
         "[2/4] pipeline (LocalDagRunner): VocExampleGen -> StatisticsGen -> ExampleValidator (curated schema) "
-        f"-> SchemaGate, LabelStatsGen -> Trainer (preset {args.preset}) -> MiouEvaluator -> AtomicPusher"
+        f"-> SchemaGate, LabelStatsGen -> Transform -> Trainer (preset {args.preset}) -> MiouEvaluator -> AtomicPusher"
     )
     report = run_pipeline(options)
     print("[3/4] report and pictures")

@@ -2,7 +2,8 @@
 
     VocExampleGen -> StatisticsGen -> ExampleValidator (schema: ImportSchemaGen) -> SchemaGate
                   -> LabelStatsGen                                                      |
-                  -> Trainer (models.trainer_module.run_fn, after SchemaGate) -> MiouEvaluator -> AtomicPusher
+                  -> Transform (models.transform.preprocessing_fn, train split, after SchemaGate)
+                  -> Trainer (models.trainer_module.run_fn, transform_graph) -> MiouEvaluator -> AtomicPusher
                      latest blessed model (Resolver) ------------^
 
 `create_pipeline()` builds the component list in order; `with_model=False` stops after the data half
@@ -86,7 +87,7 @@ def create_pipeline(
       allow_anomalies: with_model only: SchemaGate logs schema anomalies as a warning instead of failing
         the run before the Trainer. The data half alone (with_model=False) never fails on them; they are
         in the ExampleValidator artifact and the ingest report.
-      with_model: add Trainer -> MiouEvaluator -> AtomicPusher after the data half.
+      with_model: add Transform -> Trainer -> MiouEvaluator -> AtomicPusher after the data half.
       train_config: Trainer custom_config: {"preset": NAME, <models.hparams.HParams field>: value}
         (default configs.TRAIN_CONFIG, the paper's ResNet-v2-50 setup).
       train_steps: Trainer steps (None: the preset's train_steps).
@@ -140,6 +141,22 @@ def create_pipeline(
         # Schema anomalies stop the run here, before training (unless allow_anomalies).
         schema_gate = SchemaGate(anomalies=example_validator.outputs["anomalies"], allow_anomalies=allow_anomalies)
         components.append(schema_gate)
+        # Dataset statistics the Trainer needs (class pixel and image counts, channel mean/std): full-pass
+        # analyzers over the training split on Beam; the transform graph alone (materialize=False), no statistics
+        # of the raw bytes (StatisticsGen has them).
+        transform = tfx.components.Transform(
+            examples=example_gen.outputs["examples"],
+            schema=schema_gen.outputs["schema"],
+            preprocessing_fn="models.transform.preprocessing_fn",
+            splits_config=tfx.proto.SplitsConfig(analyze=[configs.TRAIN_SPLIT]),
+            materialize=False,
+            disable_statistics=True,
+            # The analyzer cache serves incremental runs over spans; whole-split runs are reused by TFX caching.
+            disable_analyzer_cache=True,
+            custom_config=transform_custom_config(label_map),
+        )
+        transform.add_upstream_node(schema_gate)
+        components.append(transform)
         # Model: train, evaluate against the latest blessed model, push only what was blessed.
         latest_blessed = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -149,6 +166,7 @@ def create_pipeline(
         trainer = tfx.components.Trainer(
             run_fn="models.trainer_module.run_fn",
             examples=example_gen.outputs["examples"],
+            transform_graph=transform.outputs["transform_graph"],
             train_args=tfx.proto.TrainArgs(splits=[configs.TRAIN_SPLIT], num_steps=train_steps),
             eval_args=tfx.proto.EvalArgs(splits=[eval_split]),
             custom_config=trainer_custom_config(train_config, serving_tta, pipeline_root, label_map=label_map),
@@ -214,6 +232,16 @@ def dataset_label_map(label_map, layout, data_root):
     from data.layouts import layout_label_map
 
     return label_map if label_map is not None else layout_label_map(layout, data_root)
+
+
+def transform_custom_config(label_map):
+    """The Transform's custom_config (models.transform.transform_config): the label map's (JSON, None = VOC) class
+    count and ignore label, which the analyzers' bins and the mask check follow."""
+    from data.label_map import LabelMap
+    from models.transform import transform_config
+
+    resolved = LabelMap.resolve(json.loads(label_map) if label_map is not None else None)
+    return transform_config(resolved.num_classes, resolved.ignore_label)
 
 
 def trainer_custom_config(train_config, serving_tta, pipeline_root, label_map=None):

@@ -8,6 +8,7 @@ PIPELINE_STAGES = (
     "ExampleValidator",
     "SchemaGate",
     "LabelStatsGen",
+    "Transform",
     "Trainer",
     "latest_blessed_model_resolver",
     "MiouEvaluator",

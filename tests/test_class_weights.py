@@ -182,7 +182,7 @@ def test_histogram_weights_errors():
     assert set(losses.CLASS_WEIGHT_METHODS) == set(hparams_lib.CLASS_WEIGHT_METHODS)
 
 
-def test_weights_from_the_training_examples_use_label_stats_histogram(tmp_path):
+def test_weights_from_the_training_examples_use_the_transform_graph_counts(tmp_path):
     from data import tfrecord
     from data.label_histogram import histogram_of_examples
     from models import train as train_lib
@@ -192,28 +192,26 @@ def test_weights_from_the_training_examples_use_label_stats_histogram(tmp_path):
     masks = [rng.choice(np.array([0, 0, 0, 1, 2, 255], np.uint8), size=(9, 11)) for _ in range(3)]
     write_split(str(tmp_path), "train", masks)
     split = str(tmp_path / "Split-train")
-    histogram = train_lib.class_pixel_histogram(split)
     expected = np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=256)
-    assert histogram["pixels"] == expected.tolist() and histogram["num_examples"] == 3
-    # The same function LabelStatsGen's Beam CombineFn runs.
+    # LabelStatsGen's histogram counts the same pixels as the Transform's analyzers.
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(split + "/*"), compression_type="GZIP")
-    assert histogram_of_examples(records.as_numpy_iterator()) == histogram
+    assert histogram_of_examples(records.as_numpy_iterator())["pixels"] == expected.tolist()
     assert tfrecord.IGNORE_LABEL == 255
 
     hp = hparams_lib.preset("demo", num_classes=4, class_weights="auto")
-    weights, how = train_lib.resolve_class_weights(hp, split)
+    statistics, _, _ = train_lib.dataset_statistics(hp, split, work_dir=str(tmp_path / "work"))
+    assert list(statistics.class_pixels) == expected[:4].tolist() and statistics.num_examples == 3
+    weights, how = train_lib.resolve_class_weights(hp, statistics)
     assert weights == class_weights_from_histogram(expected[:4], "median_frequency")
     assert weights[3] == 0.0 and weights[1] > weights[0]  # class 3 absent; class 1 rarer than class 0
-    assert how.startswith("auto: median_frequency over the class pixel histogram of 3 training examples")
-    weights, _ = train_lib.resolve_class_weights(hp.replace(class_weights="inverse_sqrt"), split)
+    assert how.startswith("auto: median_frequency over the class pixel counts of 3 training examples")
+    weights, _ = train_lib.resolve_class_weights(hp.replace(class_weights="inverse_sqrt"), statistics)
     assert weights == class_weights_from_histogram(expected[:4], "inverse_sqrt")
-    # Given weights and no weights never read the examples.
-    missing = str(tmp_path / "nowhere")
-    assert train_lib.resolve_class_weights(hp.replace(class_weights=[1, 2, 3, 4]), missing) == (
-        [1.0, 2.0, 3.0, 4.0],
-        "given",
-    )
-    assert train_lib.resolve_class_weights(hp.replace(class_weights=None), missing) == (None, "off")
+    # Given weights and no weights need no statistics.
+    assert train_lib.resolve_class_weights(hp.replace(class_weights=[1, 2, 3, 4])) == ([1.0, 2.0, 3.0, 4.0], "given")
+    assert train_lib.resolve_class_weights(hp.replace(class_weights=None)) == (None, "off")
+    with pytest.raises(ValueError, match="needs the dataset statistics"):
+        train_lib.resolve_class_weights(hp)
 
 
 # --- hyper-parameters ---------------------------------------------------------------------------------------
@@ -339,7 +337,8 @@ def test_training_resolves_logs_records_and_compiles_the_weights(tmp_path, caplo
     write_records(tmp_path / "ex" / "Split-val" / "data_tfrecord-00000-of-00001.gz", 1, seed=2)
     hp = hparams_lib.preset("demo", crop_size=33, batch_size=2, log_images=0, class_weights="inverse_sqrt")
     train_split = str(tmp_path / "ex" / "Split-train")
-    expected, _ = train_lib.resolve_class_weights(hp, train_split)
+    statistics, _, _ = train_lib.dataset_statistics(hp, train_split, work_dir=str(tmp_path / "stats"))
+    expected, _ = train_lib.resolve_class_weights(hp, statistics)
     assert len(expected) == hp.num_classes and sum(w > 0 for w in expected) >= 2
 
     def compile_model(model, hparams, total_steps, class_weights=None):
@@ -351,7 +350,8 @@ def test_training_resolves_logs_records_and_compiles_the_weights(tmp_path, caplo
     with caplog.at_level(logging.INFO, logger="models.train"), pytest.raises(_Compiled) as compiled:
         train_lib.train(hp, train_split, str(tmp_path / "ex" / "Split-val"), str(run_dir), verbose=0)
     assert compiled.value.args == (expected,)
-    assert "Class weights of the loss (inverse_sqrt: inverse_sqrt over the class pixel histogram of 2" in caplog.text
+    assert "Class weights of the loss (inverse_sqrt: inverse_sqrt over the class pixel counts of 2" in caplog.text
+    assert "Dataset statistics from the transform graph" in caplog.text and "analyzed in this process" in caplog.text
     recorded = json.loads((run_dir / model_io.HPARAMS_FILENAME).read_text())
     assert recorded["class_weights"] == "inverse_sqrt" and recorded["class_weights_resolved"] == expected
     assert hparams_lib.HParams.from_json(str(run_dir / model_io.HPARAMS_FILENAME)) == hp

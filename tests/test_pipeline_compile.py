@@ -52,6 +52,23 @@ def test_kubeflow_json_names_every_component(tmp_path):
     assert "components.label_stats.executor.Executor" in executors["LabelStatsGen_executor"]["container"]["args"]
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
     assert "models.trainer_module.run_fn" in json.dumps(spec["root"]["dag"]["tasks"]["Trainer"]["inputs"])
+    # The Transform (models.transform.preprocessing_fn, train split only, graph only) feeds the Trainer its graph.
+    transform = spec["root"]["dag"]["tasks"]["Transform"]
+    assert "models.transform.preprocessing_fn" in json.dumps(transform["inputs"])
+    splits = json.loads(
+        transform["inputs"]["parameters"]["splits_config"]["runtimeValue"]["constantValue"]["stringValue"]
+    )
+    assert splits == {"analyze": ["train"]}
+    assert "SchemaGate" in transform["dependentTasks"]  # after the schema gate
+    outputs = spec["components"]["Transform"]["outputDefinitions"]["artifacts"]
+    assert set(outputs) == {"transform_graph"}  # not materialized, no analyzer cache
+    assert transform["cachingOptions"].get("enableCache") is True
+    trainer_artifacts = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["artifacts"]
+    assert trainer_artifacts["transform_graph"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "transform_graph",
+        "producerTask": "Transform",
+    }
+    assert "--runner=DataflowRunner" in executors["Transform_executor"]["container"]["args"]
     # The push directory defaults to serving/ beside the pipeline root, in the bucket.
     assert "gs://bucket/serving/deeplab" in json.dumps(spec["root"]["dag"]["tasks"]["AtomicPusher"]["inputs"])
     # The Trainer keeps its resumable state on the pipeline root (a killed task resumes there) and bakes

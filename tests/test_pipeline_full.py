@@ -80,6 +80,8 @@ def test_console_shows_stages_and_summary_and_the_rest_goes_to_the_log(full_run)
     with open(log_path) as f:
         log = f.read()
     assert "Component Trainer is running" in log and "Trainer done" in log
+    # The Trainer's dataset statistics come from the Transform's graph, not from a pass of its own.
+    assert re.search(r"Dataset statistics from the transform graph \S+Transform\S+ \(Transform component\)", log)
 
 
 def test_run_trains_evaluates_blesses_and_pushes(full_run):
@@ -87,6 +89,11 @@ def test_run_trains_evaluates_blesses_and_pushes(full_run):
     model = report["model"]
     assert model["train"]["steps"] == 4
     assert os.path.isfile(os.path.join(model["model"], "Format-Serving", "saved_model.pb"))
+    # The export records the transform graph it was trained with and its statistics (6 training images).
+    with open(os.path.join(model["model"], "Format-Serving", "assets.extra", "deeplab_export.json")) as f:
+        recorded = json.load(f)["transform"]
+    assert os.path.basename(os.path.dirname(os.path.dirname(recorded["transform_graph"]))) == "Transform"
+    assert recorded["statistics"]["num_examples"] == 6 and recorded["normalization"] == "imagenet"
     metrics = model["metrics"]
     assert 0.0 <= metrics["miou"] <= 1.0 and 0.0 <= metrics["pixel_accuracy"] <= 1.0
     assert os.path.isfile(model["evaluation_html"])

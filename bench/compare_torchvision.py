@@ -255,6 +255,7 @@ def worker_ours(spec):
     import numpy as np
     import tf_keras as keras
 
+    from models.config import ModelConfig
     from models.deeplab import build_deeplab_v3
     from models.losses import masked_softmax_cross_entropy
 
@@ -268,7 +269,7 @@ def worker_ours(spec):
     labels = tf.constant(labels_np)
 
     keras.utils.set_random_seed(0)
-    model = build_deeplab_v3(num_classes=NUM_CLASSES, weights=None, **kwargs)
+    model = build_deeplab_v3(ModelConfig(num_classes=NUM_CLASSES, **kwargs), weights=None)
     result = {
         "model": dict(
             kwargs,

@@ -44,12 +44,13 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
+    from models.config import ModelConfig
     from models.deeplab import build_deeplab_v3
     from models.inference import predict_labels
 
     load_before = os.getloadavg()
     kwargs = {"alpha": args.alpha} if args.backbone == "mobilenet_v2" else {}
-    model = build_deeplab_v3(backbone=args.backbone, **kwargs)
+    model = build_deeplab_v3(ModelConfig(backbone=args.backbone, **kwargs))
     w, h = args.size
     images = np.random.default_rng(0).uniform(0, 255, size=(args.images, h, w, 3)).astype(np.float32)
     rows = {}

@@ -128,12 +128,13 @@ def main(argv=None):
     load_before = os.getloadavg()
     model_dir = args.model_dir
     if model_dir is None:
+        from models.config import ModelConfig
         from models.deeplab import build_deeplab_v3
 
         kwargs = {"backbone": "mobilenet_v2", "alpha": 0.35, "aspp_filters": 16, "output_stride": 16}
         model_dir = os.path.join(args.out, "exported")
         if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
-            model = model_io.randomize_weights(build_deeplab_v3(**kwargs))
+            model = model_io.randomize_weights(build_deeplab_v3(ModelConfig(**kwargs)))
             w, h = args.size
             export.export_serving_model(model, model_dir, hparams={"model": kwargs}, warmup_sizes=[(h, w)])
     base = os.path.join(args.out, "models", "deeplab")

@@ -8,6 +8,7 @@ branches are concatenated and fused by a 1x1 conv-BN-ReLU.
 import tensorflow as tf
 import tf_keras as keras
 
+from models.config import ModelConfig
 from models.layers import BatchNormSettings, ConvBNReLU
 
 # Paper: rates (6, 12, 18) at output_stride 16, doubled at 8. At 32 the feature map is so small
@@ -16,7 +17,7 @@ from models.layers import BatchNormSettings, ConvBNReLU
 _RATES_AT_16 = (6, 12, 18)
 
 
-def aspp_rates_for(output_stride):
+def aspp_rates_for(output_stride: int) -> tuple:
     """The atrous rates of the three 3x3 ASPP branches for an output stride (8, 16 or 32)."""
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
@@ -65,6 +66,19 @@ class ASPP(BatchNormSettings):
             self.branches.append(ImagePooling(filters, name="image_pooling", **common))
         self.concat = keras.layers.Concatenate(axis=-1, name="concat")
         self.project = ConvBNReLU(filters, 1, name="project", **common)
+
+    @classmethod
+    def of_network(cls, config: ModelConfig, weight_decay: float = 0.0, name: str = "aspp") -> "ASPP":
+        """The ASPP of the network `config`: its rates (None: the paper's for the output stride), filters,
+        image pooling and BatchNormalization settings."""
+        rates = aspp_rates_for(config.output_stride) if config.aspp_rates is None else config.aspp_rates
+        return cls(
+            rates,
+            config.aspp_filters,
+            config.image_pooling,
+            name=name,
+            **cls.settings_of(config, weight_decay),
+        )
 
     def call(self, inputs, training=None):
         outputs = [branch(inputs, training=training) for branch in self.branches]

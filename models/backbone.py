@@ -13,10 +13,11 @@ Inputs are preprocessed images in [-1, 1] (models.layers.Preprocess); outputs ar
 """
 
 import collections
+import typing
 
 import tf_keras as keras
 
-from models.config import BACKBONES, OUTPUT_STRIDES, default_bn_epsilon
+from models.config import BACKBONES, OUTPUT_STRIDES, ModelConfig
 from models.layers import AtrousConv2D, l2_regularizer
 
 # ResNet-v2: (stack name, bottleneck filters, units, stride of the last unit).
@@ -45,6 +46,15 @@ _MOBILENET_BLOCKS = (
     (320, 1, 6),
 )
 
+# The backbone's last stride-4 feature map, the low-level input of the DeepLabV3+ decoder: ResNet-v2 the unit
+# before block1's striding unit (official DeepLab takes block1/unit_2; Keras puts the stride in the last unit),
+# MobileNetV2 the expansion (144*alpha channels) of the block that strides to 8.
+LOW_LEVEL_FEATURES = {
+    "resnet_v2_50": "conv2_block2_out",
+    "resnet_v2_101": "conv2_block2_out",
+    "mobilenet_v2": "block_3_expand_relu",
+}
+
 UnitSpec = collections.namedtuple("UnitSpec", ["name", "filters", "stride", "rate"])
 UnitSpec.__doc__ = "One residual unit after the atrous rewrite: applied stride (1 or 2) and dilation rate."
 
@@ -54,7 +64,7 @@ def _check(output_stride):
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
 
 
-def resnet_v2_unit_specs(backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4)):
+def resnet_v2_unit_specs(backbone: str, output_stride: int, multi_grid: typing.Sequence[int]) -> typing.List[UnitSpec]:
     """The units of a ResNet-v2 backbone with the stride and atrous rate each one gets.
 
     block4 (`conv5`) units use `rate * multi_grid[i]` (paper section 3.2), also at output_stride 32
@@ -81,7 +91,7 @@ def resnet_v2_unit_specs(backbone="resnet_v2_50", output_stride=16, multi_grid=(
     return specs
 
 
-def mobilenet_v2_block_specs(output_stride=16, alpha=1.0):
+def mobilenet_v2_block_specs(output_stride: int, alpha: float) -> typing.List[UnitSpec]:
     """The inverted residual blocks of MobileNetV2 (filters after alpha) with applied stride and rate."""
     _check(output_stride)
     specs = []
@@ -98,7 +108,7 @@ def mobilenet_v2_block_specs(output_stride=16, alpha=1.0):
     return specs
 
 
-def make_divisible(value, divisor=8):
+def make_divisible(value: float, divisor: int = 8) -> int:
     """Round channels to a multiple of `divisor` exactly as tf_keras.applications.MobileNetV2 does."""
     new_value = max(divisor, int(value + divisor / 2) // divisor * divisor)
     if new_value < 0.9 * value:
@@ -106,14 +116,14 @@ def make_divisible(value, divisor=8):
     return new_value
 
 
-def _bn(name, bn_decay, bn_epsilon):
-    return keras.layers.BatchNormalization(momentum=bn_decay, epsilon=bn_epsilon, name=name)
+def _bn(name, config):
+    return keras.layers.BatchNormalization(momentum=config.bn_decay, epsilon=config.bn_epsilon, name=name)
 
 
-def _resnet_unit(x, spec, conv_shortcut, bn_decay, bn_epsilon, weight_decay):
+def _resnet_unit(x, spec, conv_shortcut, config, weight_decay):
     """Pre-activation bottleneck unit (tf_keras.applications.resnet.block2) with a dilated 3x3 conv."""
     name, reg = spec.name, l2_regularizer(weight_decay)
-    preact = _bn(name + "_preact_bn", bn_decay, bn_epsilon)(x)
+    preact = _bn(name + "_preact_bn", config)(x)
     preact = keras.layers.Activation("relu", name=name + "_preact_relu")(preact)
     if conv_shortcut:
         shortcut = keras.layers.Conv2D(
@@ -124,7 +134,7 @@ def _resnet_unit(x, spec, conv_shortcut, bn_decay, bn_epsilon, weight_decay):
     else:
         shortcut = x
     y = keras.layers.Conv2D(spec.filters, 1, use_bias=False, kernel_regularizer=reg, name=name + "_1_conv")(preact)
-    y = _bn(name + "_1_bn", bn_decay, bn_epsilon)(y)
+    y = _bn(name + "_1_bn", config)(y)
     y = keras.layers.Activation("relu", name=name + "_1_relu")(y)
     conv_2 = dict(use_bias=False, kernel_regularizer=reg, name=name + "_2_conv")
     if spec.stride > 1:
@@ -133,30 +143,29 @@ def _resnet_unit(x, spec, conv_shortcut, bn_decay, bn_epsilon, weight_decay):
         y = keras.layers.Conv2D(spec.filters, 3, strides=spec.stride, **conv_2)(y)
     else:
         y = AtrousConv2D(spec.filters, 3, padding="same", dilation_rate=spec.rate, **conv_2)(y)
-    y = _bn(name + "_2_bn", bn_decay, bn_epsilon)(y)
+    y = _bn(name + "_2_bn", config)(y)
     y = keras.layers.Activation("relu", name=name + "_2_relu")(y)
     y = keras.layers.Conv2D(4 * spec.filters, 1, kernel_regularizer=reg, name=name + "_3_conv")(y)
     return keras.layers.Add(name=name + "_out")([shortcut, y])
 
 
-def build_resnet_v2(
-    backbone="resnet_v2_50", output_stride=16, multi_grid=(1, 2, 4), bn_decay=0.9997, bn_epsilon=1e-5, weight_decay=0.0
-):
-    """Pre-activation ResNet-v2 feature extractor: [B,H,W,3] in [-1,1] -> [B,h,w,2048] at 1/output_stride."""
+def build_resnet_v2(config: ModelConfig, weight_decay: float = 0.0) -> keras.Model:
+    """Pre-activation ResNet-v2 feature extractor of `config.backbone` (resnet_v2_50 or resnet_v2_101):
+    [B,H,W,3] in [-1,1] -> [B,h,w,2048] at 1/output_stride."""
     reg = l2_regularizer(weight_decay)
     inputs = keras.Input(shape=(None, None, 3), name="preprocessed_images")
     x = keras.layers.ZeroPadding2D(((3, 3), (3, 3)), name="conv1_pad")(inputs)
     x = keras.layers.Conv2D(64, 7, strides=2, kernel_regularizer=reg, name="conv1_conv")(x)
     x = keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name="pool1_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    for spec in resnet_v2_unit_specs(backbone, output_stride, multi_grid):
-        x = _resnet_unit(x, spec, spec.name.endswith("_block1"), bn_decay, bn_epsilon, weight_decay)
-    x = _bn("post_bn", bn_decay, bn_epsilon)(x)
+    for spec in resnet_v2_unit_specs(config.backbone, config.output_stride, config.multi_grid):
+        x = _resnet_unit(x, spec, spec.name.endswith("_block1"), config, weight_decay)
+    x = _bn("post_bn", config)(x)
     x = keras.layers.Activation("relu", name="post_relu")(x)
-    return keras.Model(inputs, x, name=backbone)
+    return _features_model(inputs, x, config, name=config.backbone)
 
 
-def _inverted_residual(x, spec, expansion, block_id, bn_decay, bn_epsilon, weight_decay):
+def _inverted_residual(x, spec, expansion, block_id, config, weight_decay):
     """MobileNetV2 inverted residual (tf_keras.applications.mobilenet_v2._inverted_res_block), dilated."""
     reg = l2_regularizer(weight_decay)
     in_channels = x.shape[-1]
@@ -166,7 +175,7 @@ def _inverted_residual(x, spec, expansion, block_id, bn_decay, bn_epsilon, weigh
         y = keras.layers.Conv2D(
             expansion * in_channels, 1, use_bias=False, kernel_regularizer=reg, name=prefix + "expand"
         )(y)
-        y = _bn(prefix + "expand_BN", bn_decay, bn_epsilon)(y)
+        y = _bn(prefix + "expand_BN", config)(y)
         y = keras.layers.ReLU(6.0, name=prefix + "expand_relu")(y)
     # "same" for the strided depthwise too: equals Keras' ZeroPadding((0,1),(0,1)) on even sizes and
     # keeps ceil(H/2) rows on odd sizes.
@@ -179,17 +188,18 @@ def _inverted_residual(x, spec, expansion, block_id, bn_decay, bn_epsilon, weigh
         depthwise_regularizer=reg,
         name=prefix + "depthwise",
     )(y)
-    y = _bn(prefix + "depthwise_BN", bn_decay, bn_epsilon)(y)
+    y = _bn(prefix + "depthwise_BN", config)(y)
     y = keras.layers.ReLU(6.0, name=prefix + "depthwise_relu")(y)
     y = keras.layers.Conv2D(spec.filters, 1, use_bias=False, kernel_regularizer=reg, name=prefix + "project")(y)
-    y = _bn(prefix + "project_BN", bn_decay, bn_epsilon)(y)
+    y = _bn(prefix + "project_BN", config)(y)
     if in_channels == spec.filters and spec.stride == 1:
         return keras.layers.Add(name=prefix + "add")([x, y])
     return y
 
 
-def build_mobilenet_v2(output_stride=16, alpha=1.0, bn_decay=0.9997, bn_epsilon=1e-3, weight_decay=0.0):
+def build_mobilenet_v2(config: ModelConfig, weight_decay: float = 0.0) -> keras.Model:
     """MobileNetV2 feature extractor: [B,H,W,3] in [-1,1] -> [B,h,w,make_divisible(320*alpha)]."""
+    alpha = config.alpha
     inputs = keras.Input(shape=(None, None, 3), name="preprocessed_images")
     x = keras.layers.Conv2D(
         make_divisible(32 * alpha, 8),
@@ -200,30 +210,29 @@ def build_mobilenet_v2(output_stride=16, alpha=1.0, bn_decay=0.9997, bn_epsilon=
         kernel_regularizer=l2_regularizer(weight_decay),
         name="Conv1",
     )(inputs)
-    x = _bn("bn_Conv1", bn_decay, bn_epsilon)(x)
+    x = _bn("bn_Conv1", config)(x)
     x = keras.layers.ReLU(6.0, name="Conv1_relu")(x)
-    for block_id, spec in enumerate(mobilenet_v2_block_specs(output_stride, alpha)):
-        x = _inverted_residual(x, spec, _MOBILENET_BLOCKS[block_id][2], block_id, bn_decay, bn_epsilon, weight_decay)
-    return keras.Model(inputs, x, name=f"mobilenet_v2_{alpha:g}")
+    for block_id, spec in enumerate(mobilenet_v2_block_specs(config.output_stride, alpha)):
+        x = _inverted_residual(x, spec, _MOBILENET_BLOCKS[block_id][2], block_id, config, weight_decay)
+    return _features_model(inputs, x, config, name=f"mobilenet_v2_{alpha:g}")
 
 
-# The epsilon each backbone's ImageNet weights were trained with (Keras ResNetV2 / MobileNetV2): their moving
-# variances only normalise correctly with it, so a MobileNetV2 built with ResNet's 1e-5 starts off-distribution.
-def build_backbone(
-    backbone="resnet_v2_50",
-    output_stride=16,
-    multi_grid=(1, 2, 4),
-    alpha=1.0,
-    bn_decay=0.9997,
-    bn_epsilon=None,
-    weight_decay=0.0,
-):
-    """Build a backbone by name (one of BACKBONES). `alpha` is MobileNetV2's width multiplier, `multi_grid` ResNet's;
-    bn_epsilon None = the backbone's own (models.config.DEFAULT_BN_EPSILON)."""
-    if bn_epsilon is None:
-        bn_epsilon = default_bn_epsilon(backbone)
-    if backbone.startswith("resnet_v2"):
-        return build_resnet_v2(backbone, output_stride, multi_grid, bn_decay, bn_epsilon, weight_decay)
-    if backbone == "mobilenet_v2":
-        return build_mobilenet_v2(output_stride, alpha, bn_decay, bn_epsilon, weight_decay)
-    raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
+def _features_model(inputs, features, config, name):
+    """The backbone model: its final features, preceded by the stride-4 map when the network has a V3+ decoder."""
+    model = keras.Model(inputs, features, name=name)
+    if config.decoder != "v3plus":
+        return model
+    low_level = model.get_layer(LOW_LEVEL_FEATURES[config.backbone]).output
+    return keras.Model(inputs, [low_level, features], name=name)
+
+
+def build_backbone(config: ModelConfig, weight_decay: float = 0.0) -> keras.Model:
+    """The feature extractor of `config.backbone` (one of BACKBONES) with `config`'s output stride, multi-grid
+    (ResNet), alpha (MobileNetV2) and BatchNormalization settings (`bn_epsilon`: resolved by ModelConfig to the
+    epsilon the backbone's ImageNet weights were trained with, whose moving variances only normalise correctly
+    with it)."""
+    if config.backbone.startswith("resnet_v2"):
+        return build_resnet_v2(config, weight_decay)
+    if config.backbone == "mobilenet_v2":
+        return build_mobilenet_v2(config, weight_decay)
+    raise ValueError(f"unknown backbone {config.backbone!r}; expected one of {BACKBONES}")

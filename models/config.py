@@ -1,9 +1,11 @@
 """ModelConfig: the fields that define a DeepLab V3 network (architecture and output classes).
 
 The one typed description of a network, shared by training (models.hparams.HParams holds one as
-`hparams.model`), building (`ModelConfig.build()` / models.model_io.build_model), saving (hparams.json
-beside model.keras, deeplab_export.json of every export: `ModelConfig.to_dict()`, one JSON shape) and
-loading (models.model_io.load_model). Pure Python: no TensorFlow import, so CLIs validate cheaply.
+`hparams.model`), building (models.deeplab.build_deeplab_v3 and the backbone/ASPP builders take it;
+models.model_io.build_model adds the precision), saving (hparams.json beside model.keras,
+deeplab_export.json of every export: `ModelConfig.to_dict()`, one JSON shape) and loading
+(models.model_io.load_model). Each default of the network is written here once. Pure Python, importing
+nothing from the network code: CLIs validate cheaply and the builders depend on it, never the reverse.
 
 Training-time options that do not change the network's weights or its outputs (ImageNet init
 `weights`, `weight_decay`, `freeze_bn`) are not part of it: they stay in HParams and are passed to
@@ -15,13 +17,16 @@ import typing
 
 BACKBONES = ("resnet_v2_50", "resnet_v2_101", "mobilenet_v2")
 OUTPUT_STRIDES = (8, 16, 32)
+# "v3": logits on the ASPP output (at 1/output_stride); "v3plus": the DeepLabV3+ decoder (models/decoder.py)
+# refines the ASPP output with the backbone's stride-4 features, logits at 1/4.
+DECODERS = ("v3", "v3plus")
 # BatchNormalization epsilon each backbone's ImageNet weights were trained with.
 DEFAULT_BN_EPSILON = {"resnet_v2_50": 1e-5, "resnet_v2_101": 1e-5, "mobilenet_v2": 1e-3}
 # Options of models.deeplab.build_deeplab_v3 that are training-time, not part of the network definition.
 BUILD_OPTIONS = ("weights", "weight_decay", "freeze_bn")
 
 
-def default_bn_epsilon(backbone):
+def default_bn_epsilon(backbone: str) -> float:
     """BatchNormalization epsilon matching `backbone`'s ImageNet weights."""
     if backbone not in DEFAULT_BN_EPSILON:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
@@ -30,7 +35,7 @@ def default_bn_epsilon(backbone):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """A DeepLab V3 network (defaults = the paper's VOC model)."""
+    """A DeepLab V3 or V3+ network (defaults = the V3 paper's VOC model)."""
 
     backbone: str = "resnet_v2_50"
     output_stride: int = 16
@@ -48,6 +53,8 @@ class ModelConfig:
     # bakes them in.
     input_mean: typing.Optional[typing.Tuple[float, ...]] = None
     input_std: typing.Optional[typing.Tuple[float, ...]] = None
+    decoder: str = "v3"  # one of DECODERS
+    separable: bool = True  # v3plus: depthwise-separable 3x3 decoder convolutions (the V3+ paper's)
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen
@@ -66,6 +73,8 @@ class ModelConfig:
         checks = [
             (self.backbone in BACKBONES, "backbone", " or ".join(BACKBONES)),
             (self.output_stride in OUTPUT_STRIDES, "output_stride", " or ".join(map(str, OUTPUT_STRIDES))),
+            (self.decoder in DECODERS, "decoder", " or ".join(DECODERS)),
+            (isinstance(self.separable, bool), "separable", "true or false"),
             (int(self.num_classes) > 0, "num_classes", "a positive integer"),
             (int(self.aspp_filters) > 0, "aspp_filters", "a positive integer"),
             (float(self.alpha) > 0, "alpha", "a positive number"),
@@ -78,10 +87,10 @@ class ModelConfig:
             set_(self, "bn_epsilon", default_bn_epsilon(self.backbone))
 
     @classmethod
-    def field_names(cls):
+    def field_names(cls) -> typing.Tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
-    def to_dict(self):
+    def to_dict(self) -> typing.Dict[str, typing.Any]:
         """JSON-ready dict (tuples as lists): the one saved shape (hparams.json "model", deeplab_export.json
         "model_config")."""
         values = dataclasses.asdict(self)
@@ -90,7 +99,7 @@ class ModelConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     @classmethod
-    def from_dict(cls, values, ignore=()):
+    def from_dict(cls, values: typing.Mapping[str, typing.Any], ignore: typing.Iterable[str] = ()) -> "ModelConfig":
         """From a dict of its fields; unknown keys are an error naming them, except those in `ignore`."""
         names = set(cls.field_names())
         unknown = sorted(set(values) - names - set(ignore))
@@ -98,16 +107,5 @@ class ModelConfig:
             raise ValueError(f"unknown model field(s) {unknown}; known: {sorted(names)}")
         return cls(**{k: v for k, v in values.items() if k in names})
 
-    def replace(self, **changes):
+    def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
-
-    def build_kwargs(self):
-        """Keyword arguments of models.deeplab.build_deeplab_v3 for this network."""
-        return dataclasses.asdict(self)
-
-    def build(self, weights=None, weight_decay=0.0, freeze_bn=False):
-        """The tf_keras DeepLab V3 under the current Keras dtype policy (see models.model_io.build_model
-        for one under a given precision)."""
-        from models.deeplab import build_deeplab_v3
-
-        return build_deeplab_v3(**self.build_kwargs(), weights=weights, weight_decay=weight_decay, freeze_bn=freeze_bn)

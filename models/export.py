@@ -43,8 +43,9 @@ from data.voc import IGNORE_LABEL, NUM_CLASSES
 from models.export_files import ASSETS_EXTRA, CONFIG_FILENAME, warmup_requests, write_warmup_file
 from models.inference import MEAN_RGB, TTAConfig, _pad_to, canvas_side, predict_logits, shared_canvas
 from models.input_pipeline import decode_rgb
+from models.layers import atrous_impl_of, set_atrous_impl
 from models.model_io import model_config, model_precision, with_precision
-from models.precision import resolve_export_precision
+from models.precision import resolve_atrous_impl, resolve_export_precision
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +350,7 @@ def export_serving_model(
     model_name="deeplab",
     extra_config=None,
     label_map=None,
+    atrous_impl="auto",
 ):
     """Write a TF Serving-ready SavedModel of `model` to `export_dir` (created; must not hold a model).
 
@@ -374,6 +376,9 @@ def export_serving_model(
         its JSON dict, a built-in name or a file); served by the `label_map` signature and recorded as
         "label_map" in deeplab_export.json. Default: VOC for 21 classes, else LabelMap.synthetic(N). Its number
         of classes N must equal the model's output channels.
+      atrous_impl: the kernels the exported graph runs its dilated convolutions with ("auto": this device's,
+        models.precision.resolve_atrous_impl; "taps" / "stock"; None: the model's own); recorded as
+        "atrous_impl" / "atrous_impl_reason" in deeplab_export.json.
 
     Returns:
       export_dir.
@@ -403,16 +408,28 @@ def export_serving_model(
         raise FileExistsError(
             f"{export_dir} already holds a SavedModel; export to a new directory (TF Serving versions are immutable)"
         )
-    module = _ServingModule(model, tta, num_classes, label_map)
-    signatures = {name: getattr(module, name).get_concrete_function() for name in SIGNATURES}
+    previous_impl = atrous_impl_of(model)
+    if atrous_impl is None:
+        atrous_impl, atrous_impl_reason = previous_impl, "the source model's"
+    else:
+        atrous_impl, atrous_impl_reason = resolve_atrous_impl(atrous_impl)
+        set_atrous_impl(model, atrous_impl)  # read when the signatures trace the model, restored below
     log.info(
-        "Exporting SavedModel to %s (TTA: %s, precision %s: %s)",
+        "Exporting SavedModel to %s (TTA: %s, precision %s: %s; atrous convolutions %s: %s)",
         export_dir,
         tta.describe(),
         precision,
         precision_reason,
+        atrous_impl,
+        atrous_impl_reason,
     )
-    tf.saved_model.save(module, export_dir, signatures=signatures)
+    try:
+        module = _ServingModule(model, tta, num_classes, label_map)
+        signatures = {name: getattr(module, name).get_concrete_function() for name in SIGNATURES}
+        tf.saved_model.save(module, export_dir, signatures=signatures)
+    finally:
+        if previous_impl in ("taps", "stock"):
+            set_atrous_impl(model, previous_impl)
 
     config = {
         "format_version": FORMAT_VERSION,
@@ -421,6 +438,8 @@ def export_serving_model(
         "tta": tta.to_json_dict(),
         "precision": precision,
         "precision_reason": precision_reason,
+        "atrous_impl": atrous_impl,
+        "atrous_impl_reason": atrous_impl_reason,
         "num_classes": num_classes,
         "label_map": label_map.to_json_dict(),
         "signatures": list(SIGNATURES),

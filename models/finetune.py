@@ -4,15 +4,16 @@
   init_from_base_model(hparams, fn_args)   hparams with init_from = the Trainer's base_model (unless already set)
 
 `source` is anything models.model_io.load_model reads: an export dir, a Trainer Model artifact (or its
-Format-Serving/), a model_run dir, a .keras/.h5 file or a checkpoint. Layers are matched by name: the layers of
-the backbone (its own layer names, which follow tf_keras.applications), the ASPP blocks (the 1x1 branch, the 3x3
+Format-Serving/), a model_run dir, a .keras/.h5 file or a checkpoint. Layers are matched by name: the layers of the
+backbone (its own layer names, which follow tf_keras.applications), the ASPP blocks (the 1x1 branch, the 3x3
 branches by position, so a model trained at output_stride 16 starts one at 8 whose rates are doubled, as in the
-paper; image pooling; the projection) and the logits. A layer whose weights have the same shapes is copied
-(values cast to the target's variable dtypes: a float32 source fine-tunes a mixed-precision model); one whose
-shapes differ keeps its fresh initialisation and is reported (the logits when the class count differs, e.g. a
-VOC model fine-tuned on a 5-class dataset). The backbone must match completely (same backbone, and alpha for
-MobileNetV2): a half-copied backbone would be worse than the ImageNet one, so warm_start refuses, naming both
-networks and the fix.
+paper; image pooling; the projection), the DeepLabV3+ decoder and the logits. A V3 model starts a V3+ one: backbone
+and ASPP are copied, the decoder and the logits (which read the decoder's features) start afresh. A layer whose
+weights have the same shapes is copied (values cast to the target's variable dtypes: a float32 source fine-tunes a
+mixed-precision model); one whose shapes differ keeps its fresh initialisation and is reported (the logits when the
+class count differs, e.g. a VOC model fine-tuned on a 5-class dataset). The backbone must match completely (same
+backbone, and alpha for MobileNetV2): a half-copied backbone would be worse than the ImageNet one, so warm_start
+refuses, naming both networks and the fix.
 """
 
 import logging
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 LOGITS_LAYER = "logits"  # models.deeplab.build_deeplab_v3's final 1x1 convolution
 ASPP_LAYER = "aspp"
+DECODER_LAYER = "decoder"  # the DeepLabV3+ decoder (models/decoder.py)
 BACKBONE_PREFIX = "backbone/"
 
 
@@ -118,6 +120,8 @@ def warm_start(model, source, log=log, config=None, label_map=None):
         loaded = model_io.load_model(source_name)
     source_units = {key: (name, layer) for key, name, layer in weight_units(loaded.model)}
     other_classes = _other_classes(loaded, label_map)
+    # A V3 source's logits read the ASPP output; a V3+ network's read its decoder, which starts afresh.
+    fresh_decoder = _has_layer(model, DECODER_LAYER) and not _has_layer(loaded.model, DECODER_LAYER)
     copied, reinitialised, reasons, missing_backbone = [], [], {}, []
     assignments = []
     for key, name, layer in weight_units(model):
@@ -125,6 +129,8 @@ def warm_start(model, source, log=log, config=None, label_map=None):
         why = "no such layer in the source" if found is None else _mismatch(layer, found[1])
         if why is None and name == LOGITS_LAYER and other_classes:
             why = other_classes
+        if why is None and name == LOGITS_LAYER and fresh_decoder:
+            why = "the source has no decoder: the logits of a V3+ network read the decoder, which starts afresh"
         if why is None:
             assignments.append((layer, found[1]))
             copied.append(name)
@@ -167,8 +173,15 @@ def warm_start(model, source, log=log, config=None, label_map=None):
         )
         others = [n for n in reinitialised if n != LOGITS_LAYER]
         if others:
-            log.warning("init_from: layer(s) other than the logits start afresh (their shapes differ): %s", others)
+            log.warning(
+                "init_from: layer(s) other than the logits start afresh: %s",
+                "; ".join(f"{n} ({reasons[n]})" for n in others),
+            )
     return report
+
+
+def _has_layer(model, name):
+    return any(layer.name == name for layer in model.layers)
 
 
 def init_from_base_model(hparams, fn_args):

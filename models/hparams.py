@@ -9,6 +9,7 @@ Presets:
   demo   - a tiny MobileNetV2 that learns the synthetic dataset (data.synthetic) on a 2-core CPU in
          minutes (measured by bench/train_synthetic.py).
   finetune_os8 - the paper's second stage: output_stride 8, frozen BN, lr 0.001, on top of `paper`.
+  v3plus - `paper` with the DeepLabV3+ decoder (or `--set decoder=v3plus` on any preset).
 """
 
 import argparse
@@ -18,12 +19,19 @@ import math
 import typing
 
 from models.config import ModelConfig
+from models.precision import ATROUS_REQUESTS
 from models.precision import REQUESTS as PRECISION_REQUESTS  # auto: models/precision.py decides
 
 MODEL_FIELDS = ModelConfig.field_names()  # accepted flat (presets, --set, custom_config, old hparams.json)
 # Recorded by models.train in hparams.json beside the fields (what "auto" resolved to, and why);
 # from_json drops them, so a model_run's hparams.json reloads (and "auto" resolves again where it runs).
-RECORDED_KEYS = ("precision_resolved", "precision_reason", "class_weights_resolved")
+RECORDED_KEYS = (
+    "precision_resolved",
+    "precision_reason",
+    "class_weights_resolved",
+    "atrous_impl_resolved",
+    "atrous_impl_reason",
+)
 OPTIMIZERS = ("sgd", "adam")
 # HParams.class_weights computed from the class pixel histogram of the training labels
 # (models.losses.class_weights_from_histogram); "auto" is "median_frequency".
@@ -97,6 +105,9 @@ class HParams:
     # execution
     precision: str = "auto"  # auto: bfloat16 where native, float16 on older GPUs, else float32
     xla: bool = False
+    # Kernels of the dilated 3x3 convolutions (same weights and outputs): auto = per-tap matrix products on a CPU,
+    # the stock dilated convolution on a GPU/TPU (models.precision.resolve_atrous_impl); "taps" / "stock" force.
+    atrous_impl: str = "auto"
     checkpoint_every: int = 500  # steps between BackupAndRestore checkpoints (resume of a killed run)
     log_images: int = 3  # validation images drawn with predictions each epoch
     seed: int = 0
@@ -112,6 +123,7 @@ class HParams:
             (self.normalization in NORMALIZATIONS, "normalization", " or ".join(NORMALIZATIONS)),
             (self.sampling in SAMPLINGS, "sampling", " or ".join(SAMPLINGS)),
             (0 < float(self.repeat_threshold) <= 1, "repeat_threshold", "a fraction 0 < t <= 1"),
+            (self.atrous_impl in ATROUS_REQUESTS, "atrous_impl", " or ".join(ATROUS_REQUESTS)),
             (
                 self.crop_size > 0 and self.batch_size > 0 and self.train_steps > 0,
                 "crop_size/batch_size/train_steps",
@@ -134,7 +146,9 @@ class HParams:
         """The training-time arguments of models.model_io.build_model (ImageNet init, L2, frozen BN). With
         init_from set there is no ImageNet load: the trained model's backbone replaces it entirely."""
         weights = None if self.init_from else self.weights
-        return dict(weights=weights, weight_decay=self.weight_decay, freeze_bn=self.freeze_bn)
+        return dict(
+            weights=weights, weight_decay=self.weight_decay, freeze_bn=self.freeze_bn, atrous_impl=self.atrous_impl
+        )
 
     def to_json(self, path=None, **recorded):
         """JSON text; also written to `path` (local or gfile URI) when given. `recorded`: RECORDED_KEYS
@@ -260,6 +274,8 @@ def flatten(values):
 PRESETS = {
     "paper": {},
     "finetune_os8": {"output_stride": 8, "freeze_bn": True, "learning_rate": 0.001},
+    # DeepLabV3+ (Chen et al. 2018): `paper` with the decoder (models/decoder.py); logits at stride 4.
+    "v3plus": {"decoder": "v3plus"},
     # bench/train_synthetic.py (300 train / 60 val synthetic images, 2 shared CPU cores, load ~5):
     # val mIoU 0.869 over the 60 whole val images after 750 steps, 395 s fit / 407 s total.
     "demo": {

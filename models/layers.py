@@ -4,14 +4,21 @@ All layers accept dynamic spatial shapes (any H, W, odd included): sizes are rea
 run time, never from the static shape.
 """
 
+import typing
+
 import tensorflow as tf
 import tf_keras as keras
+
+from models.config import ModelConfig
+
+# A layer built on its own (tests, other heads) gets the default network's settings.
+_DEFAULT_NETWORK = ModelConfig()
 
 # Weight decay is applied as a kernel regularizer so that it is part of the model config (a
 # reloaded model keeps training with the same objective) and Keras adds it to the total loss.
 
 
-def l2_regularizer(weight_decay):
+def l2_regularizer(weight_decay: float):
     """Slim-style weight decay (`weight_decay * sum(w**2) / 2`, as the paper's code), or None when 0."""
     if not weight_decay:
         return None
@@ -46,11 +53,18 @@ class BatchNormSettings(keras.layers.Layer):
     """Base of the layers built of conv-BN units: carries their BatchNormalization momentum (`bn_decay`) and
     epsilon and their convolutions' weight decay, and saves them in get_config."""
 
-    def __init__(self, bn_decay=0.9997, bn_epsilon=1e-5, weight_decay=0.0, **kwargs):
+    def __init__(
+        self, bn_decay=_DEFAULT_NETWORK.bn_decay, bn_epsilon=_DEFAULT_NETWORK.bn_epsilon, weight_decay=0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.bn_decay = bn_decay
         self.bn_epsilon = bn_epsilon
         self.weight_decay = weight_decay
+
+    @classmethod
+    def settings_of(cls, config: ModelConfig, weight_decay: float = 0.0) -> dict:
+        """The keyword arguments that give a layer the BatchNormalization settings of the network `config`."""
+        return dict(bn_decay=config.bn_decay, bn_epsilon=config.bn_epsilon, weight_decay=weight_decay)
 
     @property
     def bn_settings(self):
@@ -94,6 +108,43 @@ class ConvBNReLU(BatchNormSettings):
 
 
 @keras.saving.register_keras_serializable(package="deeplab")
+class SeparableConvBNReLU(BatchNormSettings):
+    """Depthwise-separable conv-BN-ReLU as DeepLabV3+ uses in its decoder (slim's split_separable_conv2d):
+    depthwise `kernel_size` conv -> BN -> ReLU -> 1x1 conv to `filters` -> BN -> ReLU. A 3x3 of 256 -> 256
+    channels costs about a ninth of the full convolution's weights and multiplies.
+    kwargs: BatchNormSettings' (bn_decay, bn_epsilon, weight_decay) and Layer's."""
+
+    def __init__(self, filters, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        reg = l2_regularizer(self.weight_decay)
+        bn = dict(momentum=self.bn_decay, epsilon=self.bn_epsilon)
+        self.depthwise = keras.layers.DepthwiseConv2D(
+            kernel_size,
+            padding="same",
+            use_bias=False,
+            depthwise_initializer="he_normal",
+            depthwise_regularizer=reg,
+            name="depthwise",
+        )
+        self.depthwise_bn = keras.layers.BatchNormalization(name="depthwise_bn", **bn)
+        self.pointwise = keras.layers.Conv2D(
+            filters, 1, use_bias=False, kernel_initializer="he_normal", kernel_regularizer=reg, name="pointwise"
+        )
+        self.pointwise_bn = keras.layers.BatchNormalization(name="pointwise_bn", **bn)
+
+    def call(self, inputs, training=None):
+        x = tf.nn.relu(self.depthwise_bn(self.depthwise(inputs), training=training))
+        return tf.nn.relu(self.pointwise_bn(self.pointwise(x), training=training))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deeplab")
 class ResizeLike(keras.layers.Layer):
     """Bilinear resize of `inputs[0]` to the spatial size of `inputs[1]` (read at run time)."""
 
@@ -113,7 +164,7 @@ class ResizeLike(keras.layers.Layer):
         return config
 
 
-def atrous_conv2d_same(inputs, kernel, rate):
+def atrous_conv2d_same(inputs: tf.Tensor, kernel: tf.Tensor, rate: int) -> tf.Tensor:
     """`tf.nn.conv2d(inputs, kernel, padding="SAME", dilations=rate)` (stride 1, odd square kernel) as a sum
     of one matrix product per kernel tap over the part of the map where that tap lands inside the image.
 
@@ -160,13 +211,19 @@ class AtrousConv2D(keras.layers.Conv2D):
     """keras Conv2D whose dilated "same" convolution runs as per-tap matrix products (atrous_conv2d_same).
 
     Same weights, names and config as Conv2D (ImageNet h5 files and checkpoints load unchanged); any
-    other setting (rate 1, strides, "valid") runs the stock convolution.
+    other setting (rate 1, strides, "valid") runs the stock convolution. `impl` ("taps" or "stock") is not
+    part of the config: it depends on the device the model runs on, not on the network, so whoever builds or
+    loads a model sets it (set_atrous_impl; models.precision.resolve_atrous_impl decides "auto") before the
+    first call traces the layer.
     """
+
+    impl = "taps"
 
     def convolution_op(self, inputs, kernel):
         rate = self.dilation_rate[0]
         if (
-            rate > 1
+            self.impl == "taps"
+            and rate > 1
             and self.dilation_rate[0] == self.dilation_rate[1]
             and self.padding == "same"
             and self.strides == (1, 1)
@@ -177,3 +234,21 @@ class AtrousConv2D(keras.layers.Conv2D):
         ):
             return atrous_conv2d_same(inputs, kernel, rate)
         return super().convolution_op(inputs, kernel)
+
+
+def set_atrous_impl(model: keras.layers.Layer, impl: str) -> int:
+    """Run every AtrousConv2D of `model` as "taps" (atrous_conv2d_same) or "stock" (tf.nn.conv2d, dilated);
+    returns how many layers were set. Same weights and outputs either way; set it before tracing (a tf.function
+    already traced keeps the kernels it traced)."""
+    if impl not in ("taps", "stock"):
+        raise ValueError(f"atrous implementation must be taps or stock, got {impl!r}")
+    layers = [layer for layer in model.submodules if isinstance(layer, AtrousConv2D)]
+    for layer in layers:
+        layer.impl = impl
+    return len(layers)
+
+
+def atrous_impl_of(model: keras.layers.Layer) -> typing.Optional[str]:
+    """The implementation the AtrousConv2D layers of `model` run ("taps", "stock", "mixed"), None without any."""
+    found = {layer.impl for layer in model.submodules if isinstance(layer, AtrousConv2D)}
+    return None if not found else found.pop() if len(found) == 1 else "mixed"

@@ -1,7 +1,7 @@
 """Building, converting, saving and loading DeepLab V3 models: the one home of each.
 
   model_config(source)        ModelConfig from a ModelConfig, HParams, or any saved dict (hparams.json,
-                              nested or flat as older versions wrote it; deeplab_export.json v1 or v2)
+                              nested or flat; deeplab_export.json of either format: see docs/ARCHITECTURE.md)
   build_model(config, precision, ...)   a fresh network under a precision (Keras dtype policy)
   precision_policy(name)      the global Keras dtype policy inside a `with` block
   with_precision(model, precision, config)  the model itself or a rebuilt copy with its weights (e.g. the
@@ -20,12 +20,19 @@ import collections
 import contextlib
 import json
 import os
+import typing
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from models.config import ModelConfig
+from models.deeplab import build_deeplab_v3, custom_objects
+from models.layers import set_atrous_impl
+from models.precision import resolve_atrous_impl
+
+# What model_config reads: a ModelConfig, an HParams, a saved dict or its JSON text.
+ConfigSource = typing.Union[ModelConfig, typing.Any, typing.Mapping[str, typing.Any], str]
 
 MODEL_FILENAME = "model.keras"
 HPARAMS_FILENAME = "hparams.json"
@@ -49,7 +56,7 @@ class LoadedModel(collections.namedtuple("LoadedModel", ["model", "config", "hpa
     @property
     def label_map(self):
         """The recorded data.label_map.LabelMap: deeplab_export.json's "label_map", else a "label_map" recorded
-        in the hyper-parameters (hparams.json); None when neither has one (exports older than label maps: VOC
+        in the hyper-parameters (hparams.json); None when neither has one (an export without a label map: VOC
         for 21 classes, models.export.default_label_map)."""
         from models.export_files import label_map_from_config
 
@@ -63,10 +70,10 @@ class LoadedModel(collections.namedtuple("LoadedModel", ["model", "config", "hpa
 # configuration and precision
 
 
-def model_config(source):
+def model_config(source: ConfigSource) -> ModelConfig:
     """The ModelConfig described by `source`: a ModelConfig, an HParams, or a dict as saved by any
-    version: HParams.to_dict() ({"model": {...}, ...}), a flat hparams.json of older versions, a
-    deeplab_export.json (v2 "model_config"; v1 "hparams" / "model_kwargs"), or build_deeplab_v3 keywords.
+    format: HParams.to_dict() ({"model": {...}, ...}), a flat hparams.json, a
+    deeplab_export.json (v2 "model_config"; v1 "hparams" / "model_kwargs"), or a flat dict of ModelConfig fields.
     Keys that are not model fields are ignored. ValueError when `source` names no model field."""
     if isinstance(source, ModelConfig):
         return source
@@ -93,7 +100,7 @@ def model_config(source):
     return ModelConfig(**fields)
 
 
-def policy_name(precision):
+def policy_name(precision: str) -> str:
     """The Keras dtype policy of a precision name (export or policy vocabulary; not "auto")."""
     if precision not in _POLICIES:
         raise ValueError(
@@ -103,13 +110,13 @@ def policy_name(precision):
     return _POLICIES[precision]
 
 
-def model_precision(model):
+def model_precision(model: keras.Model) -> str:
     """The export name of a model's compute precision: float32, bfloat16 or float16."""
     return {"bfloat16": "bfloat16", "float16": "float16"}.get(getattr(model, "compute_dtype", "float32"), "float32")
 
 
 @contextlib.contextmanager
-def precision_policy(name):
+def precision_policy(name: str) -> typing.Iterator[None]:
     """Set the global Keras dtype policy inside the block (any precision name policy_name knows)."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy_name(name))
@@ -119,18 +126,34 @@ def precision_policy(name):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def build_model(config, precision="float32", *, weights=None, weight_decay=0.0, freeze_bn=False):
+def build_model(
+    config: ConfigSource,
+    precision: typing.Optional[str] = "float32",
+    *,
+    weights: typing.Optional[str] = None,
+    weight_decay: float = 0.0,
+    freeze_bn: bool = False,
+    atrous_impl: str = "auto",
+) -> keras.Model:
     """A fresh DeepLab V3 of `config` (anything model_config accepts) under `precision` (None: the current
     global policy). weights: None (random init), "imagenet" or an h5 path (backbone only);
-    weight_decay, freeze_bn: training-time options (models.hparams.HParams.build_options())."""
+    weight_decay, freeze_bn, atrous_impl: training-time options (models.hparams.HParams.build_options());
+    atrous_impl "auto" picks the dilated-convolution kernels for this device (models.precision.resolve_atrous_impl).
+    """
     config = model_config(config)
+    options = dict(weights=weights, weight_decay=weight_decay, freeze_bn=freeze_bn)
     if precision is None:
-        return config.build(weights=weights, weight_decay=weight_decay, freeze_bn=freeze_bn)
-    with precision_policy(precision):
-        return config.build(weights=weights, weight_decay=weight_decay, freeze_bn=freeze_bn)
+        model = build_deeplab_v3(config, **options)
+    else:
+        with precision_policy(precision):
+            model = build_deeplab_v3(config, **options)
+    set_atrous_impl(model, resolve_atrous_impl(atrous_impl)[0])
+    return model
 
 
-def with_precision(model, precision, config=None):
+def with_precision(
+    model: keras.Model, precision: typing.Optional[str], config: typing.Optional[ConfigSource] = None
+) -> keras.Model:
     """`model` itself if it already computes in `precision`, else a rebuilt copy with its weights.
 
     The Keras mixed-precision policy is fixed when layers are built, so a change of precision
@@ -150,7 +173,7 @@ def with_precision(model, precision, config=None):
     return rebuilt
 
 
-def assign_weights(model, weights, source):
+def assign_weights(model: keras.Model, weights: typing.Sequence[typing.Any], source: str) -> None:
     """Copy `weights` (list of variables/arrays, model.weights order) into `model`, checking shapes."""
     if len(model.weights) != len(weights):
         raise ValueError(
@@ -169,7 +192,7 @@ def assign_weights(model, weights, source):
     model.set_weights(values)
 
 
-def randomize_weights(model, seed=0):
+def randomize_weights(model: keras.Model, seed: int = 0) -> keras.Model:
     """Give an untrained model non-degenerate random weights, in place; returns the model.
 
     A freshly built DeepLab's logits are ~1e-11 everywhere (zero-mean BN statistics on random
@@ -199,14 +222,14 @@ def randomize_weights(model, seed=0):
 # saving
 
 
-def write_hparams(run_dir, hparams, **recorded):
+def write_hparams(run_dir: str, hparams: typing.Any, **recorded) -> str:
     """run_dir/hparams.json (models.hparams.HParams.to_json; `recorded`: its RECORDED_KEYS); returns the path."""
     path = os.path.join(run_dir, HPARAMS_FILENAME)
     hparams.to_json(path, **recorded)
     return path
 
 
-def save_model(model, run_dir):
+def save_model(model: keras.Model, run_dir: str) -> str:
     """run_dir/model.keras (Keras' own format; load_model reads it back with hparams.json); returns the path."""
     path = os.path.join(run_dir, MODEL_FILENAME)
     model.save(path)
@@ -252,7 +275,12 @@ def _config_or_none(hparams):
         return None
 
 
-def load_model(path, hparams=None, precision=None):
+def load_model(
+    path: str,
+    hparams: typing.Union[None, typing.Any, typing.Mapping[str, typing.Any], str] = None,
+    precision: typing.Optional[str] = None,
+    atrous_impl: str = "auto",
+) -> LoadedModel:
     """Rebuild a tf_keras DeepLab V3 with trained weights from what training or export left behind.
 
     `path` may be: an exported SavedModel directory (rebuilt from its deeplab_export.json, any format
@@ -260,6 +288,7 @@ def load_model(path, hparams=None, precision=None):
     model.keras, or a `.keras`/`.h5` file; a TF checkpoint prefix or directory (rebuilt from `hparams`:
     an HParams, a dict or a JSON file path; by default the hparams.json beside it).
     precision: None (the source's), or a precision name to rebuild in (policy_name's vocabulary).
+    atrous_impl: the dilated-convolution kernels to run ("auto": this device's, models.precision.resolve_atrous_impl).
 
     Returns a LoadedModel(model, config, hparams, export_config); `.label_map` is the recorded label map.
     """
@@ -276,14 +305,12 @@ def load_model(path, hparams=None, precision=None):
     if tf.io.gfile.isdir(path) and tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         export_config = read_export_config(path)
         config = model_config(hparams) if hparams is not None else model_config(export_config)
-        model = build_model(config, precision or export_config.get("precision", "float32"))
+        model = build_model(config, precision or export_config.get("precision", "float32"), atrous_impl=atrous_impl)
         assign_weights(model, tf.saved_model.load(path).model_weights, source=path)
         return LoadedModel(
             model, config, hparams if hparams is not None else export_config.get("hparams") or {}, export_config
         )
     if path.endswith((".keras", ".h5")):
-        from models.deeplab import custom_objects
-
         model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
         if hparams is None:
             found = _find_hparams_json(path)
@@ -291,6 +318,7 @@ def load_model(path, hparams=None, precision=None):
         config = _config_or_none(hparams)
         if precision:
             model = with_precision(model, precision, config)
+        set_atrous_impl(model, resolve_atrous_impl(atrous_impl)[0])
         return LoadedModel(model, config, hparams or {}, None)
     # A checkpoint: directory (latest checkpoint in it) or prefix.
     prefix = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
@@ -305,7 +333,7 @@ def load_model(path, hparams=None, precision=None):
             raise FileNotFoundError(f"no hparams.json beside checkpoint {prefix}: pass --hparams PATH")
         hparams = _read_json(found)
     config = model_config(hparams)
-    model = build_model(config, precision or "float32")
+    model = build_model(config, precision or "float32", atrous_impl=atrous_impl)
     _restore_checkpoint(model, prefix)
     return LoadedModel(model, config, hparams, None)
 

@@ -165,3 +165,35 @@ def resolve_export_precision(requested=AUTO, *, cpu_flags=None, gpus=None):
     if policy == "mixed_float16":  # the export has no float16 graph
         return "float32", reason.replace("(float16, no native bfloat16)", "(no native bfloat16; float32 export)")
     return "float32", reason
+
+
+# `atrous_impl: auto`: which kernels run the dilated 3x3 convolutions (models.layers.AtrousConv2D).
+ATROUS_IMPLS = ("taps", "stock")
+ATROUS_REQUESTS = (AUTO,) + ATROUS_IMPLS
+
+
+def accelerators():
+    """[device names] of the visible GPUs and TPUs (TensorFlow's view)."""
+    import tensorflow as tf
+
+    return [d.name for kind in ("GPU", "TPU") for d in tf.config.list_physical_devices(kind)]
+
+
+def resolve_atrous_impl(requested=AUTO, *, devices=None):
+    """(atrous implementation "taps" | "stock", short reason) for `requested` ("auto", "taps" or "stock").
+
+    auto: "taps" (models.layers.atrous_conv2d_same, one matrix product per kernel tap) on a CPU, where TF's dilated
+    kernels multiply the zero padding and ran 5-17x slower backward (bench/RESULTS.md); "stock" (the dilated
+    tf.nn.conv2d) on a GPU or TPU, whose cuDNN/XLA kernels handle dilation natively and where the per-tap path would
+    add eight full-size pads and sums per layer. devices: accelerator names (default: accelerators()); an empty
+    list means CPU only.
+    """
+    requested = str(requested or AUTO).strip().lower()
+    if requested not in ATROUS_REQUESTS:
+        raise ValueError(f"atrous_impl must be one of {', '.join(ATROUS_REQUESTS)}; got {requested!r}")
+    if requested != AUTO:
+        return requested, "requested"
+    devices = accelerators() if devices is None else list(devices)
+    if devices:
+        return "stock", f"auto: {devices[0]} (dilated convolution kernels of the accelerator)"
+    return "taps", "auto: CPU only (per-tap matrix products)"

@@ -29,7 +29,7 @@ from models.confusion import iou_from_confusion
 from models.losses import CLASS_WEIGHT_METHODS, MaskedSparseCrossEntropy, class_weights_from_histogram
 from models.metrics import StreamingMeanIoU
 from models.model_io import build_model, precision_policy, save_model, with_precision, write_hparams
-from models.precision import resolve_precision
+from models.precision import resolve_atrous_impl, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,7 @@ def train(
     epochs, steps_per_epoch = _epochs(hparams)
     total_steps = epochs * steps_per_epoch
     policy, precision_reason = resolve_precision(hparams.precision)  # "auto" -> the policy native here
+    atrous_impl, atrous_impl_reason = resolve_atrous_impl(hparams.atrous_impl)
     statistics, tft_output, statistics_how = dataset_statistics(
         hparams, train_files, transform_graph, os.path.join(run_dir, "transform"), label_map
     )
@@ -339,7 +340,7 @@ def train(
     class_weights, class_weights_how = resolve_class_weights(hparams, statistics)
     log.info(
         "Training %s (output_stride %d, crop %d, batch %d) for %d steps (%d epochs x %d) on %d replica(s), "
-        "precision %s (%s)%s",
+        "precision %s (%s), atrous convolutions %s (%s)%s",
         hparams.backbone,
         hparams.output_stride,
         hparams.crop_size,
@@ -350,6 +351,8 @@ def train(
         strategy.num_replicas_in_sync,
         policy,
         precision_reason,
+        atrous_impl,
+        atrous_impl_reason,
         ", XLA" if hparams.xla else "",
     )
     if class_weights is not None:
@@ -361,6 +364,8 @@ def train(
             precision_resolved=policy,
             precision_reason=precision_reason,
             class_weights_resolved=class_weights,
+            atrous_impl_resolved=atrous_impl,
+            atrous_impl_reason=atrous_impl_reason,
         )
 
     keras.utils.set_random_seed(hparams.seed)
@@ -387,7 +392,8 @@ def train(
     if hparams.eval_steps:
         val_ds = val_ds.take(hparams.eval_steps)
     with precision_policy(policy), strategy.scope():  # metrics and optimizer too are made under the policy
-        model = build_model(hparams.model, None, **hparams.build_options())  # no ImageNet load with init_from
+        # no ImageNet load with init_from
+        model = build_model(hparams.model, None, **{**hparams.build_options(), "atrous_impl": atrous_impl})
     init_report = None
     if hparams.init_from:
         # Before fit: BackupAndRestore restores a resumed run's checkpoint in on_train_begin, after this, so an
@@ -444,6 +450,8 @@ def train(
         "hparams": hparams.to_dict(),
         "precision_resolved": policy,
         "precision_reason": precision_reason,
+        "atrous_impl_resolved": atrous_impl,
+        "atrous_impl_reason": atrous_impl_reason,
         "class_weights_resolved": class_weights,
         "dataset_statistics": None if statistics is None else statistics.to_json_dict(),
         "init_from": init_report,

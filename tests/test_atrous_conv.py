@@ -75,3 +75,49 @@ def test_layer_is_a_conv2d_with_the_same_weights_and_config():
     # Settings the per-tap path does not cover run the stock convolution.
     strided = AtrousConv2D(6, 3, strides=2, padding="same")
     assert strided(x).shape == (2, 5, 7, 6)
+
+
+def test_atrous_impl_taps_and_stock_give_the_same_outputs_and_gradients():
+    """`atrous_impl` only changes the kernels: per-tap matrix products ("taps", the CPU choice of auto) and the
+    stock dilated convolution ("stock", the GPU/TPU choice) give the same outputs and gradients."""
+    from models.aspp import ASPP
+    from models.layers import atrous_impl_of, set_atrous_impl
+
+    aspp = ASPP(rates=(2, 5), filters=6, image_pooling=True)
+    x = tf.constant(np.random.default_rng(4).normal(size=(2, 9, 11, 5)), tf.float32)
+    aspp(x)  # build
+    results = {}
+    for impl in ("taps", "stock"):
+        assert set_atrous_impl(aspp, impl) == 5  # every branch's conv, image pooling's and the projection's
+        assert atrous_impl_of(aspp) == impl
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = aspp(x, training=False)
+            loss = tf.reduce_sum(y * y)
+        grads = tape.gradient(loss, [x, *aspp.trainable_weights])
+        results[impl] = (y.numpy(), [g.numpy() for g in grads])
+    (y_taps, g_taps), (y_stock, g_stock) = results["taps"], results["stock"]
+    np.testing.assert_allclose(y_taps, y_stock, rtol=1e-4, atol=1e-4)
+    assert len(g_taps) == len(g_stock) == 1 + len(aspp.trainable_weights)
+    for a, b in zip(g_taps, g_stock):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3 * max(np.abs(b).max(), 1e-6))
+
+
+def test_atrous_impl_auto_follows_the_device_and_reaches_the_model():
+    from models import hparams as hparams_lib
+    from models import model_io
+    from models.layers import atrous_impl_of
+    from models.precision import resolve_atrous_impl
+
+    assert resolve_atrous_impl("auto", devices=[])[0] == "taps"
+    assert resolve_atrous_impl("auto", devices=["/physical_device:GPU:0"])[0] == "stock"
+    assert resolve_atrous_impl("auto", devices=["/physical_device:TPU:0"])[0] == "stock"
+    assert resolve_atrous_impl("stock", devices=[]) == ("stock", "requested")
+    with pytest.raises(ValueError, match="atrous_impl"):
+        resolve_atrous_impl("fast")
+    with pytest.raises(ValueError, match="atrous_impl"):
+        hparams_lib.preset("demo", atrous_impl="fast")
+    config = dict(backbone="mobilenet_v2", alpha=0.35, output_stride=8, aspp_filters=8)
+    assert atrous_impl_of(model_io.build_model(config, atrous_impl="stock")) == "stock"
+    assert atrous_impl_of(model_io.build_model(config)) == resolve_atrous_impl("auto")[0]
+    assert hparams_lib.preset("demo").build_options()["atrous_impl"] == "auto"

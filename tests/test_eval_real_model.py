@@ -13,10 +13,11 @@ from tests.test_eval_support import write_examples
 
 @pytest.mark.slow
 def test_exported_deeplab_matches_keras_predictions(tmp_path):
+    from models.config import ModelConfig
     from models.deeplab import build_deeplab_v3
     from models.export import export_serving_model
 
-    model = build_deeplab_v3(backbone="mobilenet_v2", alpha=0.35, aspp_filters=16, output_stride=16)
+    model = build_deeplab_v3(ModelConfig(backbone="mobilenet_v2", alpha=0.35, aspp_filters=16, output_stride=16))
     tta = TTAConfig(scales=(0.75, 1.0), flip=True)
     export_dir = export_serving_model(model, str(tmp_path / "model" / "Format-Serving"), tta=tta, warmup_sizes=())
     samples = write_examples(str(tmp_path / "examples" / "Split-val"), 3)

@@ -36,7 +36,7 @@ def tiny_model():
     from models.deeplab import build_deeplab_v3
 
     keras.utils.set_random_seed(0)
-    return model_io.randomize_weights(build_deeplab_v3(**TINY), seed=0)
+    return model_io.randomize_weights(build_deeplab_v3(ModelConfig(**TINY)), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +318,7 @@ def _trained_tiny_model(steps=200, batch=8):
     rng = np.random.default_rng(0)
     images, labels = zip(*[render_sample(rng, 64, 64) for _ in range(8 * batch)])
     keras.utils.set_random_seed(0)
-    model = build_deeplab_v3(**TRAINED)
+    model = build_deeplab_v3(ModelConfig(**TRAINED))
     model.compile(keras.optimizers.Adam(0.01), MaskedSparseCrossEntropy())
     history = model.fit(
         np.stack(images).astype(np.float32), np.stack(labels)[..., None], batch_size=batch, epochs=steps // 8, verbose=0
@@ -409,3 +409,55 @@ def test_cli_exports_an_untrained_model_of_any_configuration(tmp_path, capsys):
     image = _images()[0]
     served = tf.saved_model.load(out).signatures["serving_default"](images=tf.constant([_png(image)]))
     assert served["segmentation_map"].shape == (1, 40, 56)
+
+
+def test_v3plus_export_round_trip_answers_with_tensorflow_alone(tmp_path):
+    """A DeepLabV3+ export records its decoder, rebuilds as V3+ from deeplab_export.json, and answers (with TTA)
+    in a process that imports TensorFlow only, as the in-process model does."""
+    import subprocess
+    import sys
+    import textwrap
+
+    import tf_keras as keras
+
+    from models.deeplab import build_deeplab_v3
+    from models.precision import resolve_atrous_impl
+
+    config = {**TINY, "aspp_filters": 8, "decoder": "v3plus"}
+    keras.utils.set_random_seed(0)
+    model = model_io.randomize_weights(build_deeplab_v3(ModelConfig(**config)), seed=3)
+    path = str(tmp_path / "v3plus")
+    export.export_serving_model(model, path, hparams={"model": config}, tta=TTA, warmup_sizes=())
+    export_config = export_files.read_export_config(path)
+    assert export_config["model_config"]["decoder"] == "v3plus"
+    assert export_config["atrous_impl"] == resolve_atrous_impl("auto")[0]  # this device's choice, recorded
+    reloaded = model_io.load_model(path)
+    assert reloaded.config.decoder == "v3plus" and reloaded.model.get_layer("decoder").separable
+    images = _images(seed=5, sizes=((40, 56), (33, 47)))
+    for image in images:
+        x = image[np.newaxis].astype(np.float32)
+        np.testing.assert_array_equal(reloaded.model(x, training=False), model(x, training=False))
+    for i, image in enumerate(images):
+        (tmp_path / f"{i}.png").write_bytes(_png(image))
+    code = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        assert not any(m.split(".")[0] in ("models", "data", "serving") for m in sys.modules)
+        sig = tf.saved_model.load({path!r}).signatures["serving_default"]
+        maps = [sig(images=tf.constant([open(f"{{i}}.png", "rb").read()]))["segmentation_map"].numpy()[0].tolist()
+                for i in range({len(images)})]
+        print(json.dumps(maps))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    for image, answer in zip(images, answers):
+        labels, _, sorted_probs = _in_process(model, image)
+        answer = np.asarray(answer)
+        assert answer.shape == image.shape[:2]
+        differ = answer != labels  # only where two classes tie to float rounding
+        assert differ.mean() < 0.01
+        assert np.all(sorted_probs[..., -1][differ] - sorted_probs[..., -2][differ] < 1e-5)

@@ -195,3 +195,26 @@ def test_train_starts_from_init_from_and_records_it(tmp_path):
     saved = json.loads((tmp_path / "run" / train_lib.REPORT_FILENAME).read_text())
     assert saved["init_from"]["source"] == str(tmp_path / "source") and saved["init_from"]["reinitialised"] == []
     assert saved["hparams"]["init_from"] == str(tmp_path / "source")
+
+
+def test_v3_source_starts_a_v3plus_network_whose_decoder_and_logits_start_afresh(source, tmp_path):
+    """init_from a V3 model into a DeepLabV3+ (mixed precision): backbone and ASPP copied; the decoder is new and
+    the logits, which read the decoder, start afresh too. A V3+ source then initialises a V3+ network entirely."""
+    run_dir, hp, src = source
+    target = model_io.build_model(hp.model.replace(decoder="v3plus"), "mixed_bfloat16")
+    fresh = {name: target.get_layer(name).get_weights() for name in ("decoder", "logits")}
+    report = finetune.warm_start(target, str(run_dir))
+    assert sorted(report["reinitialised"]) == ["decoder", "logits"]
+    assert "no such layer" in report["reasons"]["decoder"] and "decoder" in report["reasons"]["logits"]
+    for layer in _non_logits(src):
+        _assert_same_weights(target.get_layer(layer.name), layer)
+    for name, weights in fresh.items():
+        for now, before in zip(target.get_layer(name).get_weights(), weights):
+            np.testing.assert_array_equal(now, before)
+
+    v3plus_dir = tmp_path / "v3plus_run"
+    _, v3plus = _save_source(v3plus_dir, decoder="v3plus")
+    again = model_io.build_model(hp.model.replace(decoder="v3plus"), "float32")
+    report = finetune.warm_start(again, str(v3plus_dir))
+    assert report["reinitialised"] == [] and "decoder" in report["copied"]
+    np.testing.assert_array_equal(again(_image(), training=False), v3plus(_image(), training=False))

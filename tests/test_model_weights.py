@@ -7,6 +7,7 @@ import pytest
 import tf_keras as keras
 
 from models import backbone as backbones
+from models.config import ModelConfig
 from models.weights import expected_weights_file, find_weights_file, load_imagenet_weights
 
 
@@ -29,7 +30,9 @@ def test_resnet_v2_50_features_match_keras_applications(tmp_path):
     _randomize(reference)
     path = tmp_path / "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
     reference.save_weights(str(path))
-    ours = backbones.build_resnet_v2("resnet_v2_50", output_stride=32, multi_grid=(1, 1, 1), bn_epsilon=1.001e-5)
+    ours = backbones.build_resnet_v2(
+        ModelConfig("resnet_v2_50", output_stride=32, multi_grid=(1, 1, 1), bn_epsilon=1.001e-5)
+    )
     info = load_imagenet_weights(ours, "resnet_v2_50", path=str(path))
     assert info["loaded"] == len([layer for layer in ours.layers if layer.weights]) and info["unused"] == []
     images = np.random.default_rng(1).uniform(-1, 1, (2, 64, 96, 3)).astype(np.float32)
@@ -41,7 +44,7 @@ def test_mobilenet_v2_features_match_keras_applications(tmp_path):
     _randomize(reference, seed=2)
     path = tmp_path / expected_weights_file("mobilenet_v2", 0.35)[0]
     reference.save_weights(str(path))
-    ours = backbones.build_mobilenet_v2(output_stride=32, alpha=0.35, bn_epsilon=1e-3)
+    ours = backbones.build_mobilenet_v2(ModelConfig("mobilenet_v2", output_stride=32, alpha=0.35, bn_epsilon=1e-3))
     info = load_imagenet_weights(ours, "mobilenet_v2", alpha=0.35, path=str(path))
     assert info["unused"] == ["Conv_1", "Conv_1_bn"]  # the 1280-channel head DeepLab drops
     features = keras.Model(reference.input, reference.get_layer("block_16_project_BN").output)
@@ -63,7 +66,7 @@ def test_wrong_file_is_a_clear_error(tmp_path):
     small = keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35, input_shape=(None, None, 3))
     path = tmp_path / "wrong.h5"
     small.save_weights(str(path))
-    ours = backbones.build_mobilenet_v2(output_stride=16, alpha=0.5)
+    ours = backbones.build_mobilenet_v2(ModelConfig("mobilenet_v2", output_stride=16, alpha=0.5))
     with pytest.raises(ValueError, match="block_1_project.*wrong backbone or alpha"):
         load_imagenet_weights(ours, "mobilenet_v2", alpha=0.5, path=str(path))
 
@@ -75,7 +78,7 @@ def test_builder_initialises_backbone_from_file(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPLAB_WEIGHTS_DIR", str(tmp_path))
     from models.deeplab import build_deeplab_v3
 
-    model = build_deeplab_v3(backbone="mobilenet_v2", alpha=0.35, aspp_filters=8, weights="imagenet")
+    model = build_deeplab_v3(ModelConfig(backbone="mobilenet_v2", alpha=0.35, aspp_filters=8), weights="imagenet")
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     np.testing.assert_array_equal(
         backbone.get_layer("Conv1").get_weights()[0], reference.get_layer("Conv1").get_weights()[0]
@@ -92,7 +95,7 @@ def test_batch_norm_epsilon_follows_the_backbone_weights():
     assert hparams_lib.preset("paper").bn_epsilon == 1e-5
     assert hparams_lib.preset("demo", bn_epsilon=1e-4).bn_epsilon == 1e-4
     assert json.loads(hparams_lib.preset("demo").to_json())["model"]["bn_epsilon"] == 1e-3
-    model = build_deeplab_v3(backbone="mobilenet_v2", alpha=0.35, aspp_filters=8)
+    model = build_deeplab_v3(ModelConfig(backbone="mobilenet_v2", alpha=0.35, aspp_filters=8))
     epsilons = {
         layer.epsilon
         for layer in model.get_layer("mobilenet_v2_0.35").layers

@@ -70,10 +70,11 @@ def exported(tmp_path_factory):
     """A tiny DeepLab V3 exported as version 1 of model 'deeplab' under a TF Serving base path."""
     import tf_keras as keras
 
+    from models.config import ModelConfig
     from models.deeplab import build_deeplab_v3
 
     keras.utils.set_random_seed(0)
-    model = model_io.randomize_weights(build_deeplab_v3(**TINY), seed=0)
+    model = model_io.randomize_weights(build_deeplab_v3(ModelConfig(**TINY)), seed=0)
     base = tmp_path_factory.mktemp("serving") / "deeplab"
     path = str(base / "1")
     export.export_serving_model(model, path, hparams={"model": TINY}, tta={"flip": True}, warmup_sizes=[(32, 40)])

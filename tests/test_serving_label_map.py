@@ -29,10 +29,11 @@ def exported(tmp_path_factory):
     """A tiny 5-class DeepLab V3 with the 'shapes' label map, version 1 of model 'deeplab'."""
     import tf_keras as keras
 
+    from models.config import ModelConfig
     from models.deeplab import build_deeplab_v3
 
     keras.utils.set_random_seed(0)
-    model = model_io.randomize_weights(build_deeplab_v3(**TINY), seed=0)
+    model = model_io.randomize_weights(build_deeplab_v3(ModelConfig(**TINY)), seed=0)
     base = tmp_path_factory.mktemp("serving") / "deeplab"
     export.export_serving_model(model, str(base / "1"), hparams={"model": TINY}, warmup_sizes=(), label_map=SHAPES)
     return str(base)

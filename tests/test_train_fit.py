@@ -45,15 +45,17 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt(f"simulated kill at step {self.at_step}")
 
 
-def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(examples, tmp_path):
+@pytest.mark.parametrize("network", [{}, {"decoder": "v3plus", "class_weights": "auto"}], ids=["v3", "v3plus"])
+def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(examples, tmp_path, network):
     """One test for both (each training costs ~30 s of graph tracing on this CPU): a fit killed at step 4
-    of 6, then the TFX run_fn on the same model_run_dir continues from step 4 and writes everything."""
+    of 6, then the TFX run_fn on the same model_run_dir continues from step 4 and writes everything. Also with
+    the DeepLabV3+ decoder and class weights."""
     from tfx.components.trainer.fn_args_utils import FnArgs
 
     from models.trainer_module import run_fn
 
     run_dir = tmp_path / "model_run"
-    config = {"preset": "demo", **TINY, "steps_per_epoch": 3, "checkpoint_every": 2}
+    config = {"preset": "demo", **TINY, "steps_per_epoch": 3, "checkpoint_every": 2, **network}
     hp = hparams_lib.from_custom_config(config, train_steps=6)
     with pytest.raises(KeyboardInterrupt):
         train_lib.train(
@@ -81,7 +83,9 @@ def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(exampl
     # Resumed inside epoch 2 at step 4: only epoch 2 ran (starting over would log 2 epochs and 6 more steps).
     assert len(report["history"]["loss"]) == 1
     assert 0.0 <= report["val_miou"] <= 1.0 and report["val_images"] == 2
-    assert json.loads((run_dir / "hparams.json").read_text())["crop_size"] == 33
+    recorded = json.loads((run_dir / "hparams.json").read_text())
+    assert recorded["crop_size"] == 33 and recorded["model"]["decoder"] == network.get("decoder", "v3")
+    assert recorded["atrous_impl_resolved"] in ("taps", "stock") and recorded["atrous_impl_reason"]
     assert json.loads((run_dir / "train_report.json").read_text())["steps"] == 6
     assert (run_dir / "predictions" / "epoch_002.png").is_file()
     event_dirs = {
@@ -99,6 +103,7 @@ def test_killed_trainer_resumes_from_last_checkpoint_and_writes_artifacts(exampl
     assert report["initial_step"] == 4
     loaded = model_io.load_model(str(run_dir))
     assert loaded.hparams["crop_size"] == 33 and loaded.model.output_shape[-1] == 21 == loaded.config.num_classes
+    assert loaded.config.decoder == network.get("decoder", "v3")
 
 
 def test_poly_schedule_and_warmup():

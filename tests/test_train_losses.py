@@ -9,6 +9,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import hparams as hparams_lib
+from models.config import ModelConfig
 from models.confusion import iou_from_confusion
 from models.deeplab import build_deeplab_v3
 from models.losses import MaskedSparseCrossEntropy, masked_softmax_cross_entropy
@@ -46,7 +47,9 @@ def test_weight_decay_is_added_to_the_training_loss():
     losses = {}
     for decay in (0.0, 1e-2):
         keras.utils.set_random_seed(0)
-        model = build_deeplab_v3(num_classes=3, backbone="mobilenet_v2", alpha=0.35, aspp_filters=8, weight_decay=decay)
+        model = build_deeplab_v3(
+            ModelConfig(num_classes=3, backbone="mobilenet_v2", alpha=0.35, aspp_filters=8), weight_decay=decay
+        )
         model.compile(loss=MaskedSparseCrossEntropy())
         losses[decay] = (model.evaluate(images, labels, verbose=0), model)
     model = losses[1e-2][1]

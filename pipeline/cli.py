@@ -141,6 +141,20 @@ def add_model_arguments(parser):
         "stops before the Trainer, naming each anomaly",
     )
     model.add_argument(
+        "--push-tflite",
+        choices=("none", "float16", "int8"),
+        default=configs.PUSH_TFLITE,
+        metavar="QUANTIZE",
+        help="also push a TFLite model (quantization none, float16 or int8) beside the pushed SavedModel, if it "
+        "passes the parity gate against it (README: TFLite) (default: no TFLite)",
+    )
+    _add_configs_flag(model, "--tflite-input-size", int, "the TFLite model's fixed square input size")
+    model.add_argument(
+        "--infer-split",
+        default=configs.INFER_SPLIT,
+        help="run TFX's BulkInferrer with the blessed model on this split of the ingested Examples (default: none)",
+    )
+    model.add_argument(
         "--warm-start",
         action="store_true",
         default=configs.WARM_START,
@@ -166,6 +180,7 @@ def _tta_flag(value, flag, keywords=()):
 # Model flags that are create_pipeline() arguments of the same name and value.
 _MODEL_FLAGS_AS_IS = (
     "train_steps miou_threshold max_regression serving_dir model_name keep_versions allow_anomalies warm_start"
+    " push_tflite tflite_input_size infer_split"
 ).split()
 
 
@@ -323,6 +338,9 @@ class RunOptions:
     layout: str = configs.LAYOUT
     data_root: Optional[str] = configs.DATA_ROOT
     warm_start: bool = configs.WARM_START
+    push_tflite: Optional[str] = configs.PUSH_TFLITE
+    tflite_input_size: int = configs.TFLITE_INPUT_SIZE
+    infer_split: Optional[str] = configs.INFER_SPLIT
 
     def local(self):
         """A copy with pipeline_root and metadata_path filled in under output_dir (a local run)."""

@@ -89,6 +89,15 @@ MIOU_THRESHOLD = 0.5
 MAX_REGRESSION = 0.01
 EVAL_TTA = "export"
 
+# Bulk inference in the pipeline: TFX's BulkInferrer runs the blessed model over this split of the Examples (None:
+# no BulkInferrer), with the export's compact `serving_examples_png` signature; its output Examples carry
+# `prediction/segmentation_png`, `prediction/height`, `prediction/width` beside the input features.
+INFER_SPLIT = None
+# TFLite beside the pushed SavedModel (components/tflite_pusher): None (none pushed) or the quantization (none,
+# float16, int8), at a fixed square input size; the parity gate of models/tflite_export.py decides.
+PUSH_TFLITE = None
+TFLITE_INPUT_SIZE = 513
+
 # Push (AtomicPusher): <serving dir>/<MODEL_NAME>/<version>/, the layout tensorflow_model_server polls.
 MODEL_NAME = "deeplab"
 KEEP_VERSIONS = 3

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def write_images(folder, count, seed=0):
+def write_images(folder, count, seed=0, fixed_size=None):
     import numpy as np
 
     from data import synthetic
@@ -39,7 +39,7 @@ def write_images(folder, count, seed=0):
         path = os.path.join(folder, f"img_{i:05d}.jpg")
         if os.path.exists(path):
             continue
-        h, w = (int(v) for v in rng.integers(configs.DEMO_MIN_SIZE, configs.DEMO_MAX_SIZE + 1, 2))
+        h, w = fixed_size or (int(v) for v in rng.integers(configs.DEMO_MIN_SIZE, configs.DEMO_MAX_SIZE + 1, 2))
         with open(path, "wb") as f:
             f.write(synthetic.encode_jpeg(synthetic.render_sample(rng, h, w)[0]))
 
@@ -77,6 +77,13 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--fixed-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="all images of this size (a camera's), so that batches share model calls (default: demo's varied sizes)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["loop", "beam", "beam_mp"])
     args = parser.parse_args(argv)
 
@@ -86,8 +93,8 @@ def main(argv=None):
     from pipeline import infer
 
     os.makedirs(args.out, exist_ok=True)
-    images = os.path.join(args.out, "images")
-    write_images(images, args.images)
+    images = os.path.join(args.out, "images" if not args.fixed_size else "images_{}x{}".format(*args.fixed_size))
+    write_images(images, args.images, fixed_size=args.fixed_size)
     paths = infer.list_images(images)[: args.images]
     model_dir = os.path.join(args.out, "model")
     if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
@@ -118,7 +125,13 @@ def main(argv=None):
     if "loop" in results:
         for row in results.values():
             row["ratio_vs_loop"] = round(row["images_per_s"] / results["loop"]["images_per_s"], 2)
-    report = {"images": len(paths), "batch_size": args.batch_size, "loadavg": os.getloadavg(), "results": results}
+    report = {
+        "images": len(paths),
+        "sizes": "fixed {}x{}".format(*args.fixed_size) if args.fixed_size else "demo: 160..320 px a side",
+        "batch_size": args.batch_size,
+        "loadavg": os.getloadavg(),
+        "results": results,
+    }
     with open(os.path.join(args.out, "bulk_infer.json"), "w") as f:
         json.dump(report, f, indent=2)
     print(json.dumps(report, indent=2))

@@ -17,7 +17,8 @@ import runner
 from data import synthetic
 from tests.test_pipeline_full import TINY
 
-pytestmark = pytest.mark.slow  # a whole (tiny) pipeline run: ~3-5 minutes on 2 shared cores
+# A whole (tiny) pipeline run: ~5 minutes on 2 idle cores, 15 when they are shared by several jobs.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")

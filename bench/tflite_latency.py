@@ -6,7 +6,8 @@
 Builds an untrained DeepLab V3 of the given configuration (weights do not matter for speed), exports it as a
 float32 SavedModel (`models.export`), converts it with models/tflite_export.py (int8 calibrated on 100 synthetic
 images, `data.synthetic.render_sample`) and times one [1,S,S,3] image: the SavedModel's `logits` signature + argmax
-(the parity gate's reference) against each .tflite in `tf.lite.Interpreter(num_threads=os.cpu_count())`. Prints
+(the parity gate's reference, TF's default threads: all cores) against each .tflite in
+`tf.lite.Interpreter(num_threads=os.cpu_count())` and with one thread. Prints
 and writes OUT/tflite_latency.json: median ms per image, ratio against the SavedModel, file sizes, load average.
 """
 
@@ -77,6 +78,10 @@ def main(argv=None):
             "convert_s": round(seconds, 1),
             "pixel_agreement_one_image": round(agreement, 4),
         }
+        # XNNPACK's thread pool spins while it waits for its threads: on cores other processes also use, one thread
+        # can beat all of them by several times (bench/RESULTS.md), so both are measured.
+        one = tflite_export.TfliteSegmenter(content, num_threads=1)
+        results[f"tflite_{quantize}_1thread"] = {"ms": _median_ms(lambda s=one: s.labels(image), args.repeats)}
     base = results["savedmodel"]["ms"]
     for row in results.values():
         row["ms"] = round(row["ms"], 1)

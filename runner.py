@@ -33,6 +33,7 @@ COMMANDS = {
     "export": ("serving.cli", "re-export a trained model for TF Serving"),
     "serve": ("serving.cli", "local TF Serving-compatible gRPC/REST endpoint"),
     "predict": ("serving.cli", "send images to a TF Serving endpoint, write label maps and overlays"),
+    "infer": ("pipeline.cli", "segment a folder, glob or bucket of images with an export (Beam RunInference)"),
 }
 
 

@@ -13,6 +13,9 @@ Signatures (tag `serve`, see docs/ARCHITECTURE.md):
                     -> same outputs as serving_default
   logits            images float32 [B,H,W,3] RGB 0..255 -> logits float32 [B,H,W,C], no TTA
   serving_png       as serving_default, outputs segmentation_png, height, width only (REST clients)
+  serving_examples_png  as serving_examples, outputs segmentation_png string [B,1], height, width only:
+                    what TFX's BulkInferrer runs (a PredictionLog then carries a few-KB PNG per image,
+                    not the int64 map and float32 confidence of several MB)
   label_map         index int32 [B] (values ignored: one row per element, so TF Serving's batching can
                     merge and split it along dimension 0; clients send [0]) -> class_names string [B,N],
                     class_colors int32 [B,N,3] (display RGB of ids 0..N-1), ignore_label int32 [B]:
@@ -49,7 +52,17 @@ from models.precision import resolve_atrous_impl, resolve_export_precision
 
 log = logging.getLogger(__name__)
 
-SIGNATURES = ("serving_default", "predict_images", "serving_examples", "logits", "serving_png", "label_map")
+SIGNATURES = (
+    "serving_default",
+    "predict_images",
+    "serving_examples",
+    "logits",
+    "serving_png",
+    "label_map",
+    "serving_examples_png",
+)
+COMPACT_OUTPUTS = ("segmentation_png", "height", "width")
+BULK_INFER_SIGNATURE = "serving_examples_png"  # what the pipeline's BulkInferrer runs
 LABEL_MAP_SIGNATURE = "label_map"
 FORMAT_VERSION = 2  # 2: "model_config" (ModelConfig.to_dict()); 1: "model_kwargs" + model fields in "hparams"
 
@@ -252,7 +265,18 @@ class _ServingModule(tf.Module):
         # serving_default with only its compact outputs: for REST clients (TF Serving's REST API has
         # no output_filter), ~100x fewer bytes than the int64 map and float32 confidence as JSON.
         out = self._segment_encoded(images)
-        return {k: out[k] for k in ("segmentation_png", "height", "width")}
+        return {k: out[k] for k in COMPACT_OUTPUTS}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serving_examples_png(self, examples):
+        # serving_examples with only its compact outputs, for TFX's BulkInferrer: its PredictionLogs (and the
+        # output Examples' prediction columns) hold every output of the signature for every image.
+        out = self.serving_examples(examples)
+        out = {k: out[k] for k in COMPACT_OUTPUTS}
+        # [B, 1]: tfx_bsl's in-process inference slices each output per example and reads the slice's dtype, which
+        # a 1-D string tensor's element (a Python bytes) lacks.
+        out["segmentation_png"] = out["segmentation_png"][:, tf.newaxis]
+        return out
 
     @tf.function(
         input_signature=[

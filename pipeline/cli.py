@@ -127,6 +127,20 @@ def add_model_arguments(parser):
         "stops before the Trainer, naming each anomaly",
     )
     model.add_argument(
+        "--push-tflite",
+        choices=("none", "float16", "int8"),
+        default=configs.PUSH_TFLITE,
+        metavar="QUANTIZE",
+        help="also push a TFLite model (quantization none, float16 or int8) beside the pushed SavedModel, if it "
+        "passes the parity gate against it (README: TFLite) (default: no TFLite)",
+    )
+    _add_configs_flag(model, "--tflite-input-size", int, "the TFLite model's fixed square input size")
+    model.add_argument(
+        "--infer-split",
+        default=configs.INFER_SPLIT,
+        help="run TFX's BulkInferrer with the blessed model on this split of the ingested Examples (default: none)",
+    )
+    model.add_argument(
         "--warm-start",
         action="store_true",
         default=configs.WARM_START,
@@ -152,6 +166,7 @@ def _tta_flag(value, flag, keywords=()):
 # Model flags that are create_pipeline() arguments of the same name and value.
 _MODEL_FLAGS_AS_IS = (
     "train_steps miou_threshold max_regression serving_dir model_name keep_versions allow_anomalies warm_start"
+    " push_tflite tflite_input_size infer_split"
 ).split()
 
 
@@ -192,8 +207,10 @@ def _add_local_arguments(parser, output_required):
 
 
 def add_arguments(command, parser):
-    """Flags of `deeplab ingest|run|compile` (see runner.py; `deeplab demo`'s are in pipeline/demo.py)."""
-    if command in ("ingest", "run"):
+    """Flags of `deeplab ingest|run|compile|infer` (see runner.py; `deeplab demo`'s are in pipeline/demo.py)."""
+    if command == "infer":
+        _add_infer_arguments(parser)
+    elif command in ("ingest", "run"):
         _add_data_arguments(parser)
         _add_local_arguments(parser, output_required=command == "ingest")
         if command == "run":
@@ -330,6 +347,9 @@ class RunOptions:
     layout: str = configs.LAYOUT
     data_root: Optional[str] = configs.DATA_ROOT
     warm_start: bool = configs.WARM_START
+    push_tflite: Optional[str] = configs.PUSH_TFLITE
+    tflite_input_size: int = configs.TFLITE_INPUT_SIZE
+    infer_split: Optional[str] = configs.INFER_SPLIT
 
     def local(self):
         """A copy with pipeline_root and metadata_path filled in under output_dir (a local run)."""
@@ -490,6 +510,76 @@ def _compile(args):
     return 0
 
 
+def _add_infer_arguments(parser):
+    """Flags of `deeplab infer` (pipeline/infer.py, imported only when it runs: --help stays instant)."""
+    parser.add_argument(
+        "--model", required=True, help="exported SavedModel, or a TF Serving base folder (its newest version)"
+    )
+    parser.add_argument("--input", required=True, help="folder of images, a glob ('imgs/*.jpg'), a file, or gs://...")
+    parser.add_argument("--output", required=True, help="folder for labels/, overlays/, index.jsonl, failed.jsonl")
+    parser.add_argument("--overlay", action="store_true", help="also write overlays/<name>.png")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=configs.INFER_BATCH_SIZE,
+        help="most images per model call (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-failed-fraction",
+        type=float,
+        default=configs.MAX_REJECTED_FRACTION,
+        help="fail when more than this fraction of the images is unreadable or oversize (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=configs.INFER_MAX_IMAGE_PIXELS,
+        help="larger images are listed as failed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-image-side",
+        type=int,
+        default=configs.INFER_MAX_IMAGE_SIDE,
+        help="images with a longer side are listed as failed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="Beam pipeline argument (default: the DirectRunner in this process), e.g. --beam-arg=--runner="
+        "DataflowRunner; repeatable",
+    )
+
+
+def _infer(args):
+    from pipeline.infer import INDEX_FILE, TooManyFailedError, run_infer
+
+    try:
+        report = run_infer(
+            args.model,
+            args.input,
+            args.output,
+            overlay=args.overlay,
+            batch_size=args.batch_size,
+            max_failed_fraction=args.max_failed_fraction,
+            max_pixels=args.max_image_pixels,
+            max_side=args.max_image_side,
+            beam_args=args.beam_arg,
+        )
+    except (FileNotFoundError, ValueError, TooManyFailedError) as e:
+        print(f"deeplab infer: {e}", file=sys.stderr)
+        return 1 if isinstance(e, TooManyFailedError) else 2
+    print(
+        f"Segmented {report['segmented']} of {report['images']} images in {report['seconds']} s "
+        f"({report['images_per_second']} images/s); {report['failed']} failed {report['failed_reasons'] or ''}"
+    )
+    for row in report["failed_images"]:
+        print(f"  failed {row['image']}: {row['reason']}: {row['detail']}")
+    print(f"index: {args.output.rstrip('/')}/{INDEX_FILE}")
+    return 0
+
+
 def main(command, args):
     """Entry point called by runner.py."""
     if command == "ingest":
@@ -499,4 +589,6 @@ def main(command, args):
         return _finish(_run_from_args(args, with_model=True), args.output_dir)
     if command == "compile":
         return _compile(args)
+    if command == "infer":
+        return _infer(args)
     raise ValueError(f"pipeline.cli does not implement {command!r}")

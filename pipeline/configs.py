@@ -99,6 +99,19 @@ MIOU_THRESHOLD = 0.5
 MAX_REGRESSION = 0.01
 EVAL_TTA = "export"
 
+# Bulk inference in the pipeline: TFX's BulkInferrer runs the blessed model over this split of the Examples (None:
+# no BulkInferrer), with the export's compact `serving_examples_png` signature; its output Examples carry
+# `prediction/segmentation_png`, `prediction/height`, `prediction/width` beside the input features.
+INFER_SPLIT = None
+# `deeplab infer`: most images per model call, and `deeplab serve`'s image limits.
+INFER_BATCH_SIZE = 8
+INFER_MAX_IMAGE_PIXELS = 4096 * 4096
+INFER_MAX_IMAGE_SIDE = 8192
+# TFLite beside the pushed SavedModel (components/tflite_pusher): None (none pushed) or the quantization (none,
+# float16, int8), at a fixed square input size; the parity gate of models/tflite_export.py decides.
+PUSH_TFLITE = None
+TFLITE_INPUT_SIZE = 513
+
 # Push (AtomicPusher): <serving dir>/<MODEL_NAME>/<version>/, the layout tensorflow_model_server polls.
 MODEL_NAME = DEFAULT_MODEL_NAME
 KEEP_VERSIONS = DEFAULT_KEEP_VERSIONS

@@ -26,6 +26,7 @@ QUIET_COMMANDS = (
     "export",
     "serve",
     "predict",
+    "infer",
 )
 # Loggers whose warnings are about the user's data or settings, so they stay on the terminal.
 PROJECT_LOGGERS = ("data", "models", "components", "pipeline", "serving", "runner", "__main__")

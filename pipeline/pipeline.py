@@ -4,7 +4,8 @@
                   -> LabelStatsGen                                                      |
                   -> Transform (models.transform.preprocessing_fn, train split, after SchemaGate)
                   -> Trainer (models.trainer_module.run_fn, transform_graph) -> MiouEvaluator -> AtomicPusher
-                     latest blessed model (Resolver) ------------^
+                     latest blessed model (Resolver) ------------^      |                 -> TflitePusher (option)
+                                                                       -> BulkInferrer (option: infer_split)
 
 `create_pipeline()` builds the component list in order; `with_model=False` stops after the data half
 (what `deeplab ingest` runs). `run_local()` runs it with LocalDagRunner (sqlite ML Metadata,
@@ -24,6 +25,7 @@ from components.atomic_pusher.component import AtomicPusher
 from components.label_stats.component import LabelStatsGen
 from components.miou_evaluator.component import MiouEvaluator
 from components.schema_gate.component import SchemaGate
+from components.tflite_pusher.component import TflitePusher
 from components.voc_example_gen.component import VocExampleGen, label_map_json
 from models import trainer_module
 from pipeline import configs
@@ -59,6 +61,9 @@ def create_pipeline(
     serving_tta: Any = configs.SERVING_TTA,
     model_name: str = configs.MODEL_NAME,
     keep_versions: int = configs.KEEP_VERSIONS,
+    push_tflite: Optional[str] = configs.PUSH_TFLITE,
+    tflite_input_size: int = configs.TFLITE_INPUT_SIZE,
+    infer_split: Optional[str] = configs.INFER_SPLIT,
     # Running.
     beam_pipeline_args: Optional[List[str]] = None,
     metadata_path: Optional[str] = None,
@@ -99,6 +104,11 @@ def create_pipeline(
         (default serving_dir: `serving` beside the pipeline root).
       serving_tta: the test-time augmentation baked into the exported (and pushed) SavedModel: None (whole
         image, one scale), a models.inference.TTAConfig or its dict.
+      push_tflite, tflite_input_size: with a quantization (none, float16, int8), TflitePusher converts the
+        pushed model to TFLite at that square input size and writes it beside the SavedModel when it passes the
+        parity gate (models/tflite_export.py; int8 calibrates on the train split, the gate reads eval_split).
+      infer_split: TFX's BulkInferrer segments this split with the blessed model (signature
+        serving_examples_png; output Examples with prediction/segmentation_png, height, width).
       beam_pipeline_args: passed to every Beam-based component (default configs.BEAM_PIPELINE_ARGS); where they
         run the DirectRunner in worker processes, VocExampleGen runs in threads instead (ingest_beam_args).
       metadata_path: sqlite ML Metadata file for local runs; None for orchestrators that bring their own.
@@ -195,6 +205,20 @@ def create_pipeline(
             keep_versions=keep_versions,
         )
         components.append(pusher)
+        if push_tflite is not None:
+            components.append(
+                TflitePusher(
+                    model=trainer.outputs["model"],
+                    pushed_model=pusher.outputs["pushed_model"],
+                    examples=example_gen.outputs["examples"],
+                    quantize=push_tflite,
+                    input_size=tflite_input_size,
+                    train_split=configs.TRAIN_SPLIT,
+                    eval_split=eval_split,
+                )
+            )
+        if infer_split:
+            components.append(bulk_inferrer(example_gen, trainer, evaluator, infer_split))
 
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
@@ -205,6 +229,31 @@ def create_pipeline(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(str(metadata_path)) if metadata_path else None
         ),
         beam_pipeline_args=beam_pipeline_args,
+    )
+
+
+def bulk_inferrer(example_gen, trainer, evaluator, infer_split):
+    """TFX's standard BulkInferrer on `infer_split` with the model the evaluator blessed (nothing when it did not).
+
+    It runs the export's `serving_examples_png` signature, not `serving_examples`: a PredictionLog holds every output
+    of the signature for every image, and the full answer of one 513x513 image is a 2 MB int64 map plus a 1 MB
+    float32 confidence; the PNG is a few KB (docs/ARCHITECTURE.md). The output Examples are the input features plus
+    `prediction/segmentation_png` (the label map as a PNG of class ids), `prediction/height` and
+    `prediction/width`: ExampleGen-format records any later component or `data.tfrecord` reader can take."""
+    from models.export import BULK_INFER_SIGNATURE, COMPACT_OUTPUTS
+
+    columns = [tfx.proto.PredictOutputCol(output_key=key, output_column=f"prediction/{key}") for key in COMPACT_OUTPUTS]
+    return tfx.components.BulkInferrer(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        data_spec=tfx.proto.DataSpec(example_splits=[infer_split]),
+        model_spec=tfx.proto.ModelSpec(model_signature_name=[BULK_INFER_SIGNATURE]),
+        output_example_spec=tfx.proto.OutputExampleSpec(
+            output_columns_spec=[
+                tfx.proto.OutputColumnsSpec(predict_output=tfx.proto.PredictOutput(output_columns=columns))
+            ]
+        ),
     )
 
 

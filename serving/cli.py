@@ -86,6 +86,7 @@ def add_arguments(command, parser):
             help="warm-up request image size N or HxW, repeatable (default: training crop)",
         )
         parser.add_argument("--no-warmup", action="store_true", help="write no warm-up requests")
+        _add_tflite_arguments(parser)
     elif command == "serve":
         parser.add_argument(
             "--model-base-path",
@@ -189,6 +190,56 @@ def add_arguments(command, parser):
         parser.add_argument("--root-cert", default=None, help="PEM CA certificate: use TLS (gRPC)")
 
 
+def _add_tflite_arguments(parser):
+    from models import tflite_export
+
+    group = parser.add_argument_group(
+        "TFLite (--format tflite: --model is an exported SavedModel; writes OUTPUT/deeplab.tflite and "
+        "deeplab.tflite.json only when the parity gate against the SavedModel passes)"
+    )
+    group.add_argument(
+        "--format", choices=("savedmodel", "tflite"), default="savedmodel", help="what to export (default %(default)s)"
+    )
+    group.add_argument(
+        "--quantize",
+        choices=tflite_export.QUANTIZE,
+        default="none",
+        help="none (float32), float16 (weights) or int8 (full-integer, uint8 input, calibrated on "
+        f"{tflite_export.MIN_REPRESENTATIVE} training images of --examples) (default %(default)s)",
+    )
+    group.add_argument(
+        "--input-size",
+        type=int,
+        default=tflite_export.DEFAULT_INPUT_SIZE,
+        help="the fixed square input size S of the TFLite model (default %(default)s)",
+    )
+    group.add_argument(
+        "--examples",
+        help="ExampleGen Examples folder (holding Split-<name>/): the parity gate reads --eval-split, int8 "
+        "calibration --train-split",
+    )
+    group.add_argument("--train-split", default=configs.TRAIN_SPLIT, help="(default %(default)s)")
+    group.add_argument("--eval-split", default=configs.EVAL_SPLIT, help="(default %(default)s)")
+    group.add_argument(
+        "--parity-images",
+        type=int,
+        default=tflite_export.DEFAULT_PARITY_IMAGES,
+        help="validation images of the parity gate (default %(default)s)",
+    )
+    group.add_argument(
+        "--min-agreement",
+        type=float,
+        default=tflite_export.FLOAT_MIN_AGREEMENT,
+        help="none/float16 gate: share of pixels labelled as the SavedModel labels them (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-miou-drop",
+        type=float,
+        default=tflite_export.INT8_MAX_MIOU_DROP,
+        help="int8 gate: largest mIoU drop below the SavedModel's (default %(default)s = 1 point)",
+    )
+
+
 def main(command, args):
     return {"export": _export, "serve": _serve, "predict": _predict}[command](args)
 
@@ -198,6 +249,8 @@ def main(command, args):
 
 def _export(args):
     try:
+        if args.format == "tflite":
+            return _export_tflite(args)
         return _export_or_raise(args)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"deeplab export: {e}", file=sys.stderr)
@@ -327,6 +380,49 @@ def _check_ports(args):
                 f"perhaps another `deeplab serve`, holds it); stop that one or choose another port with "
                 f"{flag} PORT (0: any free port)"
             )
+
+
+def _export_tflite(args):
+    """`deeplab export --format tflite`: models.tflite_export.export_tflite with the flags; 1 when the parity
+    gate fails (nothing written, the figures printed)."""
+    from models import tflite_export
+    from models.cli import latest_model
+
+    if not args.model or args.init:
+        raise ValueError("--format tflite converts an exported SavedModel: pass --model DIR (not --init)")
+    model_dir = latest_model(args.model, "--model")
+    if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        raise FileNotFoundError(f"--model {model_dir} holds no saved_model.pb (export a SavedModel first)")
+    if not args.examples:
+        raise ValueError(
+            "--format tflite needs --examples (an ExampleGen Examples folder): the parity gate runs on its "
+            f"{args.eval_split!r} split" + (", int8 calibration on its train split" if args.quantize == "int8" else "")
+        )
+    split = os.path.join(args.examples, "Split-{}")
+    try:
+        path, metadata = tflite_export.export_tflite(
+            model_dir,
+            args.output,
+            quantize=args.quantize,
+            input_size=args.input_size,
+            representative_examples=split.format(args.train_split) if args.quantize == "int8" else None,
+            parity_examples=split.format(args.eval_split),
+            max_parity_images=args.parity_images,
+            min_agreement=args.min_agreement,
+            max_miou_drop=args.max_miou_drop,
+        )
+    except tflite_export.ParityError as e:
+        print(f"deeplab export: {e}", file=sys.stderr)
+        print(json.dumps({k: v for k, v in e.report["parity"].items() if k != "per_image"}), file=sys.stderr)
+        return 1
+    parity = metadata["parity"]
+    print(
+        f"Exported {path} ({metadata['bytes'] / 1e6:.1f} MB, {args.quantize}, input "
+        f"{metadata['inputs'][0]['shape']} {metadata['inputs'][0]['dtype']}): parity on {parity['images']} images: "
+        f"pixel agreement {parity['pixel_agreement']:.4f}, mIoU {parity['miou_tflite']} vs SavedModel "
+        f"{parity['miou_saved_model']} ({parity['rule']}: passed)"
+    )
+    return 0
 
 
 def _serve(args):

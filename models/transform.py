@@ -298,6 +298,7 @@ def analyze_files(train_files, output_dir, num_classes, ignore_label, beam_args=
     and writes the transform graph to `output_dir`; returns output_dir. What the Transform component computes, for a
     training run without one (`deeplab train`)."""
     import apache_beam as beam
+    import tensorflow as tf
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
     from tfx_bsl.public import tfxio
@@ -312,6 +313,10 @@ def analyze_files(train_files, output_dir, num_classes, ignore_label, beam_args=
     source = tfxio.TFExampleRecord(file_pattern=files, schema=schema)  # GZIP or not: detected per file
     fn = functools.partial(preprocessing_fn, custom_config=transform_config(num_classes, ignore_label))
     options = PipelineOptions(list(beam_args or ["--direct_running_mode=in_memory", "--direct_num_workers=1"]))
+    # A run killed while writing (then resumed) leaves a partial graph that WriteTransformFn refuses to overwrite;
+    # the statistics are recomputed from the records, so the old folder holds nothing worth keeping.
+    if tf.io.gfile.exists(output_dir):
+        tf.io.gfile.rmtree(output_dir)
     try:
         with tempfile.TemporaryDirectory() as temp, beam.Pipeline(options=options) as pipeline:
             with tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):

@@ -206,7 +206,7 @@ def test_deeplab_train_cli_names_missing_split(tmp_path):
         text=True,
         timeout=120,
     )
-    assert bad.returncode != 0 and "Split-train" in bad.stderr and "ExampleGen" in bad.stderr
+    assert bad.returncode != 0 and "has no Split-* folders" in bad.stderr and "ExampleGen" in bad.stderr
 
 
 @pytest.mark.slow  # trains in a subprocess

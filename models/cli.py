@@ -46,7 +46,7 @@ def _has_splits(path):
     return os.path.isdir(path) and any(n.startswith("Split-") for n in os.listdir(path))
 
 
-def resolve_examples(examples):
+def resolve_examples(examples, command="train"):
     """--examples as an Examples artifact folder: itself when it holds Split-* folders, else the latest numbered
     artifact under it; SystemExit listing the artifacts that exist when neither."""
     from data.fileio import latest_numbered, numbered_children
@@ -64,7 +64,7 @@ def resolve_examples(examples):
         else "--examples must be an ExampleGen output (the Examples artifact folder with Split-*/ folders)"
     )
     what = "has no Split-* folders" if os.path.isdir(examples) else "does not exist"
-    raise SystemExit(f"deeplab train: --examples {examples} {what}; {hint}")
+    raise SystemExit(f"deeplab {command}: --examples {examples} {what}; {hint}")
 
 
 def _holds_saved_model(path):

@@ -386,7 +386,7 @@ def _export_tflite(args):
     """`deeplab export --format tflite`: models.tflite_export.export_tflite with the flags; 1 when the parity
     gate fails (nothing written, the figures printed)."""
     from models import tflite_export
-    from models.cli import latest_model
+    from models.cli import latest_model, resolve_examples
 
     if not args.model or args.init:
         raise ValueError("--format tflite converts an exported SavedModel: pass --model DIR (not --init)")
@@ -398,7 +398,7 @@ def _export_tflite(args):
             "--format tflite needs --examples (an ExampleGen Examples folder): the parity gate runs on its "
             f"{args.eval_split!r} split" + (", int8 calibration on its train split" if args.quantize == "int8" else "")
         )
-    split = os.path.join(args.examples, "Split-{}")
+    split = os.path.join(resolve_examples(args.examples, "export"), "Split-{}")
     try:
         path, metadata = tflite_export.export_tflite(
             model_dir,

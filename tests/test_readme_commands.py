@@ -34,6 +34,12 @@ SKIPPED = {
     ".venv/bin/deeplab train --examples runs/voc/": "needs the ingested full VOC (runs/voc) and the ImageNet weights",
     ".venv/bin/deeplab evaluate --model runs/demo/serving/deeplab --voc-root /data/VOCdevkit": "needs the full VOC "
     "2012 (the same command on the demo's data runs in the slow part)",
+    ".venv/bin/deeplab demo --workdir runs/demo_stats": "a second whole demo (3.5-5 minutes); tests/test_transform.py "
+    "trains and exports with normalization: dataset and class-balanced sampling",
+    ".venv/bin/deeplab demo --workdir runs/demo_v3plus": "a second whole demo (3.5-5 minutes); the v3plus network "
+    "trains, resumes and exports in tests/test_train_fit.py and tests/test_export.py",
+    ".venv/bin/deeplab export --format tflite": "the int8 conversion at 513x513 takes 4-7 minutes on 2 cores "
+    "(bench/RESULTS.md rows 52 and 58); tests/test_tflite_export.py runs the same CLI on a small model (slow part)",
 }
 
 
@@ -103,6 +109,10 @@ RUN = {
     ".venv/bin/deeplab predict --server localhost:8500": ("slow", _predict("grpc", "runs/preds")),
     ".venv/bin/deeplab predict --rest --server localhost:8501": ("slow", _predict("rest", "runs/preds_rest")),
     "kill %1": ("slow", None),
+    ".venv/bin/deeplab infer --model runs/demo/serving/deeplab": (
+        "slow",
+        _files("runs/segmented/index.jsonl", "runs/segmented/labels", "runs/segmented/overlays"),
+    ),
 }
 
 

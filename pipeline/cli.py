@@ -20,11 +20,15 @@ from models.hparams import add_preset_flags
 from pipeline import configs
 from pipeline.report import REPORT_FILE, build_model_report, build_report, print_summary, write_report
 
-
 # ---------------------------------------------------------------------------------------------- arguments
-def _add_configs_flag(group, flag, kind, text):
-    """A flag whose default is the pipeline/configs.py constant of its name (--keep-versions: KEEP_VERSIONS)."""
-    default = getattr(configs, flag[2:].replace("-", "_").upper())
+_CONFIGS_CONSTANT = object()
+
+
+def add_typed_flag(group, flag, kind, text, default=_CONFIGS_CONSTANT):
+    """A typed flag whose help ends with its default (also used by serving/cli.py); without `default`, the
+    pipeline/configs.py constant of its name (--keep-versions: KEEP_VERSIONS)."""
+    if default is _CONFIGS_CONSTANT:
+        default = getattr(configs, flag[2:].replace("-", "_").upper())
     group.add_argument(flag, type=kind, default=default, help=f"{text} (default %(default)s)")
 
 
@@ -79,10 +83,10 @@ def _add_data_arguments(parser):
         "masks are encoded through it, and the label statistics, the model and the evaluation use its classes "
         "(default: Pascal VOC's 21 classes)",
     )
-    _add_configs_flag(
+    add_typed_flag(
         data, "--max-rejected-fraction", float, "fail when a split rejects more than this fraction of its samples"
     )
-    _add_configs_flag(data, "--num-shards", int, "TFRecord files per split (0: the Beam runner decides)")
+    add_typed_flag(data, "--num-shards", int, "TFRecord files per split (0: the Beam runner decides)")
     run = parser.add_argument_group("pipeline")
     run.add_argument("--pipeline-name", default=configs.PIPELINE_NAME, help="name in ML Metadata / Kubeflow")
     run.add_argument(
@@ -100,8 +104,8 @@ def add_model_arguments(parser):
     model = parser.add_argument_group("model (Trainer -> MiouEvaluator -> AtomicPusher)")
     add_preset_flags(model, default=configs.TRAIN_CONFIG["preset"])
     model.add_argument("--train-steps", type=int, help="training steps (default: the preset's)")
-    _add_configs_flag(model, "--miou-threshold", float, "push only a model with val mIoU >= this")
-    _add_configs_flag(model, "--max-regression", float, "... and at most this far below the latest blessed model")
+    add_typed_flag(model, "--miou-threshold", float, "push only a model with val mIoU >= this")
+    add_typed_flag(model, "--max-regression", float, "... and at most this far below the latest blessed model")
     model.add_argument(
         "--eval-tta",
         default=configs.EVAL_TTA,
@@ -117,7 +121,7 @@ def add_model_arguments(parser):
     )
     model.add_argument("--serving-dir", help="push directory (default: serving/ beside the pipeline root)")
     model.add_argument("--model-name", default=configs.MODEL_NAME, help="TF Serving model name (default %(default)s)")
-    _add_configs_flag(model, "--keep-versions", int, "versions kept in the push directory")
+    add_typed_flag(model, "--keep-versions", int, "versions kept in the push directory")
     model.add_argument(
         "--allow-anomalies",
         action="store_true",
@@ -134,7 +138,7 @@ def add_model_arguments(parser):
         help="also push a TFLite model (quantization none, float16 or int8) beside the pushed SavedModel, if it "
         "passes the parity gate against it (README: TFLite) (default: no TFLite)",
     )
-    _add_configs_flag(model, "--tflite-input-size", int, "the TFLite model's fixed square input size")
+    add_typed_flag(model, "--tflite-input-size", int, "the TFLite model's fixed square input size")
     model.add_argument(
         "--infer-split",
         default=configs.INFER_SPLIT,
@@ -518,29 +522,23 @@ def _add_infer_arguments(parser):
     parser.add_argument("--input", required=True, help="folder of images, a glob ('imgs/*.jpg'), a file, or gs://...")
     parser.add_argument("--output", required=True, help="folder for labels/, overlays/, index.jsonl, failed.jsonl")
     parser.add_argument("--overlay", action="store_true", help="also write overlays/<name>.png")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=configs.INFER_BATCH_SIZE,
-        help="most images per model call (default %(default)s)",
-    )
-    parser.add_argument(
+    add_typed_flag(parser, "--batch-size", int, "most images per model call", configs.INFER_BATCH_SIZE)
+    add_typed_flag(
+        parser,
         "--max-failed-fraction",
-        type=float,
-        default=configs.MAX_REJECTED_FRACTION,
-        help="fail when more than this fraction of the images is unreadable or oversize (default %(default)s)",
+        float,
+        "fail when more than this fraction of the images is unreadable or oversize",
+        configs.MAX_REJECTED_FRACTION,
     )
-    parser.add_argument(
-        "--max-image-pixels",
-        type=int,
-        default=configs.INFER_MAX_IMAGE_PIXELS,
-        help="larger images are listed as failed (default %(default)s)",
+    add_typed_flag(
+        parser, "--max-image-pixels", int, "larger images are listed as failed", configs.INFER_MAX_IMAGE_PIXELS
     )
-    parser.add_argument(
+    add_typed_flag(
+        parser,
         "--max-image-side",
-        type=int,
-        default=configs.INFER_MAX_IMAGE_SIDE,
-        help="images with a longer side are listed as failed (default %(default)s)",
+        int,
+        "images with a longer side are listed as failed",
+        configs.INFER_MAX_IMAGE_SIDE,
     )
     parser.add_argument(
         "--beam-arg",

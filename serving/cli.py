@@ -11,6 +11,7 @@ from models.config import BACKBONES, OUTPUT_STRIDES
 from models.hparams import parse_assignment
 from models.precision import AUTO, EXPORT_PRECISIONS
 from pipeline import configs
+from pipeline.cli import add_typed_flag
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +114,16 @@ def add_arguments(command, parser):
             help="like --file_system_poll_wait_seconds: how often to look for new versions (default %(default)s; "
             "0: never)",
         )
-        parser.add_argument(
-            "--max-message-mb", type=float, default=64, help="largest request/response in MB (default %(default)s)"
-        )
-        parser.add_argument(
+        add_typed_flag(parser, "--max-message-mb", float, "largest request/response in MB", 64)
+        add_typed_flag(
+            parser,
             "--max-image-pixels",
-            type=int,
-            default=4096 * 4096,
-            help="largest decoded image (pixels), checked from the header before decoding (default %(default)s)",
+            int,
+            "largest decoded image (pixels), checked from the header before decoding",
+            4096 * 4096,
         )
-        parser.add_argument(
-            "--max-image-side", type=int, default=8192, help="largest image side in pixels (default %(default)s)"
-        )
-        parser.add_argument("--threads", type=int, default=8, help="gRPC worker threads (default %(default)s)")
+        add_typed_flag(parser, "--max-image-side", int, "largest image side in pixels", 8192)
+        add_typed_flag(parser, "--threads", int, "gRPC worker threads", 8)
         parser.add_argument("--no-warmup", action="store_true", help="do not replay assets.extra warm-up requests")
         parser.add_argument(
             "--version-label", type=parse_assignment, action="append", default=[], metavar="LABEL=VERSION"
@@ -145,10 +143,7 @@ def add_arguments(command, parser):
             help="run every request on its own (batching is on by default)",
         )
         for knob in batching.BatchingOptions.knobs():
-            flag = "--" + knob.name.replace("_", "-")
-            group.add_argument(
-                flag, type=int, default=knob.default, help=knob.metadata["help"] + " (default %(default)s)"
-            )
+            add_typed_flag(group, "--" + knob.name.replace("_", "-"), int, knob.metadata["help"], knob.default)
         group.add_argument(
             "--batch-signatures",
             nargs="+",
@@ -207,11 +202,12 @@ def _add_tflite_arguments(parser):
         help="none (float32), float16 (weights) or int8 (full-integer, uint8 input, calibrated on "
         f"{tflite_export.MIN_REPRESENTATIVE} training images of --examples) (default %(default)s)",
     )
-    group.add_argument(
+    add_typed_flag(
+        group,
         "--input-size",
-        type=int,
-        default=tflite_export.DEFAULT_INPUT_SIZE,
-        help="the fixed square input size S of the TFLite model (default %(default)s)",
+        int,
+        "the fixed square input size S of the TFLite model",
+        tflite_export.DEFAULT_INPUT_SIZE,
     )
     group.add_argument(
         "--examples",
@@ -220,17 +216,15 @@ def _add_tflite_arguments(parser):
     )
     group.add_argument("--train-split", default=configs.TRAIN_SPLIT, help="(default %(default)s)")
     group.add_argument("--eval-split", default=configs.EVAL_SPLIT, help="(default %(default)s)")
-    group.add_argument(
-        "--parity-images",
-        type=int,
-        default=tflite_export.DEFAULT_PARITY_IMAGES,
-        help="validation images of the parity gate (default %(default)s)",
+    add_typed_flag(
+        group, "--parity-images", int, "validation images of the parity gate", tflite_export.DEFAULT_PARITY_IMAGES
     )
-    group.add_argument(
+    add_typed_flag(
+        group,
         "--min-agreement",
-        type=float,
-        default=tflite_export.FLOAT_MIN_AGREEMENT,
-        help="none/float16 gate: share of pixels labelled as the SavedModel labels them (default %(default)s)",
+        float,
+        "none/float16 gate: share of pixels labelled as the SavedModel labels them",
+        tflite_export.FLOAT_MIN_AGREEMENT,
     )
     group.add_argument(
         "--max-miou-drop",

@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SIGNATURE = "serving_png"
-DEFAULT_BATCH_SIZE = configs.INFER_BATCH_SIZE
-DEFAULT_MAX_IMAGE_PIXELS = configs.INFER_MAX_IMAGE_PIXELS
-DEFAULT_MAX_IMAGE_SIDE = configs.INFER_MAX_IMAGE_SIDE
 INDEX_FILE = "index.jsonl"
 FAILED_FILE = "failed.jsonl"
 REPORT_FILE = "infer_report.json"
@@ -102,7 +99,7 @@ def output_name(path):
 # ---------------------------------------------------------------------------------------------- Beam parts
 
 
-def read_image(path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS, max_side=DEFAULT_MAX_IMAGE_SIDE):
+def read_image(path, max_pixels=configs.INFER_MAX_IMAGE_PIXELS, max_side=configs.INFER_MAX_IMAGE_SIDE):
     """(bytes, None) for a good image, (None, (reason, detail)) for one that cannot be segmented:
     `unreadable` (missing file, not an image, truncated or corrupt data), `oversize` (header over the limits,
     checked before decoding)."""
@@ -130,7 +127,7 @@ class SegmentationModelHandler(ModelHandler):
     message} for an image the model's decoder refused (the batch is then re-run one image at a time, so one bad
     file does not fail its neighbours)."""
 
-    def __init__(self, model_dir, batch_size=DEFAULT_BATCH_SIZE):
+    def __init__(self, model_dir, batch_size=configs.INFER_BATCH_SIZE):
         super().__init__()
         self._model_uri = str(model_dir)
         self._batching_kwargs = {"min_batch_size": 1, "max_batch_size": int(batch_size)}
@@ -250,12 +247,13 @@ def build_pipeline(
     output_dir,
     *,
     label_map,
-    overlay=False,
-    batch_size=DEFAULT_BATCH_SIZE,
-    max_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-    max_side=DEFAULT_MAX_IMAGE_SIDE,
+    overlay,
+    batch_size,
+    max_pixels,
+    max_side,
 ):
-    """Adds the job to a beam.Pipeline; returns (index records, failed records) PCollections (dicts)."""
+    """Adds the job to a beam.Pipeline; returns (index records, failed records) PCollections (dicts). The
+    options are run_infer's, which passes them all."""
     handler = KeyedModelHandler(SegmentationModelHandler(model_dir, batch_size=batch_size))
     writer = _Writer(output_dir, label_map, overlay)
 
@@ -292,10 +290,10 @@ def run_infer(
     output_dir,
     *,
     overlay=False,
-    batch_size=DEFAULT_BATCH_SIZE,
+    batch_size=configs.INFER_BATCH_SIZE,
     max_failed_fraction=configs.MAX_REJECTED_FRACTION,
-    max_pixels=DEFAULT_MAX_IMAGE_PIXELS,
-    max_side=DEFAULT_MAX_IMAGE_SIDE,
+    max_pixels=configs.INFER_MAX_IMAGE_PIXELS,
+    max_side=configs.INFER_MAX_IMAGE_SIDE,
     beam_args=(),
 ):
     """Runs the job and writes index.jsonl, failed.jsonl and infer_report.json under output_dir; returns the

@@ -87,6 +87,7 @@ def main(argv=None):
     parser.add_argument("--skip", nargs="*", default=[], choices=["loop", "beam", "beam_mp"])
     args = parser.parse_args(argv)
 
+    from bench.report import write_report
     from models import model_io
     from models.export import export_serving_model
     from models.hparams import preset
@@ -125,16 +126,13 @@ def main(argv=None):
     if "loop" in results:
         for row in results.values():
             row["ratio_vs_loop"] = round(row["images_per_s"] / results["loop"]["images_per_s"], 2)
-    report = {
-        "images": len(paths),
-        "sizes": "fixed {}x{}".format(*args.fixed_size) if args.fixed_size else "demo: 160..320 px a side",
-        "batch_size": args.batch_size,
-        "loadavg": os.getloadavg(),
-        "results": results,
-    }
-    with open(os.path.join(args.out, "bulk_infer.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+    write_report(
+        os.path.join(args.out, "bulk_infer.json"),
+        results,
+        images=len(paths),
+        sizes="fixed {}x{}".format(*args.fixed_size) if args.fixed_size else "demo: 160..320 px a side",
+        batch_size=args.batch_size,
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ and writes OUT/tflite_latency.json: median ms per image, ratio against the Saved
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -46,6 +45,7 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
+    from bench.report import write_report
     from data import synthetic
     from models import model_io, tflite_export
     from models.config import ModelConfig
@@ -86,18 +86,15 @@ def main(argv=None):
     for row in results.values():
         row["ms"] = round(row["ms"], 1)
         row["speedup_vs_savedmodel"] = round(base / row["ms"], 2)
-    report = {
-        "model": config.to_dict(),
-        "input_size": size,
-        "repeats": args.repeats,
-        "threads": os.cpu_count(),
-        "tensorflow": tf.__version__,
-        "loadavg": os.getloadavg(),
-        "results": results,
-    }
-    with open(os.path.join(args.out, "tflite_latency.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+    write_report(
+        os.path.join(args.out, "tflite_latency.json"),
+        results,
+        model=config.to_dict(),
+        input_size=size,
+        repeats=args.repeats,
+        threads=os.cpu_count(),
+        tensorflow=tf.__version__,
+    )
 
 
 if __name__ == "__main__":

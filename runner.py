@@ -20,21 +20,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 # by the workers, this keeps one line per process out of the log.
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 
-# command -> (module that implements it, one-line help)
-COMMANDS = {
-    "synth": ("data.cli", "write a synthetic VOCdevkit dataset"),
-    "ingest": ("pipeline.cli", "run the data half of the pipeline and write ingest_report.json"),
-    "run": ("pipeline.cli", "run the whole pipeline locally (LocalDagRunner, sqlite MLMD, caching)"),
-    "compile": ("pipeline.cli", "compile the pipeline for Kubeflow (KubeflowV2DagRunner)"),
-    "schema": ("pipeline.schema_cli", "regenerate the curated data schema from a run's statistics (shows a diff)"),
-    "demo": ("pipeline.demo", "synthetic data -> pipeline -> summary, pictures and a served prediction"),
-    "train": ("models.cli", "train DeepLab V3 outside TFX on ExampleGen TFRecords"),
-    "evaluate": ("components.miou_evaluator.cli", "evaluate an exported model: mIoU report"),
-    "export": ("serving.cli", "re-export a trained model for TF Serving"),
-    "serve": ("serving.cli", "local TF Serving-compatible gRPC/REST endpoint"),
-    "predict": ("serving.cli", "send images to a TF Serving endpoint, write label maps and overlays"),
-    "infer": ("pipeline.cli", "segment a folder, glob or bucket of images with an export (Beam RunInference)"),
+# module that implements the commands -> {command: one-line help}; `deeplab --help` lists them in this order.
+_COMMANDS_BY_MODULE = {
+    "data.cli": {"synth": "write a synthetic VOCdevkit dataset"},
+    "pipeline.cli": {
+        "ingest": "run the data half of the pipeline and write ingest_report.json",
+        "run": "run the whole pipeline locally (LocalDagRunner, sqlite MLMD, caching)",
+        "compile": "compile the pipeline for Kubeflow (KubeflowV2DagRunner)",
+        "infer": "segment a folder, glob or bucket of images with an export (Beam RunInference)",
+    },
+    "pipeline.schema_cli": {"schema": "regenerate the curated data schema from a run's statistics (shows a diff)"},
+    "pipeline.demo": {"demo": "synthetic data -> pipeline -> summary, pictures and a served prediction"},
+    "models.cli": {"train": "train DeepLab V3 outside TFX on ExampleGen TFRecords"},
+    "components.miou_evaluator.cli": {"evaluate": "evaluate an exported model: mIoU report"},
+    "serving.cli": {
+        "export": "re-export a trained model for TF Serving",
+        "serve": "local TF Serving-compatible gRPC/REST endpoint",
+        "predict": "send images to a TF Serving endpoint, write label maps and overlays",
+    },
 }
+# command -> (module that implements it, one-line help)
+COMMANDS = {name: (module, text) for module, texts in _COMMANDS_BY_MODULE.items() for name, text in texts.items()}
 
 
 def build_parser(command=None):

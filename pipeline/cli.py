@@ -32,6 +32,11 @@ def add_typed_flag(group, flag, kind, text, default=_CONFIGS_CONSTANT):
     group.add_argument(flag, type=kind, default=default, help=f"{text} (default %(default)s)")
 
 
+def _add_beam_arg_flag(group, text):
+    """--beam-arg ARG, repeatable: the Beam pipeline arguments of the pipeline commands and of `infer`."""
+    group.add_argument("--beam-arg", action="append", default=[], metavar="ARG", help=text)
+
+
 def _add_data_arguments(parser):
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -89,12 +94,9 @@ def _add_data_arguments(parser):
     add_typed_flag(data, "--num-shards", int, "TFRecord files per split (0: the Beam runner decides)")
     run = parser.add_argument_group("pipeline")
     run.add_argument("--pipeline-name", default=configs.PIPELINE_NAME, help="name in ML Metadata / Kubeflow")
-    run.add_argument(
-        "--beam-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="Beam pipeline argument, appended to the defaults "
+    _add_beam_arg_flag(
+        run,
+        "Beam pipeline argument, appended to the defaults "
         f"{' '.join(configs.BEAM_PIPELINE_ARGS)}; later ones win, e.g. "
         "--beam-arg=--direct_num_workers=4 or --beam-arg=--runner=DataflowRunner",
     )
@@ -540,12 +542,9 @@ def _add_infer_arguments(parser):
         "images with a longer side are listed as failed",
         configs.INFER_MAX_IMAGE_SIDE,
     )
-    parser.add_argument(
-        "--beam-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="Beam pipeline argument (default: the DirectRunner in this process), e.g. --beam-arg=--runner="
+    _add_beam_arg_flag(
+        parser,
+        "Beam pipeline argument (default: the DirectRunner in this process), e.g. --beam-arg=--runner="
         "DataflowRunner; repeatable",
     )
 

@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import time
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -333,14 +334,14 @@ def export_tflite(
     saved_model_dir,
     output_dir,
     *,
-    quantize="none",
-    input_size=DEFAULT_INPUT_SIZE,
-    representative_examples=None,
-    parity_examples=None,
-    max_parity_images=DEFAULT_PARITY_IMAGES,
-    min_agreement=FLOAT_MIN_AGREEMENT,
-    max_miou_drop=INT8_MAX_MIOU_DROP,
-    name=TFLITE_NAME,
+    quantize: str = "none",
+    input_size: int = DEFAULT_INPUT_SIZE,
+    representative_examples: Optional[str] = None,
+    parity_examples: Optional[str] = None,
+    max_parity_images: int = DEFAULT_PARITY_IMAGES,
+    min_agreement: float = FLOAT_MIN_AGREEMENT,
+    max_miou_drop: float = INT8_MAX_MIOU_DROP,
+    name: str = TFLITE_NAME,
 ):
     """Converts the export at `saved_model_dir`, runs the parity gate on `parity_examples` and writes the
     .tflite + sidecar to `output_dir` only when it passes; raises ParityError (with the figures) otherwise.

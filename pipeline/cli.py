@@ -554,9 +554,9 @@ def _infer(args):
 
     try:
         report = run_infer(
-            args.model,
-            args.input,
-            args.output,
+            model=args.model,
+            source=args.input,
+            output_dir=args.output,
             overlay=args.overlay,
             batch_size=args.batch_size,
             max_failed_fraction=args.max_failed_fraction,

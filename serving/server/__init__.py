@@ -11,6 +11,7 @@ warm-up), grpc_api.py and rest_api.py (front ends), image_limits.py (decompressi
 import importlib
 import logging
 import threading
+from typing import Dict, Optional, Union
 
 from serving.server.batching import BatchingOptions  # light (no TensorFlow): `deeplab serve --help` shows its knobs
 
@@ -49,20 +50,20 @@ class ModelServer:
     def __init__(
         self,
         model_base_path,
-        model_name="deeplab",
-        host="127.0.0.1",
-        grpc_port=8500,
-        rest_port=8501,
-        poll_seconds=1.0,
-        max_message_mb=64,
-        max_image_pixels=4096 * 4096,
-        max_image_side=8192,
-        threads=8,
-        warmup=True,
-        version_labels=None,
-        ssl_cert=None,
-        ssl_key=None,
-        batching=True,
+        model_name: str = "deeplab",
+        host: str = "127.0.0.1",
+        grpc_port: Optional[int] = 8500,
+        rest_port: Optional[int] = 8501,
+        poll_seconds: float = 1.0,
+        max_message_mb: float = 64,
+        max_image_pixels: int = 4096 * 4096,
+        max_image_side: int = 8192,
+        threads: int = 8,
+        warmup: bool = True,
+        version_labels: Optional[Dict[str, int]] = None,
+        ssl_cert: Optional[str] = None,
+        ssl_key: Optional[str] = None,
+        batching: Union[bool, None, BatchingOptions] = True,
     ):
         from serving.server.core import Limits
         from serving.server.manager import ModelManager

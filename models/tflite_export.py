@@ -44,15 +44,19 @@ import tensorflow as tf
 from data import tfrecord
 from models.confusion import iou_from_confusion
 from models.input_pipeline import list_files
+from models.tflite_gate import (  # noqa: F401  (re-exported: the options and the gate with the export)
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_PARITY_IMAGES,
+    FLOAT_MIN_AGREEMENT,
+    INT8_MAX_MIOU_DROP,
+    MIN_REPRESENTATIVE,
+    QUANTIZE,
+    check_input_size,
+    check_quantize,
+)
 
 log = logging.getLogger(__name__)
 
-QUANTIZE = ("none", "float16", "int8")
-DEFAULT_INPUT_SIZE = 513
-MIN_REPRESENTATIVE = 100  # training images that calibrate an int8 model
-DEFAULT_PARITY_IMAGES = 50  # validation images of the parity gate (all of them when fewer)
-FLOAT_MIN_AGREEMENT = 0.99  # float/float16: share of pixels with the SavedModel's label
-INT8_MAX_MIOU_DROP = 0.01  # int8: mIoU at most 1.0 point below the SavedModel's
 TFLITE_NAME = "deeplab"  # <dir>/deeplab.tflite and <dir>/deeplab.tflite.json
 SIDECAR_SUFFIX = ".json"
 FORMAT_VERSION = 1
@@ -64,19 +68,6 @@ class ParityError(RuntimeError):
     def __init__(self, message, report):
         super().__init__(message)
         self.report = report
-
-
-def check_quantize(quantize):
-    if quantize not in QUANTIZE:
-        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
-    return quantize
-
-
-def check_input_size(input_size):
-    size = int(input_size)
-    if size < 8:
-        raise ValueError(f"input_size must be at least 8 pixels, got {input_size!r}")
-    return size
 
 
 # ---------------------------------------------------------------------------------------------- images

@@ -186,7 +186,7 @@ def add_arguments(command, parser):
 
 
 def _add_tflite_arguments(parser):
-    from models import tflite_export
+    from models import tflite_gate
 
     group = parser.add_argument_group(
         "TFLite (--format tflite: --model is an exported SavedModel; writes OUTPUT/deeplab.tflite and "
@@ -197,17 +197,17 @@ def _add_tflite_arguments(parser):
     )
     group.add_argument(
         "--quantize",
-        choices=tflite_export.QUANTIZE,
+        choices=tflite_gate.QUANTIZE,
         default="none",
         help="none (float32), float16 (weights) or int8 (full-integer, uint8 input, calibrated on "
-        f"{tflite_export.MIN_REPRESENTATIVE} training images of --examples) (default %(default)s)",
+        f"{tflite_gate.MIN_REPRESENTATIVE} training images of --examples) (default %(default)s)",
     )
     add_typed_flag(
         group,
         "--input-size",
         int,
         "the fixed square input size S of the TFLite model",
-        tflite_export.DEFAULT_INPUT_SIZE,
+        tflite_gate.DEFAULT_INPUT_SIZE,
     )
     group.add_argument(
         "--examples",
@@ -217,19 +217,19 @@ def _add_tflite_arguments(parser):
     group.add_argument("--train-split", default=configs.TRAIN_SPLIT, help="(default %(default)s)")
     group.add_argument("--eval-split", default=configs.EVAL_SPLIT, help="(default %(default)s)")
     add_typed_flag(
-        group, "--parity-images", int, "validation images of the parity gate", tflite_export.DEFAULT_PARITY_IMAGES
+        group, "--parity-images", int, "validation images of the parity gate", tflite_gate.DEFAULT_PARITY_IMAGES
     )
     add_typed_flag(
         group,
         "--min-agreement",
         float,
         "none/float16 gate: share of pixels labelled as the SavedModel labels them",
-        tflite_export.FLOAT_MIN_AGREEMENT,
+        tflite_gate.FLOAT_MIN_AGREEMENT,
     )
     group.add_argument(
         "--max-miou-drop",
         type=float,
-        default=tflite_export.INT8_MAX_MIOU_DROP,
+        default=tflite_gate.INT8_MAX_MIOU_DROP,
         help="int8 gate: largest mIoU drop below the SavedModel's (default %(default)s = 1 point)",
     )
 

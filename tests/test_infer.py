@@ -78,7 +78,9 @@ def test_infer_writes_the_served_answer_and_lists_broken_images(model_dir, image
         "notes.png": "unreadable",
         "wide.png": "oversize",
     }
-    assert "20x300" in failed["wide.png"]["detail"] and "cannot decode" in failed["truncated.jpg"]["detail"]
+    assert (
+        "(WxH) declares 300x20" in failed["wide.png"]["detail"] and "cannot decode" in failed["truncated.jpg"]["detail"]
+    )
     assert len((out / "failed.jsonl").read_text().splitlines()) == 3
 
 

@@ -12,7 +12,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 
 from components.tflite_pusher import executor
 from components.tflite_pusher.spec import TfliteModel, TflitePusherSpec
-from models import tflite_export
+from models import tflite_gate
 
 
 class TflitePusher(base_component.BaseComponent):
@@ -27,12 +27,12 @@ class TflitePusher(base_component.BaseComponent):
         pushed_model: types.BaseChannel,
         examples: types.BaseChannel,
         quantize: str = "none",
-        input_size: int = tflite_export.DEFAULT_INPUT_SIZE,
+        input_size: int = tflite_gate.DEFAULT_INPUT_SIZE,
         train_split: str = "train",
         eval_split: str = "val",
-        max_parity_images: int = tflite_export.DEFAULT_PARITY_IMAGES,
-        min_agreement: float = tflite_export.FLOAT_MIN_AGREEMENT,
-        max_miou_drop: float = tflite_export.INT8_MAX_MIOU_DROP,
+        max_parity_images: int = tflite_gate.DEFAULT_PARITY_IMAGES,
+        min_agreement: float = tflite_gate.FLOAT_MIN_AGREEMENT,
+        max_miou_drop: float = tflite_gate.INT8_MAX_MIOU_DROP,
     ):
         """Args: model (Trainer), pushed_model (AtomicPusher), examples (ExampleGen: `eval_split` feeds the parity
         gate, `train_split` the int8 calibration); quantize none|float16|int8; input_size: the static square input;
@@ -41,8 +41,8 @@ class TflitePusher(base_component.BaseComponent):
             model=model,
             pushed_model=pushed_model,
             examples=examples,
-            quantize=tflite_export.check_quantize(quantize),
-            input_size=tflite_export.check_input_size(input_size),
+            quantize=tflite_gate.check_quantize(quantize),
+            input_size=tflite_gate.check_input_size(input_size),
             train_split=train_split,
             eval_split=eval_split,
             max_parity_images=int(max_parity_images),

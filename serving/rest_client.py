@@ -154,6 +154,8 @@ def fetch_label_map(call_label_map: Callable[[], Mapping[str, Any]], source: str
     """The served model's classes as a data.label_map.LabelMap: `call_label_map()` returns the `label_map`
     signature's outputs; a model without that signature gets VOC's map, with a warning naming `source`
     (docs/ARCHITECTURE.md, "Compatibility")."""
+    from data.label_map import LabelMap
+
     try:
         outputs = call_label_map()
     except ServingClientError as e:

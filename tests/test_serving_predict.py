@@ -49,6 +49,6 @@ def test_predict_files_writes_label_maps_overlays_and_predictions_json(tmp_path,
 def test_predict_files_exit_codes(tmp_path, monkeypatch, image, capsys):
     monkeypatch.setattr(predict, "make_client", lambda *a, **k: _Client((3, 3)))
     assert predict.predict_files("host:1", [image], str(tmp_path / "out")) == 1  # a map of the wrong size
-    assert "server returned a (3, 3) map" in capsys.readouterr().err
+    assert "server returned a 3x3 (WxH) map" in capsys.readouterr().err
     assert predict.predict_files("host:1", [str(tmp_path / "missing.png")], str(tmp_path / "out")) == 2
     assert "cannot read image" in capsys.readouterr().err

@@ -77,10 +77,10 @@ def read_id_list(path: str) -> List[str]:
 
 def numbered_children(folder, holds):
     """Sub-folders of `folder` named by a number (TFX artifact ids, TF Serving versions) for which `holds(path)`
-    is true, in numeric order (local paths; [] when `folder` is not a folder)."""
-    if not os.path.isdir(folder):
+    is true, in numeric order ([] when `folder` is not a folder); local or remote."""
+    if not isdir(folder):
         return []
-    found = [os.path.join(folder, n) for n in os.listdir(folder) if n.isdigit() and holds(os.path.join(folder, n))]
+    found = [join(folder, n) for n in listdir(folder) if n.isdigit() and holds(join(folder, n))]
     return sorted(found, key=lambda p: int(os.path.basename(p)))
 
 

@@ -226,7 +226,7 @@ class DatasetStatistics:
         if isinstance(tft_output, (str, os.PathLike)):
             source = source or str(tft_output)
             tft_output = tft.TFTransformOutput(str(tft_output))
-        outputs = transform_raw(tft_output, tf.constant([_probe_record()]))
+        outputs = transform_fn(tft_output)(tf.constant([_probe_record()]))
         values = {name: outputs[name][0].numpy().astype(np.int64).tolist() for name in STATISTICS}
         if not values[NUM_EXAMPLES][0]:
             raise ValueError(f"the transform graph {source} was analyzed over no training example")
@@ -258,26 +258,24 @@ def _probe_record():
     return tfrecord.example_bytes(sample)
 
 
-def transform_raw(tft_output, serialized):
-    """The transform graph's outputs for a [batch] string tensor of serialized raw records."""
-    import tensorflow as tf
+def transform_fn(tft_output):
+    """[batch] serialized raw records -> the transform graph's outputs (dict). The Keras layer is built once here,
+    so the function can go into tf.data.Dataset.map."""
+    layer = tft_output.transform_features_layer()
 
-    raw = tf.io.parse_example(serialized, raw_feature_spec())
-    return tft_output.transform_features_layer()(raw)
+    def transform(serialized):
+        import tensorflow as tf
+
+        return layer(tf.io.parse_example(serialized, raw_feature_spec()))
+
+    return transform
 
 
 def class_presence_fn(tft_output):
     """A tf.data-ready function: [batch] serialized records -> int64 [batch, num_classes] class presence, computed
     by the transform graph (the same decode and bincount as the analyzers)."""
-
-    layer = tft_output.transform_features_layer()
-
-    def presence(serialized):
-        import tensorflow as tf
-
-        return layer(tf.io.parse_example(serialized, raw_feature_spec()))[PRESENCE]
-
-    return presence
+    transform = transform_fn(tft_output)
+    return lambda serialized: transform(serialized)[PRESENCE]
 
 
 def check_nonempty(files):

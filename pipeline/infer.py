@@ -4,9 +4,9 @@
     batches by BatchElements) -> WriteOutputs (label PNG, overlay) -> index.jsonl
                 \\-> failed (unreadable / oversize, with the reason) -> failed.jsonl
 
-Each good image gets `<output>/labels/<name>.png`: a palette PNG whose pixel values are the class ids and whose
-palette is the model's label map (any viewer shows the colours, `np.asarray(Image.open(...))` gives the ids);
-with --overlay also `<output>/overlays/<name>.png`. `index.jsonl` has one line per image (image, height, width,
+Each good image gets `<output>/labels/<name>.png` (names: `output_names`): a palette PNG whose pixel values are
+the class ids and whose palette is the model's label map (any viewer shows the colours,
+`np.asarray(Image.open(...))` gives the ids); with --overlay also `<output>/overlays/<name>.png`. `index.jsonl` has one line per image (image, height, width,
 class pixel shares by name, ms: its share of the batch's model call) and `infer_report.json` the counts, the
 failed images with their reason, the batch sizes and the seconds. More failed images than --max-failed-fraction
 (like the ingest's --max-rejected-fraction) fails the command after the good ones are written.
@@ -21,6 +21,7 @@ what TF Serving answers, in the compact PNG form (the signature groups a batch b
 size: images are never padded together).
 """
 
+import collections
 import io
 import json
 import logging
@@ -58,20 +59,20 @@ class TooManyFailedError(RuntimeError):
 # ---------------------------------------------------------------------------------------------- inputs
 
 
+def _holds_export(path):
+    return fileio.exists(fileio.join(path, "saved_model.pb"))
+
+
 def resolve_model_dir(path):
-    """A SavedModel directory, or the newest numeric version under a TF Serving base folder."""
+    """A SavedModel directory, or the newest numeric version under a TF Serving base folder (local or gs://)."""
     path = str(path).rstrip("/")
-    if tf.io.gfile.exists(path + "/saved_model.pb"):
-        return path
-    if tf.io.gfile.isdir(path):
-        versions = sorted(int(n.rstrip("/")) for n in tf.io.gfile.listdir(path) if n.rstrip("/").isdigit())
-        for version in reversed(versions):
-            if tf.io.gfile.exists(f"{path}/{version}/saved_model.pb"):
-                return f"{path}/{version}"
-    raise FileNotFoundError(
-        f"--model {path}: no saved_model.pb there nor in a numeric version folder under it "
-        "(give an export such as serving/deeplab/<version>)"
-    )
+    found = fileio.latest_numbered(path, _holds_export)
+    if found is None:
+        raise FileNotFoundError(
+            f"--model {path}: no saved_model.pb there nor in a numeric version folder under it "
+            "(give an export such as serving/deeplab/<version>)"
+        )
+    return found
 
 
 def list_images(source):
@@ -91,9 +92,26 @@ def list_images(source):
     return sorted(paths)
 
 
-def output_name(path):
-    """The PNG name of an input image: its base name with .png (a.jpg -> a.png)."""
-    return os.path.splitext(os.path.basename(path))[0] + ".png"
+def output_names(paths):
+    """{input path: unique PNG name} for the label and overlay files. Usually the base name with .png
+    (a.jpg -> a.png, as VOC pairs JPEGImages/a.jpg with SegmentationClass/a.png); inputs from several folders
+    (a glob such as 'photos/*/*.jpg') keep their folders below the common one (x/a.jpg -> x/a.png); inputs that
+    would still share a name keep their extension (a.jpg -> a.jpg.png beside a.png -> a.png.png)."""
+    parts = [str(p).split("/") for p in paths]
+    common = 0
+    if parts:
+        folders = [p[:-1] for p in parts]
+        while all(len(f) > common and f[common] == folders[0][common] for f in folders):
+            common += 1
+    relative = {str(p): "/".join(q[common:]) for p, q in zip(paths, parts)}
+    names = {path: os.path.splitext(rel)[0] + ".png" for path, rel in relative.items()}
+    while True:  # rel + ".png" is one-to-one, so moving the clashing names to it ends the clashes
+        counts = collections.Counter(names.values())
+        clashing = [p for p, name in names.items() if counts[name] > 1 and name != relative[p] + ".png"]
+        if not clashing:
+            return names
+        for path in clashing:
+            names[path] = relative[path] + ".png"
 
 
 # ---------------------------------------------------------------------------------------------- Beam parts
@@ -182,8 +200,9 @@ def _segment_batch(model, batch, model_id=None):
 class _Writer:
     """Writes one image's label PNG (palette of the label map) and overlay; returns its index.jsonl record."""
 
-    def __init__(self, output_dir, label_map, overlay):
+    def __init__(self, output_dir, label_map, overlay, names):
         self.output_dir = str(output_dir)
+        self.names = names
         self.label_map = label_map
         self.overlay = overlay
         self._palette = None
@@ -194,7 +213,7 @@ class _Writer:
             self._palette = label_map.colors().astype(np.uint8).reshape(-1).tolist()
         with Image.open(io.BytesIO(answer["png"])) as png:
             labels = np.asarray(png)
-        name = output_name(path)
+        name = self.names[path]
         picture = Image.fromarray(labels.astype(np.uint8), mode="P")
         picture.putpalette(self._palette)
         _write_png(picture, f"{self.output_dir}/{LABELS_DIR}/{name}")
@@ -255,7 +274,7 @@ def build_pipeline(
     """Adds the job to a beam.Pipeline; returns (index records, failed records) PCollections (dicts). The
     options are run_infer's, which passes them all."""
     handler = KeyedModelHandler(SegmentationModelHandler(model_dir, batch_size=batch_size))
-    writer = _Writer(output_dir, label_map, overlay)
+    writer = _Writer(output_dir, label_map, overlay, output_names(paths))
 
     def read(path):
         data, failure = read_image(path, max_pixels, max_side)

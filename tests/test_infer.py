@@ -28,11 +28,12 @@ def _encode(image, fmt):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """3 good images of different sizes and formats, 3 broken ones (truncated JPEG, not an image, too wide)."""
+    """4 good images of different sizes and formats (a.jpg and a.png share a base name), 3 broken ones (truncated
+    JPEG, not an image, too wide)."""
     folder = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     good = {}
-    for name, (h, w), fmt in (("a.jpg", (40, 52), "JPEG"), ("b.png", (33, 33), "PNG"), ("c.jpg", (40, 52), "JPEG")):
+    for name, (h, w), fmt in (("a.jpg", (40, 52), "JPEG"), ("a.png", (33, 33), "PNG"), ("c.jpg", (40, 52), "JPEG")):
         data = _encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), fmt)
         (folder / name).write_bytes(data)
         good[name] = data
@@ -55,10 +56,13 @@ def test_infer_writes_the_served_answer_and_lists_broken_images(model_dir, image
     colours = infer.model_label_map(model_dir).colors()
     index = {json.loads(line)["image"]: json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()}
     assert sorted(index) == sorted(str(folder / name) for name in good)
+    # a.jpg and a.png would both be a.png: they keep their extension; c.jpg is c.png.
+    labels_of = {name: index[str(folder / name)]["labels"] for name in good}
+    assert labels_of == {"a.jpg": "labels/a.jpg.png", "a.png": "labels/a.png.png", "c.jpg": "labels/c.png"}
     for name, data in good.items():
         # The served answer, one image per request (serving_default's int64 map): the label PNG equals it.
         answer = served["serving_default"](images=tf.constant([data]))["segmentation_map"][0].numpy()
-        with Image.open(out / "labels" / (name[:-4] + ".png")) as png:
+        with Image.open(out / labels_of[name]) as png:
             assert png.mode == "P"
             assert np.asarray(png.getpalette()[:63]).reshape(21, 3).tolist() == colours[:21].tolist()
             labels = np.asarray(png)
@@ -67,7 +71,7 @@ def test_infer_writes_the_served_answer_and_lists_broken_images(model_dir, image
         assert (row["height"], row["width"]) == answer.shape
         assert sum(row["class_shares"].values()) == pytest.approx(1.0, abs=1e-4)
         assert row["ms"] > 0 and 1 <= row["batch_size"] <= 2
-        with Image.open(out / "overlays" / (name[:-4] + ".png")) as overlay:
+        with Image.open(out / labels_of[name].replace("labels/", "overlays/")) as overlay:
             assert overlay.size == (answer.shape[1], answer.shape[0])
 
     report = json.loads((out / "infer_report.json").read_text())
@@ -99,3 +103,32 @@ def test_infer_fails_past_max_failed_fraction_after_writing_the_good_ones(model_
         "truncated.jpg",
     ]
     assert report["segmented"] == 4 and len(list((out / "labels").iterdir())) == 4
+
+
+def test_output_names_are_unique_and_keep_the_common_case_short():
+    assert infer.output_names(["d/a.jpg", "d/b.png"]) == {"d/a.jpg": "a.png", "d/b.png": "b.png"}
+    assert infer.output_names(["d/a.jpg", "d/a.png", "d/a.jpg.png"]) == {
+        "d/a.jpg": "a.jpg.png",
+        "d/a.png": "a.png.png",
+        "d/a.jpg.png": "a.jpg.png.png",
+    }
+    assert infer.output_names(["gs://b/x/a.jpg", "gs://b/y/a.jpg", "gs://b/y/z/c.jpg"]) == {
+        "gs://b/x/a.jpg": "x/a.png",
+        "gs://b/y/a.jpg": "y/a.png",
+        "gs://b/y/z/c.jpg": "y/z/c.png",
+    }
+    assert infer.output_names(["/abs/one.jpg"]) == {"/abs/one.jpg": "one.png"}
+
+
+def test_resolve_model_dir_takes_the_newest_version_on_a_remote_file_system():
+    """--model gs://.../serving/deeplab goes through tf.io.gfile (data.fileio); TF's ram:// stands in for gs://."""
+    base = "ram://infer-test/serving/deeplab"
+    for version in ("2", "10"):
+        tf.io.gfile.makedirs(f"{base}/{version}")
+        with tf.io.gfile.GFile(f"{base}/{version}/saved_model.pb", "wb") as f:
+            f.write(b"")
+    tf.io.gfile.makedirs(f"{base}/11")  # a version being written: no saved_model.pb yet
+    assert infer.resolve_model_dir(base + "/") == f"{base}/10"
+    assert infer.resolve_model_dir(f"{base}/2") == f"{base}/2"
+    with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
+        infer.resolve_model_dir(f"{base}/11")

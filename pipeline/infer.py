@@ -6,10 +6,11 @@
 
 Each good image gets `<output>/labels/<name>.png` (names: `output_names`): a palette PNG whose pixel values are
 the class ids and whose palette is the model's label map (any viewer shows the colours,
-`np.asarray(Image.open(...))` gives the ids); with --overlay also `<output>/overlays/<name>.png`. `index.jsonl` has one line per image (image, height, width,
-class pixel shares by name, ms: its share of the batch's model call) and `infer_report.json` the counts, the
-failed images with their reason, the batch sizes and the seconds. More failed images than --max-failed-fraction
-(like the ingest's --max-rejected-fraction) fails the command after the good ones are written.
+`np.asarray(Image.open(...))` gives the ids); with --overlay also `<output>/overlays/<name>.png`. `index.jsonl` has
+one line per image (image, labels file, height, width, class pixel shares by name, ms: its share of the batch's
+model call) and `infer_report.json` the counts, the failed images with their reason, the batch sizes and the
+seconds. More failed images than --max-failed-fraction (like the ingest's --max-rejected-fraction) fails the command
+after the good ones are written.
 
 The model handler: Beam 2.59's TensorFlow handler (`apache_beam.ml.inference.tensorflow_inference.
 TFModelHandlerTensor`) cannot serve here: its module imports tensorflow_hub, which needs `pkg_resources`

@@ -51,6 +51,7 @@ _STAGE_CACHED = "A cached execution %d is used."
 LOG_FOLDER_OF = {
     "synth": ("output", "inside"),
     "predict": ("out", "inside"),
+    "infer": ("output", "inside"),
     "export": ("output", "beside"),
     "compile": ("output", "beside"),
     "schema": ("out", "beside"),

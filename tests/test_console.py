@@ -53,6 +53,7 @@ def test_every_command_logs_beside_its_output(tmp_path):
         ("compile", "output"): os.path.join(out, "pipeline.json"),
         ("schema", "out"): os.path.join(out, "proposed.pbtxt"),
         ("serve", "model_base_path"): os.path.join(out, "serving", "deeplab"),
+        ("infer", "output"): os.path.join(out, "segmented"),
     }
     expected = {
         "synth": os.path.join(out, "ds", "logs"),
@@ -61,11 +62,26 @@ def test_every_command_logs_beside_its_output(tmp_path):
         "compile": os.path.join(out, "logs"),
         "schema": os.path.join(out, "logs"),
         "serve": os.path.join(out, "serving", "logs"),
+        "infer": os.path.join(out, "segmented", "logs"),
     }
     for (command, flag), value in cases.items():
         args = argparse.Namespace(**{flag: value})
         assert os.path.dirname(console.log_path_for(command, args)) == expected[command], command
     assert set(console.QUIET_COMMANDS) == set(__import__("runner").COMMANDS)  # every command has a log
+
+
+def test_no_command_with_an_output_logs_into_the_current_folder(tmp_path):
+    """Each command given its output flags (the README's values) logs under them, not in ./runs/logs."""
+    import runner
+
+    outputs = ("workdir", "output_dir", "output", "out", "model_base_path")
+    for command in runner.COMMANDS:
+        sub = runner.build_parser(command)._subparsers._group_actions[0].choices[command]
+        flags = {a.dest for a in sub._actions} & set(outputs)
+        if not flags:
+            continue
+        args = argparse.Namespace(**{flag: str(tmp_path / command / flag) for flag in flags})
+        assert console.log_folder_for(command, args).startswith(str(tmp_path)), (command, sorted(flags))
 
 
 def test_quiet_sends_noise_to_the_log_keeps_project_warnings_and_restores(tmp_path, capsys):

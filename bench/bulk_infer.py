@@ -53,7 +53,7 @@ def plain_loop(model_dir, paths, output_dir):
     writer = infer._Writer(output_dir, infer.model_label_map(model_dir), overlay=False)
     rows = []
     started = time.time()
-    for path in paths:
+    for path, name in infer.output_names(paths).items():
         with open(path, "rb") as f:
             data = f.read()
         t = time.perf_counter()
@@ -66,7 +66,7 @@ def plain_loop(model_dir, paths, output_dir):
             "batch_ms": ms,
             "batch_size": 1,
         }
-        rows.append(writer(path, answer, data))
+        rows.append(writer(path, name, answer, data))
     with open(os.path.join(output_dir, "index.jsonl"), "w") as f:
         f.write("".join(json.dumps(r) + "\n" for r in rows))
     return time.time() - started

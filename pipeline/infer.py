@@ -201,20 +201,18 @@ def _segment_batch(model, batch, model_id=None):
 class _Writer:
     """Writes one image's label PNG (palette of the label map) and overlay; returns its index.jsonl record."""
 
-    def __init__(self, output_dir, label_map, overlay, names):
+    def __init__(self, output_dir, label_map, overlay):
         self.output_dir = str(output_dir)
-        self.names = names
         self.label_map = label_map
         self.overlay = overlay
         self._palette = None
 
-    def __call__(self, path, answer, data):
+    def __call__(self, path, name, answer, data):
         label_map = self.label_map
         if self._palette is None:
             self._palette = label_map.colors().astype(np.uint8).reshape(-1).tolist()
         with Image.open(io.BytesIO(answer["png"])) as png:
             labels = np.asarray(png)
-        name = self.names[path]
         picture = Image.fromarray(labels.astype(np.uint8), mode="P")
         picture.putpalette(self._palette)
         _write_png(picture, f"{self.output_dir}/{LABELS_DIR}/{name}")
@@ -275,26 +273,27 @@ def build_pipeline(
     """Adds the job to a beam.Pipeline; returns (index records, failed records) PCollections (dicts). The
     options are run_infer's, which passes them all."""
     handler = KeyedModelHandler(SegmentationModelHandler(model_dir, batch_size=batch_size))
-    writer = _Writer(output_dir, label_map, overlay, output_names(paths))
+    writer = _Writer(output_dir, label_map, overlay)
 
-    def read(path):
+    def read(path_and_name):
+        path, _ = path_and_name
         data, failure = read_image(path, max_pixels, max_side)
         if failure is None:
-            yield beam.pvalue.TaggedOutput("good", (path, data))
+            yield beam.pvalue.TaggedOutput("good", (path_and_name, data))
         else:
             yield beam.pvalue.TaggedOutput("failed", {"image": path, "reason": failure[0], "detail": failure[1]})
 
     def write(keyed):
-        path, result = keyed
+        (path, name), result = keyed
         answer = result.inference
         if "error" in answer:
             yield beam.pvalue.TaggedOutput("failed", {"image": path, "reason": "unreadable", "detail": answer["error"]})
         else:
-            yield writer(path, answer, result.example)
+            yield writer(path, name, answer, result.example)
 
     read_out = (
         pipeline
-        | "Paths" >> beam.Create(list(paths))
+        | "Paths" >> beam.Create(sorted(output_names(paths).items()))  # (path, output name): names need all paths
         | "Spread" >> beam.Reshuffle()
         | "ReadImage" >> beam.FlatMap(read).with_outputs("good", "failed")
     )

@@ -26,6 +26,18 @@ CONFIG_FILENAME = "deeplab_export.json"
 WARMUP_FILENAME = "tf_serving_warmup_requests"
 
 
+def is_export(path: str) -> bool:
+    """True when `path` is a SavedModel directory (holds saved_model.pb); local or remote."""
+    return tf.io.gfile.exists(os.path.join(str(path), "saved_model.pb"))
+
+
+def export_versions(base_path: str) -> List[str]:
+    """The numeric version folders of a TF Serving base path that hold a SavedModel, oldest first (paths)."""
+    from data.fileio import numbered_children
+
+    return numbered_children(base_path, is_export)
+
+
 def read_export_config(export_dir: str) -> Dict[str, Any]:
     """assets.extra/deeplab_export.json of an exported SavedModel as a dict."""
     path = os.path.join(export_dir, ASSETS_EXTRA, CONFIG_FILENAME)

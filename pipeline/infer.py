@@ -38,7 +38,7 @@ from PIL import Image
 
 from data import fileio, visualize
 from data.label_map import LabelMap
-from models.export_files import label_map_from_config, read_export_config
+from models.export_files import is_export, label_map_from_config, read_export_config
 from pipeline import configs
 from serving.server.image_limits import ImageHeaderError, check_image
 
@@ -60,14 +60,10 @@ class TooManyFailedError(RuntimeError):
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def _holds_export(path):
-    return fileio.exists(fileio.join(path, "saved_model.pb"))
-
-
 def resolve_model_dir(path):
     """A SavedModel directory, or the newest numeric version under a TF Serving base folder (local or gs://)."""
     path = str(path).rstrip("/")
-    found = fileio.latest_numbered(path, _holds_export)
+    found = fileio.latest_numbered(path, is_export)
     if found is None:
         raise FileNotFoundError(
             f"--model {path}: no saved_model.pb there nor in a numeric version folder under it "

@@ -15,7 +15,7 @@ import time
 import grpc
 import tensorflow as tf
 
-from models.export_files import ASSETS_EXTRA, WARMUP_FILENAME
+from models.export_files import ASSETS_EXTRA, WARMUP_FILENAME, export_versions
 from serving.server.core import Servable, ServingError
 
 log = logging.getLogger(__name__)
@@ -25,15 +25,8 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 
 def list_versions(base_path):
-    """Numeric version directories holding a saved_model.pb, ascending."""
-    if not tf.io.gfile.isdir(base_path):
-        return []
-    versions = []
-    for name in tf.io.gfile.listdir(base_path):
-        name = name.rstrip("/")
-        if name.isdigit() and tf.io.gfile.exists(os.path.join(base_path, name, "saved_model.pb")):
-            versions.append(int(name))
-    return sorted(versions)
+    """Numeric version directories holding a saved_model.pb, ascending (version numbers)."""
+    return [int(os.path.basename(path)) for path in export_versions(base_path)]
 
 
 def replay_warmup(servable):
